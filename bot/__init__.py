@@ -1,0 +1,3 @@
+"""Runbook Bot: tested, versioned DynamoDB recovery runbooks as Slack actions."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,83 @@
+"""What an action is: the contract between the engine and one kind of step.
+
+An action gets its templated inputs and an `ActionContext`, does its work through the partner's
+boto3 session, and returns a `StepOutcome`. Actions raise `ActionError(code, message)` with a
+code from runbooks/errors.yaml; boto3 `ClientError`s are converted by the engine. Effects must be
+idempotent under `ctx.idempotency_key`: a crash between effect and commit replays the same key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from bot.partners.model import Partner
+    from bot.partners.sessions import PartnerSession
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    execution_id: str
+    step_id: str
+    attempt: int
+    idempotency_key: str
+    partner: Partner
+    aws: PartnerSession  # boto3 clients for the partner's account and region
+    params: dict[str, Any]
+    checkpoint: dict[str, Any] | None  # what the last invocation saved for this step
+    drill: bool = False
+    remaining_ms: Callable[[], int] = field(default=lambda: 60_000)
+    clock: Callable[[], float] = field(default=time.time)
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+    def should_checkpoint(self, reserve_ms: int = 5_000) -> bool:
+        """True when the invocation has too little time left to do another unit of work."""
+        return self.remaining_ms() < reserve_ms
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """`succeeded` with outputs, or `checkpoint` with the state to resume from next record."""
+
+    status: str  # succeeded | checkpoint
+    outputs: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""  # one line for the timeline: what the step found or did
+    figures: dict[str, Any] = field(default_factory=dict)  # key numbers shown with the summary
+    checkpoint: dict[str, Any] | None = None
+    due_in_seconds: float | None = None  # checkpoint only: wake again after this long (wait)
+
+    @classmethod
+    def done(cls, summary: str, outputs: dict[str, Any] | None = None, **figures: Any) -> StepOutcome:
+        return cls("succeeded", outputs or {}, summary, figures)
+
+    @classmethod
+    def resume_later(
+        cls, checkpoint: dict[str, Any], summary: str = "", due_in_seconds: float | None = None
+    ) -> StepOutcome:
+        return cls("checkpoint", {}, summary, {}, checkpoint, due_in_seconds)
+
+
+class Action(Protocol):
+    name: str
+    outputs: tuple[str, ...]  # output names runbooks may reference as steps.<id>.outputs.<name>
+    inputs_schema: dict[str, Any]  # JSON Schema of the inputs, checked by `runbook-bot validate`
+    always_high_risk: bool  # e.g. replays and capacity changes: the schema forbids `risk: low`
+
+    def run(self, ctx: ActionContext, inputs: dict[str, Any]) -> StepOutcome: ...
+
+    def describe_effect(self, ctx: ActionContext, inputs: dict[str, Any]) -> str:
+        """For approval messages: exactly what running this step will change."""
+        ...
+
+
+REGISTRY: dict[str, Action] = {}
+
+
+def register(action: Action) -> Action:
+    if action.name in REGISTRY:
+        raise ValueError(f"action {action.name!r} is registered twice")
+    REGISTRY[action.name] = action
+    return action

@@ -1,0 +1,46 @@
+"""The one key scheme of the executions table. Nothing else builds `pk`/`sk` values."""
+
+from __future__ import annotations
+
+PK = "pk"
+SK = "sk"
+DUE_INDEX = "due-index"  # sparse GSI: only items with something due carry its keys
+DUE_BUCKET = "due_bucket"  # GSI partition key; one constant bucket keeps the query to one partition
+DUE_AT = "due_at_ms"  # GSI sort key (N): epoch milliseconds
+DUE_BUCKET_VALUE = "DUE"
+TTL_ATTRIBUTE = "expires_at"  # epoch seconds; set when a run ends
+
+STATE_SK = "STATE"
+SLACK_SK = "SLACK"
+
+
+def execution_pk(execution_id: str) -> str:
+    return f"EXEC#{execution_id}"
+
+
+def state_key(execution_id: str) -> dict[str, str]:
+    return {PK: execution_pk(execution_id), SK: STATE_SK}
+
+
+def slack_key(execution_id: str) -> dict[str, str]:
+    """The timeline publisher's own item: parent message ts, posted cursor, in-flight post."""
+    return {PK: execution_pk(execution_id), SK: SLACK_SK}
+
+
+def output_key(execution_id: str, step_id: str) -> dict[str, str]:
+    """A step's outputs that are too large for the state item."""
+    return {PK: execution_pk(execution_id), SK: f"OUTPUT#{step_id}"}
+
+
+def effect_key(execution_id: str, step_id: str, attempt: int) -> dict[str, str]:
+    """An action's record of an effect it made, keyed by its idempotency key."""
+    return {PK: execution_pk(execution_id), SK: f"EFFECT#{step_id}#{attempt}"}
+
+
+def active_run_key(partner: str, runbook: str) -> dict[str, str]:
+    """Held while a run of `runbook` for `partner` is active: alarm flaps never start a second."""
+    return {PK: f"ACTIVE#{partner}#{runbook}", SK: "LOCK"}
+
+
+def idempotency_key(execution_id: str, step_id: str, attempt: int) -> str:
+    return f"{execution_id}:{step_id}:{attempt}"

@@ -1,0 +1,123 @@
+"""An execution as it is kept in the executions table, and the events on its timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    APPROVED = "APPROVED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT})
+ACTIVE = frozenset(Status) - TERMINAL
+
+
+class EventKind(StrEnum):
+    RUN_STARTED = "run_started"
+    STEP_STARTED = "step_started"  # only for steps that span invocations (checkpointed) or wait
+    STEP_FINISHED = "step_finished"
+    STEP_FAILED = "step_failed"
+    STEP_SKIPPED = "step_skipped"
+    STEP_RETRY = "step_retry"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_GRANTED = "approval_granted"
+    APPROVAL_REJECTED = "approval_rejected"
+    APPROVAL_EXPIRED = "approval_expired"
+    CANCEL_REQUESTED = "cancel_requested"
+    SLA_WARNING = "sla_warning"
+    RUN_SUCCEEDED = "run_succeeded"
+    RUN_FAILED = "run_failed"
+    RUN_CANCELLED = "run_cancelled"
+    RUN_TIMED_OUT = "run_timed_out"
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One line of the incident timeline; `seq` orders it within its execution (1, 2, ...)."""
+
+    seq: int
+    at_ms: int
+    kind: EventKind
+    summary: str
+    step_id: str = ""
+    actor: str = ""  # Slack user id, "alarm:<name>", or "" for the bot
+    duration_ms: int | None = None
+    error_code: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)  # key figures shown with the event
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What became of one step: kept on the execution for status, timeline and references."""
+
+    step_id: str
+    outcome: str  # succeeded | failed | skipped
+    attempts: int
+    started_at_ms: int
+    finished_at_ms: int
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error_code: str = ""
+    error_message: str = ""
+    spilled: bool = False  # outputs too large for the state item live in their own item
+
+
+@dataclass(frozen=True)
+class Approval:
+    step_id: str
+    requested_at_ms: int
+    expires_at_ms: int
+    effect: str  # what will happen, stated exactly
+    decision: str = ""  # "" | approved | rejected | expired
+    decided_by: str = ""
+    decided_at_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Execution:
+    execution_id: str
+    runbook: str
+    runbook_version: str
+    partner: str
+    status: Status
+    version: int
+    params: dict[str, Any]
+    requested_by: str
+    channel: str
+    created_at_ms: int
+    updated_at_ms: int
+    trigger: str = "slash"  # slash | alarm | drill
+    drill: bool = False
+    cursor: str | None = None  # id of the next step to run; None when no step is left
+    phase: str = "main"  # main | on_failure
+    attempt: int = 1  # attempt number of the step at `cursor`
+    step_started_at_ms: int = 0  # when the step at `cursor` first started (0: not yet)
+    checkpoint: dict[str, Any] | None = None  # action state to resume the step at `cursor`
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    approval: Approval | None = None
+    approved_steps: tuple[str, ...] = ()
+    cancel_requested_by: str = ""
+    error: dict[str, str] = field(default_factory=dict)  # code, message, step of the failure
+    timeline: tuple[TimelineEvent, ...] = ()
+    due_at_ms: int | None = None  # when the sweeper must look again (wait, retry, expiry, stuck)
+    sla_response_minutes: int = 0
+    sla_resolution_minutes: int = 0
+    total_steps: int = 0
+    slack_ts: str = ""  # parent message ts, once the publisher has posted it
+
+    @property
+    def last_seq(self) -> int:
+        return self.timeline[-1].seq if self.timeline else 0
