@@ -112,7 +112,13 @@ class Execution:
     cancel_requested_by: str = ""
     error: dict[str, str] = field(default_factory=dict)  # code, message, step of the failure
     timeline: tuple[TimelineEvent, ...] = ()
-    due_at_ms: int | None = None  # when the sweeper must look again (wait, retry, expiry, stuck)
+    due_at_ms: int | None = None  # when the sweeper must look again (see due_reason)
+    due_reason: str = ""  # wake: sleeping until due | expiry: approval expires | stuck: progress deadline
+    resumes: int = 0  # times the sweeper restarted the step at `cursor` after its worker stopped
+    sla_warned: bool = False
+    sla_warn_at: float = 0.8
+    approval_timeout_minutes: int = 30  # the partner's, when the run started  # share of the resolution window after which the timeline warns
+    end_status: str = ""  # on the on_failure path: the status the run ends with (FAILED, TIMED_OUT)
     sla_response_minutes: int = 0
     sla_resolution_minutes: int = 0
     total_steps: int = 0

@@ -1,0 +1,685 @@
+"""The state machine: pure decisions over an execution, one `Transition` per conditional write.
+
+Nothing here does I/O. The worker asks `plan()` what a state calls for, runs the step if it must,
+and hands the result to `after_step()`; the ingress calls `decide()` for approval clicks and the
+sweeper calls `on_due()`. Each returns a `Transition` that the store writes conditionally on
+`from_version` (CONTRACT §4). `when` conditions and approval texts need expressions and AWS
+reads, so the caller passes them in as functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.engine.model import Risk, Runbook, Step
+from bot.store.model import (
+    ACTIVE,
+    TERMINAL,
+    Approval,
+    EventKind,
+    Execution,
+    Status,
+    StepRecord,
+    TimelineEvent,
+)
+
+GRACE_MS = 60_000  # beyond a step's timeout before the sweeper calls its worker stopped
+MAX_RESUMES = 3  # restarts of one step after its worker stopped, before the step fails
+RETENTION_SECONDS = 90 * 24 * 3600  # finished executions stay this long (TTL)
+_SKIP_LIMIT = 1000  # bounds the walk over skipped steps (the validator forbids cycles anyway)
+
+WhenFn = Callable[[Execution, Step], bool]
+EffectFn = Callable[[Execution, Step], str]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One move of an execution: applied as one `UpdateItem` conditioned on `from_version`."""
+
+    from_version: int
+    at_ms: int
+    status: Status
+    set: dict[str, Any] = field(default_factory=dict)  # top-level Execution fields, new values
+    steps: tuple[StepRecord, ...] = ()  # step records to add or replace
+    events: tuple[TimelineEvent, ...] = ()  # appended to the timeline, seq already assigned
+    expect_status: frozenset[Status] | None = None  # extra condition on the status written over
+
+    @property
+    def to_version(self) -> int:
+        return self.from_version + 1
+
+
+# What a state calls for, as `plan()` sees it.
+@dataclass(frozen=True)
+class Idle:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Move:
+    transition: Transition
+
+
+@dataclass(frozen=True)
+class Execute:
+    step: Step
+
+
+Plan = Idle | Move | Execute
+
+
+# What became of a step the worker ran.
+@dataclass(frozen=True)
+class Succeeded:
+    started_ms: int
+    summary: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Checkpointed:
+    started_ms: int
+    checkpoint: dict[str, Any]
+    summary: str = ""
+    wake_in_ms: int | None = None  # sleep until then (a wait); None: carry on with the next record
+
+
+@dataclass(frozen=True)
+class Failed:
+    started_ms: int
+    code: str
+    message: str
+    retryable: bool
+    retry_in_ms: int = 0  # backoff before the next attempt, when it is retried
+
+
+StepResult = Succeeded | Checkpointed | Failed
+
+
+def apply(ex: Execution, t: Transition) -> Execution:
+    """The execution as it stands after `t` (what the store's conditional write produces)."""
+    steps = dict(ex.steps)
+    for record in t.steps:
+        steps[record.step_id] = record
+    return dataclasses.replace(
+        ex,
+        **t.set,
+        status=t.status,
+        version=t.to_version,
+        updated_at_ms=t.at_ms,
+        steps=steps,
+        timeline=ex.timeline + t.events,
+    )
+
+
+def plan(ex: Execution, runbook: Runbook, now_ms: int) -> Plan:
+    """What the worker must do for this state of `ex`, if anything."""
+    if ex.status in TERMINAL:
+        return Idle(f"run already {ex.status.value}")
+    if ex.cancel_requested_by:
+        return Move(_end(ex, runbook, now_ms, Status.CANCELLED, []))
+    if ex.status is Status.AWAITING_APPROVAL:
+        return Idle("waiting for an approver")
+    if ex.due_reason == "wake" and ex.due_at_ms is not None and ex.due_at_ms > now_ms:
+        return Idle("sleeping until its wake time")
+    if ex.cursor is None:
+        return Move(_finish(ex, runbook, now_ms, []))
+    step = runbook.step(ex.cursor)
+    if step.risk is Risk.HIGH and step.id not in ex.approved_steps:
+        # Reached only when a cursor was set without passing through _enter (never, but safe).
+        return Idle(f"step {step.id} needs approval first")
+    return Execute(step)
+
+
+def start(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: EffectFn) -> Transition:
+    """PENDING → the first runnable step (RUNNING), its approval, or the end."""
+    events = [
+        _event(ex, 0, now_ms, EventKind.RUN_STARTED, _started_summary(ex, runbook), actor=ex.requested_by)
+    ]
+    return _enter(
+        ex, runbook, runbook.steps[0].id if runbook.steps else None, now_ms, events, [], when, effect
+    )
+
+
+def after_step(
+    ex: Execution,
+    runbook: Runbook,
+    step: Step,
+    result: StepResult,
+    now_ms: int,
+    when: WhenFn,
+    effect: EffectFn,
+) -> Transition:
+    """Commit what the worker found when it ran `step` (the step at `ex.cursor`)."""
+    events: list[TimelineEvent] = []
+    if ex.status is Status.PENDING:
+        events.append(
+            _event(ex, 0, now_ms, EventKind.RUN_STARTED, _started_summary(ex, runbook), actor=ex.requested_by)
+        )
+    first_started = ex.step_started_at_ms or result.started_ms
+    if isinstance(result, Succeeded):
+        record = StepRecord(step.id, "succeeded", ex.attempt, first_started, now_ms, result.outputs)
+        events.append(
+            _event(
+                ex,
+                len(events),
+                now_ms,
+                EventKind.STEP_FINISHED,
+                result.summary or f"{step.id} finished",
+                step_id=step.id,
+                duration_ms=now_ms - first_started,
+                figures=result.figures,
+            )
+        )
+        return _enter(ex, runbook, _next_id(runbook, step, ex.phase), now_ms, events, [record], when, effect)
+
+    if isinstance(result, Checkpointed):
+        if now_ms - first_started > step.timeout_seconds * 1000:
+            return after_step(
+                ex,
+                runbook,
+                step,
+                Failed(
+                    result.started_ms,
+                    "StepTimedOut",
+                    f"step {step.id} ran longer than its timeout of {step.timeout_seconds}s",
+                    False,
+                ),
+                now_ms,
+                when,
+                effect,
+            )
+        if ex.checkpoint is None and not ex.step_started_at_ms:
+            events.append(
+                _event(
+                    ex,
+                    len(events),
+                    now_ms,
+                    EventKind.STEP_STARTED,
+                    result.summary or f"{step.id} started",
+                    step_id=step.id,
+                )
+            )
+        due = _wake(now_ms + result.wake_in_ms) if result.wake_in_ms is not None else _stuck(step, now_ms)
+        return _transition(
+            ex,
+            now_ms,
+            Status.RUNNING,
+            events,
+            [],
+            checkpoint=result.checkpoint,
+            step_started_at_ms=first_started,
+            **due,
+        )
+
+    # Failed
+    if result.retryable and ex.attempt < step.retry.max_attempts:
+        events.append(
+            _event(
+                ex,
+                len(events),
+                now_ms,
+                EventKind.STEP_RETRY,
+                f"{step.id} failed with {result.code}; attempt {ex.attempt + 1} of "
+                f"{step.retry.max_attempts} in {result.retry_in_ms / 1000:.1f}s",
+                step_id=step.id,
+                error_code=result.code,
+                figures={"attempt": ex.attempt},
+            )
+        )
+        return _transition(
+            ex,
+            now_ms,
+            Status.RUNNING,
+            events,
+            [],
+            attempt=ex.attempt + 1,
+            step_started_at_ms=first_started,
+            **_wake(now_ms + result.retry_in_ms),
+        )
+    record = StepRecord(
+        step.id,
+        "failed",
+        ex.attempt,
+        first_started,
+        now_ms,
+        error_code=result.code,
+        error_message=result.message,
+    )
+    events.append(
+        _event(
+            ex,
+            len(events),
+            now_ms,
+            EventKind.STEP_FAILED,
+            result.message,
+            step_id=step.id,
+            duration_ms=now_ms - first_started,
+            error_code=result.code,
+        )
+    )
+    if step.on_failure == "continue" or not step.is_critical:
+        return _enter(ex, runbook, _next_id(runbook, step, ex.phase), now_ms, events, [record], when, effect)
+    if step.on_failure.startswith("step:"):
+        return _enter(ex, runbook, step.on_failure[5:], now_ms, events, [record], when, effect)
+    end_status = Status.TIMED_OUT if result.code == "ApprovalExpired" else Status.FAILED
+    return _fail_run(
+        ex,
+        runbook,
+        now_ms,
+        events,
+        [record],
+        end_status,
+        {"code": result.code, "message": result.message, "step": step.id},
+        when,
+        effect,
+    )
+
+
+def decide(
+    ex: Execution,
+    runbook: Runbook,
+    approver: str,
+    approved: bool,
+    now_ms: int,
+    when: WhenFn,
+    effect: EffectFn,
+) -> Transition:
+    """An approver's decision on the pending approval (the caller has checked who may decide)."""
+    if ex.status is not Status.AWAITING_APPROVAL or ex.approval is None:
+        raise ValueError("decide() needs an execution that is awaiting approval")
+    approval = dataclasses.replace(
+        ex.approval,
+        decision="approved" if approved else "rejected",
+        decided_by=approver,
+        decided_at_ms=now_ms,
+    )
+    step = runbook.step(approval.step_id)
+    if approved:
+        event = _event(
+            ex,
+            0,
+            now_ms,
+            EventKind.APPROVAL_GRANTED,
+            f"{_title(step)} approved",
+            step_id=step.id,
+            actor=approver,
+        )
+        return _transition(
+            ex,
+            now_ms,
+            Status.APPROVED,
+            [event],
+            [],
+            approval=approval,
+            approved_steps=(*ex.approved_steps, step.id),
+            **_stuck(step, now_ms),
+            expect=frozenset({Status.AWAITING_APPROVAL}),
+        )
+    event = _event(
+        ex,
+        0,
+        now_ms,
+        EventKind.APPROVAL_REJECTED,
+        f"{_title(step)} rejected",
+        step_id=step.id,
+        actor=approver,
+    )
+    rejected = dataclasses.replace(ex, approval=approval)
+    t = _fail_run(
+        rejected,
+        runbook,
+        now_ms,
+        [event],
+        [],
+        Status.FAILED,
+        {"code": "ApprovalRejected", "message": f"<@{approver}> rejected {step.id}", "step": step.id},
+        when,
+        effect,
+    )
+    return dataclasses.replace(
+        t, set={**t.set, "approval": approval}, expect_status=frozenset({Status.AWAITING_APPROVAL})
+    )
+
+
+def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: EffectFn) -> Transition | None:
+    """The sweeper's move for an execution whose `due_at_ms` has passed, or None if nothing is due."""
+    if ex.status in TERMINAL or ex.due_at_ms is None or ex.due_at_ms > now_ms:
+        return None
+    if ex.status is Status.AWAITING_APPROVAL and ex.approval is not None:
+        step = runbook.step(ex.approval.step_id)
+        approval = dataclasses.replace(ex.approval, decision="expired", decided_at_ms=now_ms)
+        event = _event(
+            ex,
+            0,
+            now_ms,
+            EventKind.APPROVAL_EXPIRED,
+            f"no approver decided on {_title(step)} in time",
+            step_id=step.id,
+        )
+        t = _fail_run(
+            dataclasses.replace(ex, approval=approval),
+            runbook,
+            now_ms,
+            [event],
+            [],
+            Status.TIMED_OUT,
+            {"code": "ApprovalExpired", "message": f"approval of {step.id} expired", "step": step.id},
+            when,
+            effect,
+        )
+        return dataclasses.replace(
+            t, set={**t.set, "approval": approval}, expect_status=frozenset({Status.AWAITING_APPROVAL})
+        )
+    if ex.cursor is None:
+        return _transition(ex, now_ms, ex.status, [], [], **_no_due())
+    current = runbook.step(ex.cursor)
+    if ex.due_reason == "wake":
+        # Wake a sleeping step (a wait, a retry backoff): a new version is a new stream record.
+        return _transition(ex, now_ms, ex.status, [], [], **_stuck(current, now_ms))
+    # Stuck: no progress by the step's deadline, so its worker stopped (crash, lost record).
+    if ex.resumes >= MAX_RESUMES:
+        return after_step(
+            ex,
+            runbook,
+            step,
+            Failed(
+                now_ms,
+                "StepTimedOut",
+                f"step {current.id} made no progress after {MAX_RESUMES} restarts",
+                False,
+            ),
+            now_ms,
+            when,
+            effect,
+        )
+    event = _event(
+        ex,
+        0,
+        now_ms,
+        EventKind.STEP_RETRY,
+        f"{current.id} made no progress for {(now_ms - ex.updated_at_ms) // 1000}s; restarting it "
+        f"({ex.resumes + 1} of {MAX_RESUMES})",
+        step_id=current.id,
+        error_code="StepTimedOut",
+    )
+    return _transition(ex, now_ms, ex.status, [event], [], resumes=ex.resumes + 1, **_stuck(current, now_ms))
+
+
+# -- internals ------------------------------------------------------------------------------
+
+
+def _enter(
+    ex: Execution,
+    runbook: Runbook,
+    step_id: str | None,
+    now_ms: int,
+    events: list[TimelineEvent],
+    records: list[StepRecord],
+    when: WhenFn,
+    effect: EffectFn,
+) -> Transition:
+    """Move the cursor to `step_id`, skipping steps whose `when` is false, asking for approval."""
+    view = _view(ex, records, step_id)
+    for _ in range(_SKIP_LIMIT):
+        if step_id is None:
+            return _finish(view, runbook, now_ms, events, records)
+        step = runbook.step(step_id)
+        if when(view, step):
+            break
+        record = StepRecord(step.id, "skipped", 0, now_ms, now_ms)
+        records.append(record)
+        events.append(
+            _event(
+                ex,
+                len(events),
+                now_ms,
+                EventKind.STEP_SKIPPED,
+                f"{_title(step)} skipped: its condition is false",
+                step_id=step.id,
+            )
+        )
+        step_id = _next_id(runbook, step, ex.phase)
+        view = _view(ex, records, step_id)
+    else:
+        raise ValueError(f"runbook {runbook.name} skips steps in a cycle")
+
+    fresh: dict[str, Any] = {
+        "cursor": step.id,
+        "attempt": 1,
+        "checkpoint": None,
+        "step_started_at_ms": 0,
+        "resumes": 0,
+    }
+    if step.risk is Risk.HIGH and step.id not in ex.approved_steps:
+        expires = now_ms + _approval_timeout_ms(ex)
+        approval = Approval(step.id, now_ms, expires, effect(view, step))
+        events.append(
+            _event(
+                ex,
+                len(events),
+                now_ms,
+                EventKind.APPROVAL_REQUESTED,
+                f"{_title(step)} needs approval: {approval.effect}",
+                step_id=step.id,
+                figures={"expires_at_ms": expires},
+            )
+        )
+        return _transition(
+            ex,
+            now_ms,
+            Status.AWAITING_APPROVAL,
+            events,
+            records,
+            **fresh,
+            approval=approval,
+            due_at_ms=expires,
+            due_reason="expiry",
+        )
+    return _transition(ex, now_ms, Status.RUNNING, events, records, **fresh, **_stuck(step, now_ms))
+
+
+def _finish(
+    ex: Execution,
+    runbook: Runbook,
+    now_ms: int,
+    events: list[TimelineEvent],
+    records: list[StepRecord] | None = None,
+) -> Transition:
+    if ex.phase == "on_failure":
+        return _end(ex, runbook, now_ms, Status(ex.end_status or Status.FAILED.value), events, records)
+    return _end(ex, runbook, now_ms, Status.SUCCEEDED, events, records)
+
+
+def _fail_run(
+    ex: Execution,
+    runbook: Runbook,
+    now_ms: int,
+    events: list[TimelineEvent],
+    records: list[StepRecord],
+    end_status: Status,
+    error: dict[str, str],
+    when: WhenFn,
+    effect: EffectFn,
+) -> Transition:
+    """The main path failed: run the runbook's on_failure steps, then end with `end_status`."""
+    if ex.phase == "main" and runbook.on_failure:
+        failing = dataclasses.replace(ex, phase="on_failure", end_status=end_status.value, error=error)
+        t = _enter(failing, runbook, runbook.on_failure[0].id, now_ms, events, records, when, effect)
+        return dataclasses.replace(
+            t, set={"phase": "on_failure", "end_status": end_status.value, "error": error, **t.set}
+        )
+    # Already on the on_failure path (a rollback step failed), or no path to take: end here.
+    keep = ex.error or error
+    ended = dataclasses.replace(ex, error=keep)
+    t = _end(
+        ended, runbook, now_ms, end_status if ex.phase == "main" else Status(ex.end_status), events, records
+    )
+    return dataclasses.replace(t, set={**t.set, "error": keep})
+
+
+_END_EVENT = {
+    Status.SUCCEEDED: EventKind.RUN_SUCCEEDED,
+    Status.FAILED: EventKind.RUN_FAILED,
+    Status.CANCELLED: EventKind.RUN_CANCELLED,
+    Status.TIMED_OUT: EventKind.RUN_TIMED_OUT,
+}
+
+
+def _end(
+    ex: Execution,
+    runbook: Runbook,
+    now_ms: int,
+    status: Status,
+    events: list[TimelineEvent],
+    records: list[StepRecord] | None = None,
+) -> Transition:
+    records = records or []
+    done = sum(
+        1 for r in {**ex.steps, **{r.step_id: r for r in records}}.values() if r.outcome == "succeeded"
+    )
+    elapsed = now_ms - ex.created_at_ms
+    if status is Status.CANCELLED:
+        summary = f"run cancelled by <@{ex.cancel_requested_by}> after {done} step(s)"
+        actor = ex.cancel_requested_by
+    elif status is Status.SUCCEEDED:
+        summary, actor = f"{runbook.title}: succeeded, {done} step(s) done", ""
+    else:
+        reason = ex.error.get("message", "") if ex.error else ""
+        summary, actor = (
+            f"run {status.value.lower().replace('_', ' ')}" + (f": {reason}" if reason else ""),
+            "",
+        )
+    events = [
+        *events,
+        _event(
+            ex,
+            len(events),
+            now_ms,
+            _END_EVENT[status],
+            summary,
+            actor=actor,
+            duration_ms=elapsed,
+            error_code=ex.error.get("code", "") if ex.error else "",
+        ),
+    ]
+    return _transition(
+        ex,
+        now_ms,
+        status,
+        events,
+        records,
+        cursor=None,
+        checkpoint=None,
+        **_no_due(),
+        expires_at=now_ms // 1000 + RETENTION_SECONDS,
+        expect=frozenset(ACTIVE),
+    )
+
+
+def _transition(
+    ex: Execution,
+    now_ms: int,
+    status: Status,
+    events: list[TimelineEvent],
+    records: list[StepRecord],
+    expect: frozenset[Status] | None = None,
+    **changes: Any,
+) -> Transition:
+    events = list(events)
+    if not ex.sla_warned and ex.sla_resolution_minutes and status not in TERMINAL:
+        window_ms = ex.sla_resolution_minutes * 60_000
+        used = (now_ms - ex.created_at_ms) / window_ms
+        if used >= ex.sla_warn_at:
+            left_min = max(0, (window_ms - (now_ms - ex.created_at_ms)) // 60_000)
+            events.append(
+                _event(
+                    ex,
+                    len(events),
+                    now_ms,
+                    EventKind.SLA_WARNING,
+                    f"{used:.0%} of the {ex.sla_resolution_minutes}-minute resolution SLA used; "
+                    f"{left_min} min left",
+                    figures={"sla_used": round(used, 3)},
+                )
+            )
+            changes["sla_warned"] = True
+    return Transition(ex.version, now_ms, status, changes, tuple(records), tuple(events), expect)
+
+
+def _event(
+    ex: Execution,
+    offset: int,
+    now_ms: int,
+    kind: EventKind,
+    summary: str,
+    *,
+    step_id: str = "",
+    actor: str = "",
+    duration_ms: int | None = None,
+    error_code: str = "",
+    figures: dict[str, Any] | None = None,
+) -> TimelineEvent:
+    return TimelineEvent(
+        ex.last_seq + offset + 1,
+        now_ms,
+        kind,
+        summary,
+        step_id,
+        actor,
+        duration_ms,
+        error_code,
+        figures or {},
+    )
+
+
+def _view(ex: Execution, records: list[StepRecord], cursor: str | None) -> Execution:
+    """`ex` with this transition's step records, for `when` conditions that read their outputs."""
+    if not records:
+        return ex
+    return dataclasses.replace(ex, steps={**ex.steps, **{r.step_id: r for r in records}}, cursor=cursor)
+
+
+def _next_id(runbook: Runbook, step: Step, phase: str) -> str | None:
+    if step.is_end:
+        return None
+    if step.next:
+        return step.next
+    path = runbook.on_failure if phase == "on_failure" else runbook.steps
+    ids = [s.id for s in path]
+    if step.id not in ids:  # jumped to from the other path
+        path = runbook.steps if phase == "on_failure" else runbook.on_failure
+        ids = [s.id for s in path]
+    i = ids.index(step.id)
+    return ids[i + 1] if i + 1 < len(ids) else None
+
+
+def _stuck(step: Step | None, now_ms: int) -> dict[str, Any]:
+    timeout_ms = (step.timeout_seconds * 1000 if step else 0) + GRACE_MS
+    return {"due_at_ms": now_ms + timeout_ms, "due_reason": "stuck"}
+
+
+def _wake(at_ms: int) -> dict[str, Any]:
+    return {"due_at_ms": at_ms, "due_reason": "wake"}
+
+
+def _no_due() -> dict[str, Any]:
+    return {"due_at_ms": None, "due_reason": ""}
+
+
+def _approval_timeout_ms(ex: Execution) -> int:
+    return max(1, ex.approval_timeout_minutes) * 60_000
+
+
+def _title(step: Step) -> str:
+    return step.title or step.id
+
+
+def _started_summary(ex: Execution, runbook: Runbook) -> str:
+    origin = f"<@{ex.requested_by}>" if ex.trigger == "slash" else ex.requested_by
+    label = "drill" if ex.drill else "run"
+    return f"{runbook.title}: {label} started by {origin} for {ex.partner}"

@@ -1,0 +1,275 @@
+"""The executions table: conditional writes and queries. The only module that talks to it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+from bot.config import executions_table
+from bot.exceptions import TransitionConflict
+from bot.store import keys
+from bot.store.codec import from_attribute, from_item, size_of, to_attribute, to_item, to_plain
+from bot.store.model import Execution, Status, StepRecord
+
+SPILL_BYTES = 8_192  # step outputs larger than this live in their own item, not the state item
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+@cache
+def dynamodb_client() -> Any:
+    """One low-level client per sandbox. Standard retry mode rides out throttling of our own table."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": int(os.environ.get("BOT_DYNAMODB_MAX_ATTEMPTS", "8"))},
+        connect_timeout=2,
+        read_timeout=5,
+        tcp_keepalive=True,
+    )
+    return boto3.client("dynamodb", config=config)
+
+
+class ExecutionStore:
+    def __init__(self, client: Any = None, table: str | None = None) -> None:
+        self.client = client or dynamodb_client()
+        self.table = table or executions_table()
+
+    # -- the state item --------------------------------------------------------------------
+
+    def create(self, ex: Execution) -> bool:
+        """Write a new execution; False if one with this id exists (a redelivered request)."""
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=to_item(ex),
+                ConditionExpression="attribute_not_exists(#pk)",
+                ExpressionAttributeNames={"#pk": keys.PK},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def create_exclusive(self, ex: Execution) -> str | None:
+        """Create `ex` unless a run of the same runbook for the partner is active.
+
+        Returns None when created, else the id of the active run that holds the lock. A lock
+        whose run has ended is taken over in the same transaction.
+        """
+        lock = keys.active_run_key(ex.partner, ex.runbook)
+        lock_item = {k: {"S": v} for k, v in lock.items()} | {"execution_id": {"S": ex.execution_id}}
+        current = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True).get("Item")
+        lock_condition: dict[str, Any] = {
+            "ConditionExpression": "attribute_not_exists(#pk)",
+            "ExpressionAttributeNames": {"#pk": keys.PK},
+        }
+        if current:
+            held_by = current["execution_id"]["S"]
+            running = self.get(held_by)
+            if running is not None and not running.status.terminal:
+                return held_by
+            lock_condition = {
+                "ConditionExpression": "execution_id = :held",
+                "ExpressionAttributeValues": {":held": {"S": held_by}},
+            }
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": lock_item,
+                            **lock_condition,
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": to_item(ex),
+                            "ConditionExpression": "attribute_not_exists(#pk)",
+                            "ExpressionAttributeNames": {"#pk": keys.PK},
+                        }
+                    },
+                ]
+            )
+        except self.client.exceptions.TransactionCanceledException:
+            again = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True).get(
+                "Item"
+            )
+            return again["execution_id"]["S"] if again else ex.execution_id
+        return None
+
+    def get(self, execution_id: str, *, consistent: bool = True) -> Execution | None:
+        item = self.client.get_item(
+            TableName=self.table, Key=_key(keys.state_key(execution_id)), ConsistentRead=consistent
+        ).get("Item")
+        return from_item(item) if item else None
+
+    def commit(self, execution_id: str, t: Any) -> None:
+        """Write transition `t` (bot.engine.machine.Transition) if the item is still at its version.
+
+        One UpdateItem: SET/REMOVE of the changed fields, the new step records, the new timeline
+        events appended, `version` +1. Raises TransitionConflict if someone moved first.
+        """
+        names: dict[str, str] = {"#status": "status", "#version": "version", "#updated": "updated_at_ms"}
+        values: dict[str, Any] = {
+            ":status": {"S": t.status.value},
+            ":to": {"N": str(t.to_version)},
+            ":from": {"N": str(t.from_version)},
+            ":now": {"N": str(t.at_ms)},
+        }
+        sets = ["#status = :status", "#version = :to", "#updated = :now"]
+        removes: list[str] = []
+        for i, (field, value) in enumerate(t.set.items()):
+            names[f"#f{i}"] = field
+            if value is None:
+                removes.append(f"#f{i}")
+            else:
+                values[f":f{i}"] = to_attribute(to_plain(value))
+                sets.append(f"#f{i} = :f{i}")
+        if "due_at_ms" in t.set:
+            names["#due_bucket"] = keys.DUE_BUCKET
+            if t.set["due_at_ms"] is None:
+                removes.append("#due_bucket")
+            else:
+                values[":due_bucket"] = {"S": keys.DUE_BUCKET_VALUE}
+                sets.append("#due_bucket = :due_bucket")
+        if t.steps:
+            names["#steps"] = "steps"
+            for i, given in enumerate(t.steps):
+                record = self._spill_if_large(execution_id, given)
+                names[f"#s{i}"] = record.step_id
+                values[f":s{i}"] = to_attribute(to_plain(record))
+                sets.append(f"#steps.#s{i} = :s{i}")
+        if t.events:
+            names["#timeline"] = "timeline"
+            values[":events"] = to_attribute(to_plain(list(t.events)))
+            values[":empty"] = {"L": []}
+            sets.append("#timeline = list_append(if_not_exists(#timeline, :empty), :events)")
+        condition = "#version = :from"
+        if t.expect_status:
+            allowed = sorted(s.value for s in t.expect_status)
+            for i, status in enumerate(allowed):
+                values[f":ok{i}"] = {"S": status}
+            condition += f" AND #status IN ({', '.join(f':ok{i}' for i in range(len(allowed)))})"
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_key(keys.state_key(execution_id)),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise TransitionConflict(
+                f"execution {execution_id} moved past version {t.from_version} before this write"
+            ) from None
+
+    def request_cancel(self, execution_id: str, by: str) -> Execution | None:
+        """Mark an active run for cancellation at its next step boundary; None if it isn't active."""
+        active = [s.value for s in Status if not s.terminal]
+        try:
+            result = self.client.update_item(
+                TableName=self.table,
+                Key=_key(keys.state_key(execution_id)),
+                UpdateExpression="SET cancel_requested_by = :by",
+                ConditionExpression=(
+                    "attribute_exists(#pk) AND #status IN ("
+                    + ", ".join(f":s{i}" for i in range(len(active)))
+                    + ") AND (attribute_not_exists(cancel_requested_by) OR cancel_requested_by = :none)"
+                ),
+                ExpressionAttributeNames={"#pk": keys.PK, "#status": "status"},
+                ExpressionAttributeValues={
+                    ":by": {"S": by},
+                    ":none": {"S": ""},
+                    **{f":s{i}": {"S": s} for i, s in enumerate(active)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return from_item(result["Attributes"])
+
+    # -- claims: one worker per (execution, version) ---------------------------------------
+
+    def claim(self, execution_id: str, version: int, owner: str, now_ms: int, lease_ms: int) -> bool:
+        """Take the right to run the step at `version`; False if another worker holds it."""
+        key = {keys.PK: keys.execution_pk(execution_id), keys.SK: f"CLAIM#{version:010d}"}
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    **_key(key),
+                    "owner": {"S": owner},
+                    "lease_until_ms": {"N": str(now_ms + lease_ms)},
+                    keys.TTL_ATTRIBUTE: {"N": str(now_ms // 1000 + 86_400)},
+                },
+                ConditionExpression="attribute_not_exists(#pk) OR lease_until_ms < :now",
+                ExpressionAttributeNames={"#pk": keys.PK},
+                ExpressionAttributeValues={":now": {"N": str(now_ms)}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release(self, execution_id: str, version: int, owner: str) -> None:
+        """Give a claim back after a failure we caught, so a retried record can take it at once."""
+        key = {keys.PK: keys.execution_pk(execution_id), keys.SK: f"CLAIM#{version:010d}"}
+        with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
+            self.client.delete_item(
+                TableName=self.table,
+                Key=_key(key),
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": {"S": owner}},
+            )
+
+    # -- spilled outputs ---------------------------------------------------------------------
+
+    def _spill_if_large(self, execution_id: str, record: StepRecord) -> StepRecord:
+        if not record.outputs or size_of(record.outputs) <= SPILL_BYTES:
+            return record
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                **_key(keys.output_key(execution_id, record.step_id)),
+                "outputs": to_attribute(to_plain(record.outputs)),
+            },
+        )
+        return StepRecord(**{**to_plain(record), "outputs": {}, "spilled": True})
+
+    def outputs(self, execution_id: str, record: StepRecord) -> dict[str, Any]:
+        """A step's outputs, from the state item or from their own item when spilled."""
+        if not record.spilled:
+            return record.outputs
+        item = self.client.get_item(
+            TableName=self.table, Key=_key(keys.output_key(execution_id, record.step_id)), ConsistentRead=True
+        ).get("Item")
+        return from_attribute(item["outputs"]) if item else {}
+
+    # -- the sweeper's view ------------------------------------------------------------------
+
+    def due(self, now_ms: int, limit: int = 100) -> Iterator[str]:
+        """Ids of executions whose `due_at_ms` has passed, oldest first (the sparse due-index)."""
+        paginator = self.client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self.table,
+            IndexName=keys.DUE_INDEX,
+            KeyConditionExpression="#bucket = :bucket AND #due <= :now",
+            ExpressionAttributeNames={"#bucket": keys.DUE_BUCKET, "#due": keys.DUE_AT},
+            ExpressionAttributeValues={":bucket": {"S": keys.DUE_BUCKET_VALUE}, ":now": {"N": str(now_ms)}},
+            ProjectionExpression="#pk",
+            PaginationConfig={"MaxItems": limit, "PageSize": min(limit, 100)},
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                yield item[keys.PK]["S"].removeprefix("EXEC#")
+
+
+def _key(key: dict[str, str]) -> dict[str, dict[str, str]]:
+    return {k: {"S": v} for k, v in key.items()}
