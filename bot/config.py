@@ -49,9 +49,9 @@ def slack_secrets() -> SlackSecrets:
             "no Slack credentials: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN, or SLACK_SECRET_ARN "
             "to a Secrets Manager secret holding {\"signing_secret\": ..., \"bot_token\": ...}"
         )
-    import boto3
+    from bot.store.lean import secretsmanager
 
-    raw = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
+    raw = secretsmanager().get_secret_value(SecretId=secret_arn)["SecretString"]
     try:
         values = json.loads(raw)
         return SlackSecrets(

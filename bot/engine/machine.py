@@ -78,6 +78,7 @@ class Succeeded:
     summary: str
     outputs: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
+    end_run: bool = False  # a `succeed` step: the run ends here, successfully
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def apply(ex: Execution, t: Transition) -> Execution:
     )
 
 
-def plan(ex: Execution, runbook: Runbook, now_ms: int) -> Plan:
+def plan(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: EffectFn) -> Plan:
     """What the worker must do for this state of `ex`, if anything."""
     if ex.status in TERMINAL:
         return Idle(f"run already {ex.status.value}")
@@ -126,6 +127,11 @@ def plan(ex: Execution, runbook: Runbook, now_ms: int) -> Plan:
         return Idle("waiting for an approver")
     if ex.due_reason == "wake" and ex.due_at_ms is not None and ex.due_at_ms > now_ms:
         return Idle("sleeping until its wake time")
+    if ex.status is Status.PENDING:
+        first = runbook.step(ex.cursor) if ex.cursor else None
+        if first is None or first.risk is Risk.HIGH or not when(ex, first):
+            return Move(start(ex, runbook, now_ms, when, effect))
+        return Execute(first)  # RUN_STARTED rides on the first step's commit: one write fewer
     if ex.cursor is None:
         return Move(_finish(ex, runbook, now_ms, []))
     step = runbook.step(ex.cursor)
@@ -175,7 +181,8 @@ def after_step(
                 figures=result.figures,
             )
         )
-        return _enter(ex, runbook, _next_id(runbook, step, ex.phase), now_ms, events, [record], when, effect)
+        following = None if result.end_run else _next_id(runbook, step, ex.phase)
+        return _enter(ex, runbook, following, now_ms, events, [record], when, effect)
 
     if isinstance(result, Checkpointed):
         if now_ms - first_started > step.timeout_seconds * 1000:

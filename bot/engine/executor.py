@@ -1,0 +1,268 @@
+"""The worker's imperative shell: one stream record in, at most one step run, one commit out.
+
+For each state it is handed, the executor reads the item (a stale or duplicate record stops
+here, with no write), asks the state machine what to do, claims the (execution, version) pair so
+no other worker runs the same step, runs the step's action, and commits the outcome with one
+conditional write. Cost per step: one read, two writes (claim, commit).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bot.actions.base import REGISTRY, ActionContext, StepOutcome
+from bot.engine import machine
+from bot.engine.model import Runbook, Step
+from bot.exceptions import ActionError, RunbookBotError, TransitionConflict
+from bot.store import keys
+from bot.store.codec import to_plain
+from bot.store.executions import ExecutionStore
+from bot.store.model import Execution
+
+if TYPE_CHECKING:
+    from bot.catalog import Catalog
+    from bot.partners.model import Partner
+    from bot.partners.sessions import PartnerSession
+
+COMMIT_RESERVE_MS = 3_000  # time kept back from an action so its outcome can still be committed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the executor did with one record, for logs, metrics and tests."""
+
+    execution_id: str
+    action: str  # idle | stale | claimed-elsewhere | moved | executed | conflict
+    detail: str = ""
+    step_id: str = ""
+
+
+class Executor:
+    def __init__(
+        self,
+        store: ExecutionStore,
+        catalog: Catalog,
+        *,
+        sessions: Callable[[Partner, bool], PartnerSession] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        owner: str | None = None,
+        crash_hook: Callable[[str, Execution, Step], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.sessions = sessions or _default_sessions
+        self.clock = clock
+        self.sleep = sleep
+        self.owner = owner or uuid.uuid4().hex
+        # Tests inject crashes here ("after-effect": between an action's effect and its commit).
+        self.crash_hook = crash_hook
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def advance(self, image: Execution, remaining_ms: Callable[[], int]) -> Outcome:
+        """Handle the state carried by one stream record."""
+        runbook = self._runbook(image)
+        quick = machine.plan(image, runbook, self.now_ms(), self._when, self._effect)
+        if isinstance(quick, machine.Idle):
+            return Outcome(image.execution_id, "idle", quick.reason)
+
+        current = self.store.get(image.execution_id)
+        if current is None or current.version != image.version:
+            behind = "gone" if current is None else f"item is at version {current.version}"
+            return Outcome(image.execution_id, "stale", f"record at version {image.version}; {behind}")
+
+        now = self.now_ms()
+        decision = machine.plan(current, runbook, now, self._when, self._effect)
+        if isinstance(decision, machine.Idle):
+            return Outcome(current.execution_id, "idle", decision.reason)
+        if isinstance(decision, machine.Move):
+            return self._commit(current, decision.transition, "moved")
+
+        step = decision.step
+        lease_ms = max(remaining_ms(), 1_000)
+        if not self.store.claim(current.execution_id, current.version, self.owner, now, lease_ms):
+            return Outcome(current.execution_id, "claimed-elsewhere", f"version {current.version}", step.id)
+        try:
+            result = self._run(current, runbook, step, remaining_ms)
+            if self.crash_hook:
+                self.crash_hook("after-effect", current, step)
+            t = machine.after_step(current, runbook, step, result, self.now_ms(), self._when, self._effect)
+            return self._commit(current, t, "executed", step.id)
+        except Exception:
+            # A failure we saw (not a crash): give the claim back so the retried record can run.
+            self.store.release(current.execution_id, current.version, self.owner)
+            raise
+
+    # -- running one step ------------------------------------------------------------------
+
+    def _run(
+        self, ex: Execution, runbook: Runbook, step: Step, remaining_ms: Callable[[], int]
+    ) -> machine.StepResult:
+        started = self.now_ms()
+        deadline = (ex.step_started_at_ms or started) + step.timeout_seconds * 1000
+        action = REGISTRY.get(step.action)
+        if action is None:
+            known = ", ".join(sorted(REGISTRY))
+            return machine.Failed(
+                started, "InvalidInput", f"unknown action {step.action!r}; known: {known}", False
+            )
+
+        def budget() -> int:
+            return min(remaining_ms() - COMMIT_RESERVE_MS, deadline - self.now_ms())
+
+        try:
+            inputs = self._inputs(ex, step)
+            ctx = self._context(ex, step, budget)
+            outcome: StepOutcome = action.run(ctx, inputs)
+        except ActionError as error:
+            return self._failed(ex, step, started, error.code, str(error), error.retryable)
+        except RunbookBotError as error:  # expressions, inputs: the runbook or its data is wrong
+            return machine.Failed(started, "InvalidInput", str(error), False)
+        except Exception as error:  # every other error becomes a catalogued code on the timeline
+            code, message = _error_code(error)
+            return self._failed(ex, step, started, code, message, None)
+
+        if outcome.status == "checkpoint":
+            wake = None if outcome.due_in_seconds is None else int(outcome.due_in_seconds * 1000)
+            return machine.Checkpointed(started, outcome.checkpoint or {}, outcome.summary, wake)
+        return machine.Succeeded(
+            started, outcome.summary, outcome.outputs, outcome.figures, end_run=step.action == "succeed"
+        )
+
+    def _failed(
+        self, ex: Execution, step: Step, started: int, code: str, message: str, retryable: bool | None
+    ) -> machine.Failed:
+        if retryable is None:
+            retryable = self.catalog.errors.is_retryable(code)
+        if step.retry.on:
+            retryable = retryable and code in step.retry.on
+        return machine.Failed(started, code, message, retryable, _backoff_ms(ex, step))
+
+    def _inputs(self, ex: Execution, step: Step) -> dict[str, Any]:
+        from bot.engine.expressions import render
+
+        rendered = render(step.inputs, self.scope(ex))
+        return dict(rendered) if isinstance(rendered, dict) else {}
+
+    def _context(self, ex: Execution, step: Step, budget: Callable[[], int]) -> ActionContext:
+        partner = self.catalog.partners[ex.partner]
+        return ActionContext(
+            execution_id=ex.execution_id,
+            step_id=step.id,
+            attempt=ex.attempt,
+            idempotency_key=keys.idempotency_key(ex.execution_id, step.id, ex.attempt),
+            partner=partner,
+            aws=self.sessions(partner, ex.drill),
+            params=ex.params,
+            checkpoint=ex.checkpoint,
+            drill=ex.drill,
+            remaining_ms=budget,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+
+    def scope(self, ex: Execution) -> dict[str, Any]:
+        """What expressions see: params, partner, earlier steps' outputs, the execution."""
+        partner = self.catalog.partners[ex.partner]
+        return {
+            "params": ex.params,
+            "partner": partner_scope(partner, drill=ex.drill),
+            "steps": {
+                sid: {"outputs": self.store.outputs(ex.execution_id, rec), "outcome": rec.outcome}
+                for sid, rec in ex.steps.items()
+            },
+            "execution": {
+                "id": ex.execution_id,
+                "requested_by": ex.requested_by,
+                "drill": ex.drill,
+                "attempt": ex.attempt,
+                "runbook": ex.runbook,
+            },
+        }
+
+    # -- what the state machine asks of us -------------------------------------------------
+
+    def _when(self, ex: Execution, step: Step) -> bool:
+        if not step.when:
+            return True
+        from bot.engine.expressions import evaluate, render
+
+        text = step.when.strip()
+        value = render(text, self.scope(ex)) if "{{" in text else evaluate(text, self.scope(ex))
+        return bool(value)
+
+    def _effect(self, ex: Execution, step: Step) -> str:
+        action = REGISTRY.get(step.action)
+        if action is None:
+            return f"runs {step.action}"
+        try:
+            inputs = self._inputs(ex, step)
+            ctx = self._context(ex, step, lambda: 30_000)
+            return action.describe_effect(ctx, inputs)
+        except Exception as error:  # the approver must still see what will run
+            return f"runs {step.action} (its effect could not be estimated: {error})"
+
+    def _commit(self, ex: Execution, t: machine.Transition, action: str, step_id: str = "") -> Outcome:
+        try:
+            self.store.commit(ex.execution_id, t)
+        except TransitionConflict as conflict:
+            return Outcome(ex.execution_id, "conflict", str(conflict), step_id)
+        return Outcome(ex.execution_id, action, t.status.value, step_id)
+
+    def _runbook(self, ex: Execution) -> Runbook:
+        try:
+            return self.catalog.runbooks[ex.runbook]
+        except KeyError:
+            raise RunbookBotError(
+                f"execution {ex.execution_id} names runbook {ex.runbook!r}, which this deployment "
+                f"does not have (runbooks: {', '.join(sorted(self.catalog.runbooks))})"
+            ) from None
+
+
+def partner_scope(partner: Partner, *, drill: bool = False) -> dict[str, Any]:
+    """The partner as expressions see it; in a drill, table names point at the drill targets."""
+    plain = to_plain(partner)
+    if drill:
+        for alias, table in plain["tables"].items():
+            table["name"] = partner.drill_target.get(alias, table["name"])
+    plain.pop("source", None)
+    return dict(plain)
+
+
+def _backoff_ms(ex: Execution, step: Step) -> int:
+    """Exponential backoff with equal jitter, seeded by the attempt so a replayed record agrees."""
+    ceiling = min(step.retry.max_seconds, step.retry.base_seconds * 2 ** (ex.attempt - 1))
+    rng = random.Random(keys.idempotency_key(ex.execution_id, step.id, ex.attempt))
+    return int((ceiling / 2 + rng.uniform(0, ceiling / 2)) * 1000)
+
+
+def _error_code(error: Exception) -> tuple[str, str]:
+    """A code from the error catalog for any exception an action let through."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(error, ClientError):
+        err = error.response.get("Error", {})
+        return str(err.get("Code") or "ClientError"), str(err.get("Message") or error)
+    if isinstance(error, ReadTimeoutError):
+        return "ReadTimeout", str(error)
+    if isinstance(error, ConnectTimeoutError | EndpointConnectionError):
+        return "ConnectTimeout", str(error)
+    return "InternalError", f"{type(error).__name__}: {error}"
+
+
+def _default_sessions(partner: Partner, drill: bool) -> PartnerSession:
+    from bot.partners.sessions import session_for
+
+    return session_for(partner)

@@ -1,0 +1,235 @@
+"""A lean client for AWS JSON-protocol services (DynamoDB, Secrets Manager) for the ack path.
+
+Why not boto3 here: importing botocore costs ~0.45 s, longer than Bolt itself, and Slack's
+3-second budget starts on a cold start. This client speaks the same wire protocol with the same
+parameter names as boto3's low-level client (`put_item(TableName=..., Item=...)`), signs with
+SigV4 (checked against botocore's signer in the tests), reuses one keep-alive connection, and
+raises `client.exceptions.<Code>` like boto3 does. Credentials and endpoints come from the
+standard variables (Lambda sets AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN); when
+they are absent it falls back to botocore's credential chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import random
+import time
+import urllib.parse
+from datetime import UTC, datetime
+from typing import Any
+
+_RETRYABLE = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "InternalFailure",
+}
+
+
+class ServiceError(Exception):
+    """An AWS error answer; shaped like botocore's ClientError (`.response['Error']['Code']`)."""
+
+    def __init__(self, code: str, message: str, status: int, body: dict[str, Any] | None = None) -> None:
+        self.code = code
+        self.response: dict[str, Any] = {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+            **(body or {}),
+        }
+        super().__init__(f"{code}: {message}")
+
+
+class _Exceptions:
+    """`client.exceptions.ConditionalCheckFailedException` and friends, made on first use."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[ServiceError]] = {}
+
+    def __getattr__(self, code: str) -> type[ServiceError]:
+        if code.startswith("_"):
+            raise AttributeError(code)
+        return self.of(code)
+
+    def of(self, code: str) -> type[ServiceError]:
+        if code not in self._classes:
+            self._classes[code] = type(code, (ServiceError,), {})
+        return self._classes[code]
+
+
+def sigv4_headers(
+    *,
+    method: str,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    service: str,
+    region: str,
+    access_key: str,
+    secret_key: str,
+    session_token: str | None,
+    now: datetime,
+) -> dict[str, str]:
+    """AWS Signature Version 4 for one request: the headers to add (Authorization, X-Amz-*)."""
+    parts = urllib.parse.urlsplit(url)
+    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+    date = amz_date[:8]
+    signed = {k.lower(): v.strip() for k, v in headers.items()}
+    signed["host"] = parts.netloc
+    signed["x-amz-date"] = amz_date
+    if session_token:
+        signed["x-amz-security-token"] = session_token
+    names = sorted(signed)
+    canonical_request = "\n".join(
+        [
+            method,
+            urllib.parse.quote(parts.path or "/", safe="/-_.~"),
+            parts.query,
+            "".join(f"{n}:{signed[n]}\n" for n in names),
+            ";".join(names),
+            hashlib.sha256(body).hexdigest(),
+        ]
+    )
+    scope = f"{date}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
+    key = f"AWS4{secret_key}".encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    out = {
+        "X-Amz-Date": amz_date,
+        "Authorization": (
+            f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
+            f"SignedHeaders={';'.join(names)}, Signature={signature}"
+        ),
+    }
+    if session_token:
+        out["X-Amz-Security-Token"] = session_token
+    return out
+
+
+class LeanJsonClient:
+    """One AWS JSON-protocol service: `call("PutItem", {...})`, or boto3-style snake_case methods."""
+
+    def __init__(
+        self,
+        service: str,
+        target_prefix: str,
+        json_version: str,
+        *,
+        endpoint_env: str,
+        region: str | None = None,
+        max_attempts: int = 4,
+        timeout: float = 5.0,
+    ) -> None:
+        self.service = service
+        self.target_prefix = target_prefix
+        self.content_type = f"application/x-amz-json-{json_version}"
+        self.region = (
+            region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
+        self.endpoint = (
+            os.environ.get(endpoint_env)
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or f"https://{service}.{self.region}.amazonaws.com"
+        ).rstrip("/") + "/"
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.exceptions = _Exceptions()
+        self._conn: http.client.HTTPConnection | None = None
+
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps(params, separators=(",", ":")).encode()
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                status, payload = self._send(operation, body)
+            except (OSError, http.client.HTTPException):
+                self._close()
+                if attempt == self.max_attempts:
+                    raise
+                time.sleep(_backoff(attempt))
+                continue
+            if status < 300:
+                return json.loads(payload) if payload else {}
+            answer = json.loads(payload) if payload else {}
+            code = str(answer.get("__type", "")).rsplit("#", 1)[-1] or f"HTTP{status}"
+            message = str(answer.get("message") or answer.get("Message") or "")
+            if code in _RETRYABLE and attempt < self.max_attempts:
+                time.sleep(_backoff(attempt))
+                continue
+            extra = {k: v for k, v in answer.items() if k not in {"__type", "message", "Message"}}
+            raise self.exceptions.of(code)(code, message, status, extra)
+        raise AssertionError("unreachable")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        operation = "".join(part.capitalize() for part in name.split("_"))
+        return lambda **params: self.call(operation, params)
+
+    def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
+        headers = {"Content-Type": self.content_type, "X-Amz-Target": f"{self.target_prefix}.{operation}"}
+        access, secret, token = _credentials()
+        headers |= sigv4_headers(
+            method="POST",
+            url=self.endpoint,
+            body=body,
+            headers=headers,
+            service=self.service,
+            region=self.region,
+            access_key=access,
+            secret_key=secret,
+            session_token=token,
+            now=datetime.now(UTC),
+        )
+        conn = self._connection()
+        conn.request("POST", urllib.parse.urlsplit(self.endpoint).path or "/", body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            parts = urllib.parse.urlsplit(self.endpoint)
+            cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            self._conn = cls(parts.netloc, timeout=self.timeout)
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def dynamodb() -> LeanJsonClient:
+    return LeanJsonClient("dynamodb", "DynamoDB_20120810", "1.0", endpoint_env="AWS_ENDPOINT_URL_DYNAMODB")
+
+
+def secretsmanager() -> LeanJsonClient:
+    return LeanJsonClient(
+        "secretsmanager", "secretsmanager", "1.1", endpoint_env="AWS_ENDPOINT_URL_SECRETS_MANAGER"
+    )
+
+
+def _credentials() -> tuple[str, str, str | None]:
+    access = os.environ.get("AWS_ACCESS_KEY_ID")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if access and secret:
+        return access, secret, os.environ.get("AWS_SESSION_TOKEN")
+    import botocore.session  # the full chain (profiles, IMDS, SSO) only when the env has none
+
+    creds = botocore.session.get_session().get_credentials()
+    if creds is None:
+        raise RuntimeError("no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile")
+    frozen = creds.get_frozen_credentials()
+    return str(frozen.access_key), str(frozen.secret_key), frozen.token
+
+
+def _backoff(attempt: int) -> float:
+    return random.uniform(0, min(0.5, 0.025 * 2**attempt))
