@@ -69,7 +69,7 @@ class Executor:
     def advance(self, image: Execution, remaining_ms: Callable[[], int]) -> Outcome:
         """Handle the state carried by one stream record."""
         runbook = self._runbook(image)
-        quick = machine.plan(image, runbook, self.now_ms(), self._when, self._effect)
+        quick = machine.plan(image, runbook, self.now_ms(), self.when, self.effect)
         if isinstance(quick, machine.Idle):
             return Outcome(image.execution_id, "idle", quick.reason)
 
@@ -79,7 +79,7 @@ class Executor:
             return Outcome(image.execution_id, "stale", f"record at version {image.version}; {behind}")
 
         now = self.now_ms()
-        decision = machine.plan(current, runbook, now, self._when, self._effect)
+        decision = machine.plan(current, runbook, now, self.when, self.effect)
         if isinstance(decision, machine.Idle):
             return Outcome(current.execution_id, "idle", decision.reason)
         if isinstance(decision, machine.Move):
@@ -93,7 +93,7 @@ class Executor:
             result = self._run(current, runbook, step, remaining_ms)
             if self.crash_hook:
                 self.crash_hook("after-effect", current, step)
-            t = machine.after_step(current, runbook, step, result, self.now_ms(), self._when, self._effect)
+            t = machine.after_step(current, runbook, step, result, self.now_ms(), self.when, self.effect)
             return self._commit(current, t, "executed", step.id)
         except Exception:
             # A failure we saw (not a crash): give the claim back so the retried record can run.
@@ -189,7 +189,7 @@ class Executor:
 
     # -- what the state machine asks of us -------------------------------------------------
 
-    def _when(self, ex: Execution, step: Step) -> bool:
+    def when(self, ex: Execution, step: Step) -> bool:
         if not step.when:
             return True
         from bot.engine.expressions import evaluate, render
@@ -198,7 +198,7 @@ class Executor:
         value = render(text, self.scope(ex)) if "{{" in text else evaluate(text, self.scope(ex))
         return bool(value)
 
-    def _effect(self, ex: Execution, step: Step) -> str:
+    def effect(self, ex: Execution, step: Step) -> str:
         action = REGISTRY.get(step.action)
         if action is None:
             return f"runs {step.action}"

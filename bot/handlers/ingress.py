@@ -1,0 +1,46 @@
+"""The Slack-facing Lambda: verify, parse, store, ack. Slash commands and button clicks."""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from typing import Any
+
+from bot.slack.adapter import BadEvent, method_of, plain_response, to_bolt_request, to_lambda_response
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if method_of(event) != "POST":
+        return plain_response(405, "Runbook Bot takes Slack's POST requests only at this URL.")
+    try:
+        request = to_bolt_request(event)
+    except BadEvent as error:
+        return plain_response(400, str(error))
+    return to_lambda_response(_app().dispatch(request))
+
+
+@cache
+def _app() -> Any:
+    """Built on the first request, once per sandbox: secrets, table client, catalog loader."""
+    from bot.catalog import load_catalog
+    from bot.config import slack_secrets
+    from bot.engine.executor import Executor
+    from bot.slack.app import build_app, group_members
+    from bot.slack.commands import CommandService
+    from bot.slack.decisions import DecisionService
+    from bot.store import lean
+    from bot.store.executions import ExecutionStore
+
+    store = ExecutionStore(client=lean.dynamodb())
+
+    def now_ms() -> int:
+        return int(time.time() * 1000)
+
+    commands = CommandService(store, load_catalog, now_ms)
+    return build_app(
+        slack_secrets(),
+        commands,
+        lambda client: DecisionService(
+            store, load_catalog, lambda: Executor(store, load_catalog()), group_members(client), now_ms
+        ),
+    )

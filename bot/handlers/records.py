@@ -1,0 +1,39 @@
+"""Reading the executions table's stream records (Lambda's DynamoDB event format)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.store import keys
+from bot.store.codec import from_item
+from bot.store.model import Execution
+
+
+class BadRecord(ValueError):
+    """A stream record we own but cannot read; it is failed so it ends in the on-failure queue."""
+
+
+def state_image(record: dict[str, Any]) -> Execution | None:
+    """The execution in a record's NewImage, or None for records of other items and deletes."""
+    if record.get("eventName") not in {"INSERT", "MODIFY"}:
+        return None
+    ddb = record.get("dynamodb") or {}
+    image = ddb.get("NewImage")
+    if not image:
+        keys_ = ddb.get("Keys") or {}
+        if (keys_.get(keys.SK) or {}).get("S") == keys.STATE_SK:
+            raise BadRecord(
+                "state record without NewImage: the table's stream must use NEW_AND_OLD_IMAGES "
+                f"(record {record.get('eventID')})"
+            )
+        return None
+    if (image.get(keys.SK) or {}).get("S") != keys.STATE_SK:
+        return None
+    try:
+        return from_item(image)
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadRecord(
+            f"state record {record.get('eventID')} for {image.get(keys.PK)} cannot be read as an execution: "
+            f"{type(error).__name__}: {error}. It needs execution_id, runbook, partner, status, version and "
+            "the other fields of bot.store.model.Execution"
+        ) from error

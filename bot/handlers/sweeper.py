@@ -1,0 +1,62 @@
+"""The scheduled sweeper: wakes waits and retry backoffs, expires approvals, restarts stuck runs.
+
+It finds what is due through the sparse `due-index` GSI (never a scan), and moves each run with
+the same conditional write as every other transition.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from bot.engine import machine
+from bot.exceptions import TransitionConflict
+
+logger = Logger()
+
+
+@dataclass
+class SweepReport:
+    examined: int = 0
+    moved: dict[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+
+
+def sweep(store: Any, catalog: Any, executor: Any, now_ms: int, limit: int = 200) -> SweepReport:
+    report = SweepReport()
+    for execution_id in list(store.due(now_ms, limit)):
+        report.examined += 1
+        ex = store.get(execution_id)
+        runbook = catalog.runbooks.get(ex.runbook) if ex else None
+        if ex is None or runbook is None:
+            continue
+        t = machine.on_due(ex, runbook, now_ms, executor.when, executor.effect)
+        if t is None:
+            continue
+        try:
+            store.commit(execution_id, t)
+        except TransitionConflict:
+            report.conflicts += 1
+            continue
+        reason = ex.due_reason or "due"
+        report.moved[reason] = report.moved.get(reason, 0) + 1
+    return report
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    from bot.catalog import load_catalog
+    from bot.engine.executor import Executor
+    from bot.store.executions import ExecutionStore
+
+    store = ExecutionStore()
+    catalog = load_catalog()
+    report = sweep(store, catalog, Executor(store, catalog), int(clock() * 1000))
+    logger.info(
+        "swept", extra={"examined": report.examined, "moved": report.moved, "conflicts": report.conflicts}
+    )
+    return {"examined": report.examined, "moved": report.moved, "conflicts": report.conflicts}

@@ -1,0 +1,75 @@
+"""Who may decide a risky step. Pure: user-group membership is looked up by the caller."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.exceptions import CommandError
+from bot.partners.model import Partner
+from bot.store.model import Execution, Status
+
+
+@dataclass(frozen=True)
+class ButtonValue:
+    """What an approve/reject button carries: which approval, of which version of the run."""
+
+    execution_id: str
+    step_id: str
+    version: int
+
+
+def parse_button_value(raw: str) -> ButtonValue:
+    try:
+        data = json.loads(raw)
+        return ButtonValue(str(data["execution_id"]), str(data["step_id"]), int(data["version"]))
+    except (ValueError, TypeError, KeyError):
+        raise CommandError(
+            "this button does not carry a valid approval (expected execution_id, step_id and version); "
+            "use the buttons on the latest approval message, or `/runbook status <execution-id>`"
+        ) from None
+
+
+def refusal(
+    user_id: str,
+    ex: Execution,
+    button: ButtonValue,
+    partner: Partner,
+    members_of: Callable[[str], frozenset[str]],
+) -> str | None:
+    """Why `user_id` may not decide this approval, or None when they may."""
+    if ex.status is not Status.AWAITING_APPROVAL or ex.approval is None:
+        if ex.approval and ex.approval.step_id == button.step_id and ex.approval.decision:
+            who = f" by <@{ex.approval.decided_by}>" if ex.approval.decided_by else ""
+            return f"this approval was already {ex.approval.decision}{who}; nothing changed"
+        return (
+            f"execution {ex.execution_id} is {ex.status.value}, not waiting for an approval; nothing changed"
+        )
+    if ex.approval.step_id != button.step_id or ex.version != button.version:
+        return (
+            f"this approval message is out of date (the run has moved on to {ex.approval.step_id}); "
+            "use the latest approval message in the thread"
+        )
+    if user_id == ex.requested_by:
+        return (
+            "you started this run, so you cannot approve or reject its risky steps; ask one of "
+            + approvers_text(partner)
+        )
+    if not is_approver(user_id, partner, members_of):
+        return f"only {partner.display_name}'s approvers may decide this step: {approvers_text(partner)}"
+    return None
+
+
+def is_approver(user_id: str, partner: Partner, members_of: Callable[[str], frozenset[str]]) -> bool:
+    for approver in partner.approvers:
+        if approver == user_id:
+            return True
+        if approver.startswith("S") and user_id in members_of(approver):
+            return True
+    return False
+
+
+def approvers_text(partner: Partner) -> str:
+    names = [f"<!subteam^{a}>" if a.startswith("S") else f"<@{a}>" for a in partner.approvers]
+    return ", ".join(names) or "(the partner file names no approvers)"
