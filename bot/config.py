@@ -47,16 +47,14 @@ def slack_secrets() -> SlackSecrets:
     if not secret_arn:
         raise ConfigError(
             "no Slack credentials: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN, or SLACK_SECRET_ARN "
-            "to a Secrets Manager secret holding {\"signing_secret\": ..., \"bot_token\": ...}"
+            'to a Secrets Manager secret holding {"signing_secret": ..., "bot_token": ...}'
         )
     from bot.store.lean import secretsmanager
 
     raw = secretsmanager().get_secret_value(SecretId=secret_arn)["SecretString"]
     try:
         values = json.loads(raw)
-        return SlackSecrets(
-            signing_secret or values["signing_secret"], bot_token or values["bot_token"]
-        )
+        return SlackSecrets(signing_secret or values["signing_secret"], bot_token or values["bot_token"])
     except (ValueError, KeyError, TypeError):
         raise ConfigError(
             f"the secret {secret_arn} must be a JSON object with keys signing_secret and bot_token"

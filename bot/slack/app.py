@@ -15,27 +15,13 @@ from slack_bolt import Ack, App
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
-from bot.config import SlackSecrets, slack_api_url
+from bot.config import SlackSecrets
+from bot.slack.client import slack_client
 from bot.slack.commands import CommandService, Invocation
 from bot.slack.decisions import DecisionService
 
 logger = logging.getLogger(__name__)
 GROUP_CACHE_SECONDS = 300
-
-
-def slack_client(token: str) -> WebClient:
-    """The one Slack client factory: SLACK_API_URL honoured, 429 and 5xx retried."""
-    from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
-
-    return WebClient(
-        token=token,
-        base_url=slack_api_url(),
-        timeout=10,
-        retry_handlers=[
-            RateLimitErrorRetryHandler(max_retry_count=3),
-            ServerErrorRetryHandler(max_retry_count=2),
-        ],
-    )
 
 
 def build_app(

@@ -1,0 +1,56 @@
+"""The timeline publisher: a second consumer of the stream, so a slow Slack never holds up a run."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+
+from bot.handlers.records import state_image
+
+logger = Logger()
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return dict(
+        process_partial_response(
+            event=event, record_handler=publish_record, processor=processor, context=context
+        )
+    )
+
+
+def publish_record(record: DynamoDBRecord) -> None:
+    image = state_image(record.raw_event)
+    if image is None:
+        return
+    result = _publisher().publish(image)
+    logger.info(
+        "published",
+        extra={
+            "execution_id": image.execution_id,
+            "posted": result.posted,
+            "recovered": result.recovered,
+            "parent_updated": result.parent_updated,
+        },
+    )
+
+
+@cache
+def _publisher() -> Any:
+    from bot.catalog import load_catalog
+    from bot.config import executions_table, slack_secrets
+    from bot.slack.client import slack_client
+    from bot.slack.publisher import Publisher
+    from bot.store.executions import dynamodb_client
+    from bot.store.slack_posts import PostsStore
+
+    return Publisher(
+        slack_client(slack_secrets().bot_token),
+        PostsStore(dynamodb_client(), executions_table()),
+        load_catalog,
+    )
