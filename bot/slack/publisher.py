@@ -9,6 +9,7 @@ record fails and the stream delivers it again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -200,10 +201,8 @@ class Publisher:
         runbook = catalog.runbooks.get(ex.runbook)
         title = event.step_id
         if runbook:
-            try:
+            with contextlib.suppress(KeyError):
                 title = runbook.step(event.step_id).title or event.step_id
-            except KeyError:
-                pass
         decision = {EventKind.APPROVAL_GRANTED: "approved", EventKind.APPROVAL_REJECTED: "rejected"}.get(
             event.kind, "expired"
         )
