@@ -393,7 +393,7 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
         return after_step(
             ex,
             runbook,
-            step,
+            current,
             Failed(
                 now_ms,
                 "StepTimedOut",

@@ -16,7 +16,7 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 # Attributes that live on the state item but are not Execution fields.
-_STORAGE_ONLY = {keys.PK, keys.SK, keys.DUE_BUCKET, keys.TTL_ATTRIBUTE}
+_STORAGE_ONLY = {keys.PK, keys.SK, keys.DUE_BUCKET}
 
 
 def to_attribute(value: Any) -> dict[str, Any]:

@@ -122,7 +122,7 @@ class Execution:
     sla_response_minutes: int = 0
     sla_resolution_minutes: int = 0
     total_steps: int = 0
-    slack_ts: str = ""  # parent message ts, once the publisher has posted it
+    expires_at: int | None = None  # TTL (epoch seconds), set when the run ends
 
     @property
     def last_seq(self) -> int:

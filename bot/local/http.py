@@ -1,0 +1,70 @@
+"""Serves the Slack-facing function over HTTP on loopback, as API Gateway would invoke it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from bot.local.lambda_context import LambdaContext
+from bot.local.slack_requests import http_api_event
+
+logger = logging.getLogger(__name__)
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+class IngressServer:
+    """POST /slack/events → an HttpApi v2.0 event → the handler → its response, on 127.0.0.1."""
+
+    def __init__(self, handler: LambdaHandler, port: int = 0, function_name: str = "IngressFunction") -> None:
+        self.handler = handler
+        self.function_name = function_name
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._request_class())
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/slack/events"
+
+    def start(self) -> IngressServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ingress-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        return self.handler(event, LambdaContext(self.function_name, timeout_seconds=10))
+
+    def _request_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Request(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length).decode("utf-8", errors="replace")
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                event = http_api_event(body, headers, path=self.path.split("?")[0])
+                response = server.invoke(event)
+                payload = str(response.get("body") or "").encode()
+                self.send_response(int(response.get("statusCode", 500)))
+                for name, value in (response.get("headers") or {}).items():
+                    if name.lower() != "content-length":
+                        self.send_header(name, str(value))
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                self.send_response(405)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                logger.debug("ingress %s", format % args)
+
+        return Request
