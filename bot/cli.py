@@ -1,0 +1,123 @@
+"""`runbook-bot`: the local pipeline, runbook validation, demo seeding, signed test requests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    result: int = args.run(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runbook-bot",
+        description="ChatOps runbooks for partners' DynamoDB incidents (Slack + AWS Lambda).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    dev = sub.add_parser(
+        "dev",
+        help="run the whole pipeline on this machine (embedded AWS, stream delivery, "
+        "Slack stand-in, playground)",
+    )
+    dev.add_argument(
+        "--engine",
+        choices=["moto", "ddblocal"],
+        default="moto",
+        help="DynamoDB engine: moto's server (default) or AWS DynamoDB Local (Java)",
+    )
+    dev.add_argument("--port", type=int, default=3000, help="port of the Slack request URL and playground")
+    dev.add_argument("--no-seed", action="store_true", help="skip seeding the demo partners' resources")
+    dev.set_defaults(run=_dev)
+
+    validate = sub.add_parser("validate", help="check runbooks, partners and the error catalog")
+    validate.add_argument("paths", nargs="*", type=Path, help="files or folders (default: runbooks/)")
+    validate.set_defaults(run=_validate)
+
+    seed = sub.add_parser(
+        "seed-demo",
+        help="create the demo partners' tables, data, metrics and missed "
+        "writes where the standard AWS variables point; safe to run twice",
+    )
+    seed.set_defaults(run=_seed_demo)
+
+    send = sub.add_parser("send", help="send a signed /runbook command to a running `runbook-bot dev`")
+    send.add_argument("text", help='the command text, e.g. "throttle partner-acme"')
+    send.add_argument("--url", default="http://127.0.0.1:3000/slack/events")
+    send.add_argument("--user", default="U0DEVONCALL", help="Slack user id of the sender")
+    send.add_argument("--channel", default="C0ACMEOPS", help="Slack channel id it is sent from")
+    send.add_argument("--secret", default=None, help="signing secret (default: the dev secret)")
+    send.set_defaults(run=_send)
+    return parser
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from bot.local.pipeline import run_dev
+
+    return run_dev(engine=args.engine, port=args.port, seed=not args.no_seed)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from bot.catalog import validate_paths
+
+    problems = validate_paths(list(args.paths))
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print("ok: runbooks, partners and error catalog are valid")
+    return 0
+
+
+def _seed_demo(args: argparse.Namespace) -> int:
+    import boto3
+
+    from bot.demo import seed_demo
+
+    report = seed_demo(boto3.session.Session())
+    print(report)
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    from bot.local.slack_requests import DEV_SIGNING_SECRET, signed_headers, slash_command_body
+
+    body = slash_command_body(args.text, user_id=args.user, channel_id=args.channel)
+    request = urllib.request.Request(  # noqa: S310 - a loopback URL the user gives
+        args.url,
+        data=body.encode(),
+        headers=signed_headers(args.secret or DEV_SIGNING_SECRET, body),
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            status, payload = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, payload = error.code, error.read().decode()
+    except urllib.error.URLError as error:
+        print(f"cannot reach {args.url}: {error.reason}; is `runbook-bot dev` running?", file=sys.stderr)
+        return 1
+    print(f"HTTP {status}")
+    try:
+        print(json.loads(payload).get("text", payload))
+    except ValueError:
+        print(payload)
+    return 0 if status == 200 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
