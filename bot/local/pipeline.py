@@ -1,0 +1,326 @@
+"""The whole pipeline on one machine, as template.yaml deploys it.
+
+Embedded AWS (moto's server or AWS DynamoDB Local) on loopback, the tables and queues created
+from template.yaml, the stream consumers fed real stream records in Lambda's event format, the
+scheduled functions on their timers, the Slack stand-in, and the Slack-facing function over HTTP.
+Every handler runs in this process exactly as Lambda would call it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.local.lambda_context import LambdaContext
+from bot.local.slack_requests import (
+    DEV_BOT_TOKEN,
+    DEV_SIGNING_SECRET,
+    block_actions_body,
+    http_api_event,
+    signed_headers,
+    slash_command_body,
+)
+
+logger = logging.getLogger(__name__)
+TABLE_PREFIX = "runbook-bot"
+DEMO_USERGROUPS = {"S0ACMEONCALL": ["U0ACMEONCALL"]}
+
+
+@dataclass
+class PipelineOptions:
+    engine: str = "moto"  # moto | ddblocal
+    port: int = 0  # ingress HTTP port (0: any free port)
+    slack_fault_rate: float = 0.0
+    slack_latency_ms: int = 0
+    duplicate_rate: float = 0.0  # stream records delivered more than once
+    split_rate: float = 0.0  # batches split in two invocations
+    seed: int = 0
+    sweep_interval: float = 1.0  # seconds between sweeper runs (Lambda: rate(1 minute))
+    publisher: bool = True  # run the timeline publisher (the Slack side)
+    before_invoke: Callable[[str, list[dict[str, Any]]], None] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def reset_sandbox() -> None:
+    """Forget what each handler cached, as a fresh Lambda sandbox would (new endpoints, secrets)."""
+    from bot import catalog, config
+    from bot.handlers import alarm, ingress, timeline, worker
+    from bot.store import executions
+
+    for cached in (
+        ingress._app,
+        worker._executor,
+        timeline._publisher,
+        alarm._services,
+        config.slack_secrets,
+        executions.dynamodb_client,
+        catalog.load_catalog,
+    ):
+        cache_clear = getattr(cached, "cache_clear", None)
+        if cache_clear:
+            cache_clear()
+
+
+def _resolve(handler: str) -> Callable[[dict[str, Any], Any], Any]:
+    module, _, function = handler.rpartition(".")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+
+class LocalPipeline:
+    def __init__(self, options: PipelineOptions | None = None) -> None:
+        self.options = options or PipelineOptions()
+        self.aws: Any = None
+        self.slack: Any = None
+        self.ingress: Any = None
+        self.deliveries: dict[str, Any] = {}
+        self.tables: dict[str, str] = {}
+        self.queues: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._saved_env: dict[str, str | None] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> LocalPipeline:
+        from bot.local.aws import EmbeddedAws
+        from bot.local.http import IngressServer
+        from bot.local.slack_api import SlackStandIn
+        from bot.local.template import create_queues, create_tables, load_template
+
+        o = self.options
+        self.aws = EmbeddedAws(engine=o.engine)
+        self.aws.start()
+        self._set_env(self.aws.env())
+        template = load_template()
+        self.template = template
+        self.tables = create_tables(self.aws.client("dynamodb"), template, self._name_for)
+        self.queues = create_queues(self.aws.client("sqs"), template, self._name_for)
+        self.slack = SlackStandIn(
+            token=DEV_BOT_TOKEN,
+            fault_rate=o.slack_fault_rate,
+            latency_ms=o.slack_latency_ms,
+            seed=o.seed,
+            usergroups=DEMO_USERGROUPS,
+        )
+        slack_url = self.slack.start()
+        self._set_env(
+            {
+                "EXECUTIONS_TABLE": self.tables["ExecutionsTable"],
+                "SLACK_API_URL": slack_url,
+                "SLACK_SIGNING_SECRET": DEV_SIGNING_SECRET,
+                "SLACK_BOT_TOKEN": DEV_BOT_TOKEN,
+                "POWERTOOLS_SERVICE_NAME": "runbook-bot",
+                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                **o.extra_env,
+            }
+        )
+        reset_sandbox()
+        self._start_stream_consumers()
+        self._every(o.sweep_interval, self.sweep_once, "sweeper")
+        self.ingress = IngressServer(_resolve(template.http_function()[1]), port=o.port).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for delivery in self.deliveries.values():
+            delivery.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self.ingress:
+            self.ingress.stop()
+        if self.slack:
+            self.slack.stop()
+        if self.aws:
+            self.aws.stop()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_sandbox()
+
+    def __enter__(self) -> LocalPipeline:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what a person (or a test) does ------------------------------------------------------
+
+    def command(
+        self,
+        text: str,
+        *,
+        user_id: str = "U0DEVONCALL",
+        channel_id: str = "C0ACMEOPS",
+        base64_body: bool = False,
+        secret: str = DEV_SIGNING_SECRET,
+        timestamp: int | None = None,
+        trigger_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A signed `/runbook <text>` through the ingress handler; returns the Lambda response."""
+        body = slash_command_body(text, user_id=user_id, channel_id=channel_id, trigger_id=trigger_id)
+        event = http_api_event(body, signed_headers(secret, body, timestamp), base64_body=base64_body)
+        return dict(self.ingress.invoke(event))
+
+    def click(
+        self, action_id: str, value: str, *, user_id: str, channel_id: str = "C0ACMEOPS", message_ts: str = ""
+    ) -> dict[str, Any]:
+        body = block_actions_body(
+            action_id, value, user_id=user_id, channel_id=channel_id, message_ts=message_ts
+        )
+        return dict(self.ingress.invoke(http_api_event(body, signed_headers(DEV_SIGNING_SECRET, body))))
+
+    def fire_alarm(self, alarm_name: str, state: str = "ALARM") -> dict[str, Any]:
+        from bot.local.events import alarm_state_change
+
+        logical_id, handler = self.template.alarm_function()
+        result: dict[str, Any] = _resolve(handler)(
+            alarm_state_change(alarm_name, state), LambdaContext(logical_id, timeout_seconds=30)
+        )
+        return result
+
+    def sweep_once(self) -> None:
+        logical_id = "SweeperFunction"
+        for scheduled in self.template.scheduled_functions():
+            logical_id = scheduled.logical_id
+            _resolve(scheduled.handler)(
+                {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
+                LambdaContext(logical_id, timeout_seconds=60),
+            )
+
+    def execution(self, execution_id: str) -> Any:
+        from bot.store.executions import ExecutionStore
+
+        return ExecutionStore().get(execution_id)
+
+    def wait_for(self, execution_id: str, statuses: set[str], timeout: float = 30.0) -> Any:
+        """Poll until the run reaches one of `statuses` (names of Status); returns the execution."""
+        deadline = time.monotonic() + timeout
+        ex = None
+        while time.monotonic() < deadline:
+            ex = self.execution(execution_id)
+            if ex is not None and ex.status.value in statuses:
+                return ex
+            time.sleep(0.05)
+        raise TimeoutError(
+            f"{execution_id} did not reach {sorted(statuses)} in {timeout}s; it is "
+            f"{ex.status.value if ex else 'missing'}"
+        )
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every stream consumer has caught up and nothing is in flight."""
+        deadline = time.monotonic() + timeout
+        for delivery in self.deliveries.values():
+            if not delivery.drain(max(0.1, deadline - time.monotonic())):
+                return False
+        return True
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _start_stream_consumers(self) -> None:
+        from bot.local.streams import StreamDelivery
+
+        ddb = self.aws.client("dynamodb")
+        o = self.options
+        for consumer in self.template.stream_consumers():
+            if consumer.logical_id == "TimelineFunction" and not o.publisher:
+                continue
+            table = self.tables[consumer.table_logical_id]
+            stream_arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+            hook = o.before_invoke
+            delivery = StreamDelivery(
+                self.aws.client("dynamodbstreams"),
+                stream_arn,
+                consumer,
+                handler=_resolve(consumer.handler),
+                sqs_client=self.aws.client("sqs"),
+                on_failure_queue_url=self.queues.get(consumer.on_failure_queue_logical_id or ""),
+                duplicate_rate=o.duplicate_rate,
+                split_rate=o.split_rate,
+                seed=o.seed,
+                before_invoke=(lambda batch, lid=consumer.logical_id: hook(lid, batch)) if hook else None,
+            )
+            delivery.start()
+            self.deliveries[consumer.logical_id] = delivery
+
+    def _every(self, seconds: float, task: Callable[[], None], name: str) -> None:
+        def loop() -> None:
+            while not self._stop.wait(seconds):
+                try:
+                    task()
+                except Exception:
+                    logger.exception("%s failed", name)
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    @staticmethod
+    def _name_for(logical_id: str) -> str:
+        return f"{TABLE_PREFIX}-{logical_id}"
+
+
+def run_dev(engine: str = "moto", port: int = 3000, seed: bool = True) -> int:
+    """`runbook-bot dev`: start everything, seed the demo, print how to use it, run until Ctrl-C."""
+    started = time.monotonic()
+    pipeline = LocalPipeline(PipelineOptions(engine=engine, port=port))
+    pipeline.start()
+    try:
+        if seed:
+            import boto3
+
+            from bot.demo import seed_demo
+
+            seed_demo(boto3.session.Session())
+        playground = None
+        try:
+            from bot.local.playground import Playground
+
+            playground = Playground(pipeline).start()
+        except ImportError:
+            playground = None
+        url = pipeline.ingress.url
+        print(f"Runbook Bot is running locally ({engine}); ready in {time.monotonic() - started:.1f}s")
+        print(f"  Slack request URL:  {url}")
+        if playground is not None:
+            print(f"  Playground:         {playground.url}")
+        print(f"  Slack stand-in:     {os.environ['SLACK_API_URL']}")
+        print(f"  Embedded AWS:       {os.environ.get('AWS_ENDPOINT_URL')}")
+        print("Send a signed command (in another terminal):")
+        print(f'  .venv/bin/runbook-bot send --url {url} "throttle partner-acme"')
+        print("Press Ctrl-C to stop.")
+        _print_channel_until_interrupted(pipeline)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pipeline.stop()
+        print("stopped")
+    return 0
+
+
+def _print_channel_until_interrupted(pipeline: LocalPipeline) -> None:
+    """The channel in the console: each message and thread reply the bot posts, as it posts it."""
+    seen = 0
+    while True:
+        calls = pipeline.slack.calls
+        for call in calls[seen:]:
+            if call.method in {"chat.postMessage", "chat.update"} and call.ok:
+                text = str(call.args.get("text", ""))
+                where = (
+                    "  ↳ " if call.args.get("thread_ts") else ("~ " if call.method == "chat.update" else "# ")
+                )
+                print(f"{where}{text}")
+        seen = len(calls)
+        time.sleep(0.2)
