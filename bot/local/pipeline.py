@@ -245,7 +245,9 @@ class LocalPipeline:
                 duplicate_rate=o.duplicate_rate,
                 split_rate=o.split_rate,
                 seed=o.seed,
-                before_invoke=(lambda batch, lid=consumer.logical_id: hook(lid, batch)) if hook else None,
+                before_invoke=(lambda batch, lid=consumer.logical_id, h=hook: h(lid, batch))
+                if hook
+                else None,
             )
             delivery.start()
             self.deliveries[consumer.logical_id] = delivery
