@@ -1,0 +1,144 @@
+"""The ack path as Lambda sees it: this project's ingress vs a tutorial-style Bolt app.
+
+Cold: a fresh process per sample (interpreter, imports, init, first request), timed from spawn to
+answer. Warm: 200 requests in one process, median and p99. Both apps run in the same run against
+the same local DynamoDB (moto's server, created from template.yaml) and a Slack stand-in that
+adds 100 ms to every Web API call. Prints figures and ratios; asserts nothing.
+
+    python bench/ack.py            # 7 cold samples, 200 warm requests
+    python bench/ack.py --short    # CI: proves it runs (2 cold samples, 20 warm requests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+APPS = {
+    "runbook-bot": "bot.handlers.ingress",
+    "tutorial": "bench.tutorial_app",
+}
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+mode, module_name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import importlib
+from bot.local.lambda_context import LambdaContext
+from bot.local.slack_requests import http_api_event, signed_headers, slash_command_body, DEV_SIGNING_SECRET
+module = importlib.import_module(module_name)
+ctx = LambdaContext("IngressFunction", timeout_seconds=10)
+
+def request(i):
+    body = slash_command_body("throttle partner-acme", user_id="U0DEVONCALL", channel_id="C0ACMEOPS",
+                              trigger_id=f"bench.{mode}.{i}.{time.time_ns()}")
+    event = http_api_event(body, signed_headers(DEV_SIGNING_SECRET, body))
+    started = time.perf_counter()
+    response = module.handler(event, ctx)
+    assert response["statusCode"] == 200, response
+    return time.perf_counter() - started
+
+if mode == "cold":
+    request(0)
+    print(json.dumps({"in_process": time.perf_counter() - t0}))
+else:
+    request(0)  # the cold request is not a warm sample
+    print(json.dumps({"samples": [request(i) for i in range(1, count + 1)]}))
+"""
+
+
+def run_child(mode: str, module: str, count: int, env: dict[str, str]) -> tuple[float, dict]:
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, module, str(count)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    wall = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"{module} {mode} run failed:\n{out.stderr[-3000:]}")
+    return wall, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--short", action="store_true", help="CI mode: few samples, proves the bench runs")
+    parser.add_argument("--cold", type=int, default=7)
+    parser.add_argument("--warm", type=int, default=200)
+    args = parser.parse_args()
+    cold_n, warm_n = (2, 20) if args.short else (args.cold, args.warm)
+
+    from bot.local.aws import EmbeddedAws
+    from bot.local.slack_api import SlackStandIn
+    from bot.local.slack_requests import DEV_BOT_TOKEN, DEV_SIGNING_SECRET
+    from bot.local.template import create_tables, load_template
+
+    with EmbeddedAws(engine="moto") as aws:
+        tables = create_tables(aws.client("dynamodb"), load_template(), lambda lid: f"bench-{lid}")
+        slack = SlackStandIn(token=DEV_BOT_TOKEN, latency_ms=100)
+        slack_url = slack.start()
+        try:
+            env = {
+                **os.environ,
+                **aws.env(),
+                "EXECUTIONS_TABLE": tables["ExecutionsTable"],
+                "SLACK_API_URL": slack_url,
+                "SLACK_SIGNING_SECRET": DEV_SIGNING_SECRET,
+                "SLACK_BOT_TOKEN": DEV_BOT_TOKEN,
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+                "PYTHONDONTWRITEBYTECODE": "",
+            }
+            results: dict[str, dict[str, float]] = {}
+            for name, module in APPS.items():
+                run_child("cold", module, 0, env)  # warm the OS file cache and .pyc files first
+                cold = [run_child("cold", module, 0, env) for _ in range(cold_n)]
+                _, warm = run_child("warm", module, warm_n, env)
+                samples = [s * 1000 for s in warm["samples"]]
+                results[name] = {
+                    "cold_wall_ms": statistics.median(w for w, _ in cold) * 1000,
+                    "cold_in_process_ms": statistics.median(r["in_process"] for _, r in cold) * 1000,
+                    "warm_median_ms": statistics.median(samples),
+                    "warm_p99_ms": percentile(samples, 99),
+                }
+            slack_calls = len(slack.calls)
+        finally:
+            slack.stop()
+
+    ours, tutorial = results["runbook-bot"], results["tutorial"]
+    print(f"ack path, {cold_n} cold samples (median) and {warm_n} warm requests; Slack stand-in +100 ms/call")
+    print(f"{'':24}{'runbook-bot':>14}{'tutorial':>12}{'ratio':>9}  target")
+    rows = [
+        ("cold, spawn→answer ms", "cold_wall_ms", "≤ 0.50×"),
+        ("cold, in process ms", "cold_in_process_ms", ""),
+        ("warm median ms", "warm_median_ms", "≤ 0.80×"),
+        ("warm p99 ms", "warm_p99_ms", "< 25 ms"),
+    ]
+    for label, key, target in rows:
+        ratio = ours[key] / tutorial[key] if tutorial[key] else float("nan")
+        print(f"{label:24}{ours[key]:14.1f}{tutorial[key]:12.1f}{ratio:8.2f}×  {target}")
+    print(f"Slack Web API calls made during the bench: {slack_calls} (the tutorial app's auth.test at init)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
