@@ -1,0 +1,176 @@
+"""The playground: a Slack-like channel in the browser for the local pipeline.
+
+Commands typed in the composer go through the real ingress handler as signed HttpApi events;
+buttons send signed `block_actions` payloads; the page shows what the bot posted to the Slack
+stand-in (Block Kit rendered), every Web API call it made, and lets you switch users and fire a
+CloudWatch alarm. Loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+USERS = [
+    {"id": "U0DEVONCALL", "name": "dev-oncall", "role": "requester (on-call engineer)"},
+    {"id": "U0ACMELEAD", "name": "acme-lead", "role": "approver for partner-acme"},
+    {"id": "U0ACMESRE", "name": "acme-sre", "role": "approver for partner-acme"},
+    {"id": "U0GLOBEXLEAD", "name": "globex-lead", "role": "approver for partner-globex"},
+    {"id": "U0STRANGER", "name": "stranger", "role": "not an approver"},
+]
+
+
+class Playground:
+    def __init__(self, pipeline: Any, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.pipeline = pipeline
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> Playground:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="playground", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- the JSON the page reads and posts -----------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        slack = self.pipeline.slack
+        channels = {}
+        for channel in self.channels():
+            messages = []
+            for message in slack.messages(channel):
+                replies = slack.thread(channel, message["ts"])
+                messages.append({**message, "replies": [r for r in replies if r.get("ts") != message["ts"]]})
+            channels[channel] = messages
+        calls = [
+            {
+                "method": c.method,
+                "ok": c.ok,
+                "status": c.status,
+                "at": c.at,
+                "args": {
+                    k: v for k, v in c.args.items() if k in {"channel", "thread_ts", "ts", "text", "user"}
+                },
+            }
+            for c in slack.calls[-200:]
+        ]
+        ephemerals = [
+            {
+                "channel": c.args.get("channel"),
+                "user": c.args.get("user"),
+                "text": c.args.get("text"),
+                "at": c.at,
+            }
+            for c in slack.calls
+            if c.method == "chat.postEphemeral" and c.ok
+        ]
+        return {"channels": channels, "calls": calls, "users": USERS, "ephemerals": ephemerals[-50:]}
+
+    def channels(self) -> list[str]:
+        from bot.catalog import load_catalog
+
+        found: list[str] = []
+        for partner in load_catalog().partners.values():
+            for channel in partner.channels:
+                if channel not in found:
+                    found.append(channel)
+        return found or ["C0ACMEOPS"]
+
+    def command(self, text: str, user: str, channel: str) -> dict[str, Any]:
+        response = self.pipeline.command(
+            text.removeprefix("/runbook").strip(), user_id=user, channel_id=channel
+        )
+        return _answer(response)
+
+    def click(self, action_id: str, value: str, user: str, channel: str, message_ts: str) -> dict[str, Any]:
+        response = self.pipeline.click(
+            action_id, value, user_id=user, channel_id=channel, message_ts=message_ts
+        )
+        return {"status": response["statusCode"]}
+
+    def alarm(self, name: str) -> dict[str, Any]:
+        result = self.pipeline.fire_alarm(name)
+        return {"status": 200, "result": result}
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        playground = self
+
+        class Request(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path in {"/", "/index.html"}:
+                    page = resources.files("bot.local").joinpath("static/playground.html").read_bytes()
+                    self._send(200, page, "text/html; charset=utf-8")
+                elif self.path.startswith("/api/state"):
+                    self._json(200, playground.state())
+                else:
+                    self._json(404, {"error": f"no such page {self.path}"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                try:
+                    data = json.loads(self.rfile.read(length) or b"{}")
+                    if self.path == "/api/command":
+                        result = playground.command(
+                            str(data["text"]), str(data["user"]), str(data["channel"])
+                        )
+                    elif self.path == "/api/click":
+                        result = playground.click(
+                            str(data["action_id"]),
+                            str(data["value"]),
+                            str(data["user"]),
+                            str(data["channel"]),
+                            str(data.get("message_ts", "")),
+                        )
+                    elif self.path == "/api/alarm":
+                        result = playground.alarm(str(data["name"]))
+                    else:
+                        self._json(404, {"error": f"no such endpoint {self.path}"})
+                        return
+                except (KeyError, ValueError) as error:
+                    self._json(400, {"error": f"bad request: {error}"})
+                    return
+                except Exception as error:
+                    logger.exception("playground request failed")
+                    self._json(500, {"error": f"{type(error).__name__}: {error}"})
+                    return
+                self._json(200, result)
+
+            def _json(self, status: int, payload: Any) -> None:
+                self._send(status, json.dumps(payload, default=str).encode(), "application/json")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.send_header("cache-control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                logger.debug("playground %s", format % args)
+
+        return Request
+
+
+def _answer(response: dict[str, Any]) -> dict[str, Any]:
+    status = int(response.get("statusCode", 500))
+    try:
+        body = json.loads(response.get("body") or "{}")
+    except ValueError:
+        body = {"text": response.get("body")}
+    return {"status": status, "text": body.get("text", ""), "blocks": body.get("blocks") or []}
