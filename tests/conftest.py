@@ -1,0 +1,69 @@
+"""Shared fixtures: AWS in-process (moto) with the bot's tables created from template.yaml."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "runbook-bot")
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """moto in-process; the bot's tables and queues created from template.yaml."""
+    from moto import mock_aws
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_DYNAMODB_STREAMS"):
+        os.environ.pop(name, None)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def executions_table(aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    import boto3
+
+    from bot.local.template import create_tables, load_template
+    from bot.store import executions
+
+    tables = create_tables(boto3.client("dynamodb"), load_template(), lambda lid: f"test-{lid}")
+    monkeypatch.setenv("EXECUTIONS_TABLE", tables["ExecutionsTable"])
+    executions.dynamodb_client.cache_clear()
+    yield tables["ExecutionsTable"]
+    executions.dynamodb_client.cache_clear()
+
+
+class CountingClient:
+    """A boto3 client wrapper that counts write requests to the bot's table, for cost assertions."""
+
+    WRITES = {"put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"}
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.writes = 0
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name in self.WRITES:
+
+            def counted(**kwargs: Any) -> Any:
+                self.writes += 1
+                return attr(**kwargs)
+
+            return counted
+        if name in {"get_item", "query"}:
+
+            def read(**kwargs: Any) -> Any:
+                self.reads += 1
+                return attr(**kwargs)
+
+            return read
+        return attr
