@@ -10,8 +10,9 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test lint typecheck unit sam-validate sam-build bench-short deps ddblocal chromium build-LambdaCode
+.PHONY: dev test lint typecheck sam-validate sam-build deps ddblocal chromium
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,9 +50,13 @@ sam-validate: | $(UV)
 	$(TOOLS)/bin/uvx --from $(SAM_CLI) sam validate --lint --region us-east-1
 
 sam-build: | $(UV)
-	$(TOOLS)/bin/uvx --from $(SAM_CLI) sam build --region us-east-1
+	$(TOOLS)/bin/uvx --from $(SAM_CLI) sam build --build-in-source --region us-east-1
 
-# Called by `sam build` (BuildMethod: makefile) for every function: the package plus its locked
-# dependencies, resolved for the Lambda platform (CPython 3.12, arm64), never for this machine.
-build-LambdaCode:
-	bash scripts/build-lambda "$(ARTIFACTS_DIR)"
+# Called by `sam build` (BuildMethod: makefile). The layer holds the locked runtime dependencies
+# resolved for the Lambda platform (CPython 3.12, arm64), never for this machine; each function
+# carries only the bot package and the runbooks.
+build-DependenciesLayer:
+	bash scripts/build-lambda layer "$(ARTIFACTS_DIR)"
+
+build-IngressFunction build-WorkerFunction build-TimelineFunction build-SweeperFunction build-AlarmFunction:
+	bash scripts/build-lambda function "$(ARTIFACTS_DIR)"
