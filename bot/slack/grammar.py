@@ -1,0 +1,229 @@
+"""The one parser of `/runbook` text. Pure; every bad input is a CommandError saying what is valid."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from bot.exceptions import CommandError
+
+MAX_TEXT = 1000
+MAX_VALUE = 256
+MAX_PARAMS = 20
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
+EXECUTION_ID = re.compile(r"rb-[a-z2-7]{10}")
+ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,99}")
+_QUOTES = {"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'", "\u201a": "'"}
+
+GRAMMAR = """\
+`/runbook <runbook> <partner> [key=value ...]` start a run (values may be "quoted")
+`/runbook list` runbooks and partners for this channel
+`/runbook help [runbook]` this help, or a runbook's steps and parameters
+`/runbook status <execution-id>` where a run stands
+`/runbook timeline <execution-id>` the run's timeline
+`/runbook cancel <execution-id>` stop a run at its next step boundary
+`/runbook errors [ErrorCode]` the error catalog, or one entry
+`/runbook drill <runbook> <partner> [key=value ...]` a rehearsal against the drill target"""
+
+
+@dataclass(frozen=True)
+class StartRun:
+    runbook: str
+    partner: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Drill:
+    runbook: str
+    partner: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ListCommand:
+    pass
+
+
+@dataclass(frozen=True)
+class Help:
+    runbook: str | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    execution_id: str
+
+
+@dataclass(frozen=True)
+class Timeline:
+    execution_id: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    execution_id: str
+
+
+@dataclass(frozen=True)
+class Errors:
+    code: str | None = None
+
+
+Command = StartRun | Drill | ListCommand | Help | Status | Timeline | Cancel | Errors
+_BY_ID: dict[str, type[Status] | type[Timeline] | type[Cancel]] = {
+    "status": Status,
+    "timeline": Timeline,
+    "cancel": Cancel,
+}
+
+
+def parse(text: str) -> Command:
+    words = tokenize(text)
+    if not words:
+        return Help()
+    head = words[0].lower()
+    rest = words[1:]
+    if head == "list":
+        _no_more(head, rest, 0)
+        return ListCommand()
+    if head == "help":
+        _no_more(head, rest, 1)
+        return Help(_name(rest[0], "runbook") if rest else None)
+    if head in _BY_ID:
+        if len(rest) != 1:
+            raise CommandError(f"`{head}` takes one execution id, e.g. `/runbook {head} rb-abcdefghij`")
+        return _BY_ID[head](execution_id(rest[0]))
+    if head == "errors":
+        _no_more(head, rest, 1)
+        if rest and not ERROR_CODE.fullmatch(rest[0]):
+            raise CommandError(
+                f"`{rest[0]}` is not an error code; codes look like `ProvisionedThroughputExceededException`"
+            )
+        return Errors(rest[0] if rest else None)
+    if head == "drill":
+        runbook, partner, params = _run_words(rest, "drill")
+        return Drill(runbook, partner, params)
+    runbook, partner, params = _run_words(words, "")
+    return StartRun(runbook, partner, params)
+
+
+def tokenize(text: str) -> list[str]:
+    """Shell-like words: "double" and 'single' quotes (Slack's smart quotes too), backslash escapes."""
+    if len(text) > MAX_TEXT:
+        raise CommandError(f"the command is {len(text)} characters long; at most {MAX_TEXT} are accepted")
+    text = "".join(_QUOTES.get(ch, ch) for ch in text).replace("\u00a0", " ")
+    bad = next((ch for ch in text if unicodedata.category(ch) in {"Cc", "Cf"} and ch not in " \t\n"), None)
+    if bad is not None:
+        raise CommandError(
+            f"the command contains a control character (U+{ord(bad):04X}); remove it and try again"
+        )
+    words: list[str] = []
+    current: list[str] = []
+    in_word = False
+    quote: str | None = None
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\" and i + 1 < len(text) and text[i + 1] in (quote, "\\"):
+                current.append(text[i + 1])
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+            else:
+                current.append(ch)
+        elif ch in "\"'":
+            quote, in_word = ch, True
+        elif ch.isspace():
+            if in_word:
+                words.append("".join(current))
+                current, in_word = [], False
+        else:
+            current.append(ch)
+            in_word = True
+        i += 1
+    if quote:
+        raise CommandError(f'a {quote} quote is never closed; close it, e.g. note="two words"')
+    if in_word:
+        words.append("".join(current))
+    return words
+
+
+def execution_id(word: str) -> str:
+    value = word.strip().lower()
+    if not EXECUTION_ID.fullmatch(value):
+        raise CommandError(
+            f"`{_show(word)}` is not an execution id; they look like `rb-` and 10 letters or digits 2–7, "
+            "e.g. rb-k3j7q2m4xa (the answer that started the run names it)"
+        )
+    return value
+
+
+def new_execution_id(seed: str) -> str:
+    """Deterministic from the Slack request, so a redelivered request names the same run."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return "rb-" + base64.b32encode(digest).decode().lower()[:10]
+
+
+def _run_words(words: list[str], verb: str) -> tuple[str, str, dict[str, str]]:
+    prefix = f"{verb} " if verb else ""
+    positional = [w for w in words if "=" not in w]
+    if len(positional) < 2 or "=" in (words[0] + (words[1] if len(words) > 1 else "")):
+        raise CommandError(
+            f"to start a run, name a runbook and a partner: `/runbook {prefix}<runbook> <partner> [key=value ...]`, "
+            f"e.g. `/runbook {prefix}throttle partner-acme`; `/runbook list` shows what this channel may run.\n"
+            + GRAMMAR
+        )
+    if len(positional) > 2:
+        raise CommandError(
+            f"unexpected `{_show(positional[2])}`: after the runbook and the partner, only key=value parameters "
+            'are accepted (quote values with spaces: note="two words")'
+        )
+    runbook = _name(words[0], "runbook")
+    partner = _name(words[1], "partner")
+    params: dict[str, str] = {}
+    for word in words[2:]:
+        key, _, value = word.partition("=")
+        if not KEY.fullmatch(key):
+            raise CommandError(
+                f"`{_show(word)}` is not a key=value parameter: keys are lowercase letters, digits and _ "
+                "(up to 32), e.g. window=30m"
+            )
+        if not value:
+            raise CommandError(f"parameter `{key}` has no value; write {key}=<value>")
+        if len(value) > MAX_VALUE:
+            raise CommandError(
+                f"the value of `{key}` is {len(value)} characters; at most {MAX_VALUE} are accepted"
+            )
+        if key in params:
+            raise CommandError(f"parameter `{key}` is given twice; give it once")
+        params[key] = value
+    if len(params) > MAX_PARAMS:
+        raise CommandError(f"{len(params)} parameters given; at most {MAX_PARAMS} are accepted")
+    return runbook, partner, params
+
+
+def _name(word: str, what: str) -> str:
+    value = word.strip()
+    if not NAME.fullmatch(value):
+        raise CommandError(
+            f"`{_show(word)}` is not a {what} name: names are lowercase letters, digits and dashes, "
+            f"e.g. `throttle`, `partner-acme`; `/runbook list` shows them"
+        )
+    return value
+
+
+def _no_more(head: str, rest: list[str], allowed: int) -> None:
+    if len(rest) > allowed:
+        raise CommandError(f"`{head}` takes at most {allowed} argument(s), not {len(rest)}.\n" + GRAMMAR)
+
+
+def _show(word: str) -> str:
+    shown = word.replace("`", "'")
+    return shown if len(shown) <= 40 else shown[:37] + "..."

@@ -1,0 +1,397 @@
+"""Block Kit rendering: pure functions from executions, events and catalogs to messages.
+
+Every message has a plain-text fallback (`text`) that reads well in a notification or on a
+phone; blocks respect Slack's limits (section text 3000, header 150, button text 75, 50 blocks).
+People are mentions, times are Slack date tokens, durations are human-readable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.engine.durations import format_duration
+from bot.engine.model import Risk, Runbook
+from bot.store.model import EventKind, Execution, Status, TimelineEvent
+
+SECTION_LIMIT = 3000
+HEADER_LIMIT = 150
+BUTTON_LIMIT = 75
+MAX_BLOCKS = 50
+
+STATUS_EMOJI = {
+    Status.PENDING: ":hourglass_flowing_sand:",
+    Status.RUNNING: ":arrows_counterclockwise:",
+    Status.AWAITING_APPROVAL: ":raised_hand:",
+    Status.APPROVED: ":white_check_mark:",
+    Status.SUCCEEDED: ":large_green_circle:",
+    Status.FAILED: ":red_circle:",
+    Status.CANCELLED: ":no_entry_sign:",
+    Status.TIMED_OUT: ":alarm_clock:",
+}
+EVENT_EMOJI = {
+    EventKind.RUN_STARTED: ":rocket:",
+    EventKind.STEP_STARTED: ":arrow_forward:",
+    EventKind.STEP_FINISHED: ":white_check_mark:",
+    EventKind.STEP_FAILED: ":x:",
+    EventKind.STEP_SKIPPED: ":fast_forward:",
+    EventKind.STEP_RETRY: ":repeat:",
+    EventKind.APPROVAL_REQUESTED: ":raised_hand:",
+    EventKind.APPROVAL_GRANTED: ":heavy_check_mark:",
+    EventKind.APPROVAL_REJECTED: ":no_entry:",
+    EventKind.APPROVAL_EXPIRED: ":hourglass:",
+    EventKind.CANCEL_REQUESTED: ":octagonal_sign:",
+    EventKind.SLA_WARNING: ":warning:",
+    EventKind.RUN_SUCCEEDED: ":tada:",
+    EventKind.RUN_FAILED: ":red_circle:",
+    EventKind.RUN_CANCELLED: ":no_entry_sign:",
+    EventKind.RUN_TIMED_OUT: ":alarm_clock:",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- primitives --------------------------------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    """Slack's three escapes, for text that came from people or data, not our own markup."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mention(actor: str) -> str:
+    if actor.startswith("alarm:"):
+        return f"alarm `{escape(actor[6:])}`"
+    if actor.startswith("S"):
+        return f"<!subteam^{actor}>"
+    return f"<@{actor}>" if actor else "Runbook Bot"
+
+
+def date_token(at_ms: int, fmt: str = "{date_short_pretty} {time}") -> str:
+    import time
+
+    fallback = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at_ms / 1000))
+    return f"<!date^{at_ms // 1000}^{fmt}|{fallback}>"
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, SECTION_LIMIT)}}
+
+
+def context(*parts: str) -> dict[str, Any]:
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": _clip(p, SECTION_LIMIT)} for p in parts[:10]],
+    }
+
+
+def header(text: str) -> dict[str, Any]:
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": _clip(text, HEADER_LIMIT), "emoji": True},
+    }
+
+
+def progress_bar(done: int, total: int, width: int = 10) -> str:
+    if total <= 0:
+        return ""
+    filled = round(width * min(done, total) / total)
+    return "▰" * filled + "▱" * (width - filled) + f" {min(done, total)}/{total}"
+
+
+def sla_text(ex: Execution, now_ms: int) -> str:
+    if not ex.sla_resolution_minutes:
+        return "no SLA"
+    window = ex.sla_resolution_minutes * 60_000
+    end = (ex.updated_at_ms if ex.status.terminal else now_ms) - ex.created_at_ms
+    left = window - end
+    used = end / window
+    if left < 0:
+        return f":rotating_light: SLA breached {format_duration(-left / 1000)} ago ({ex.sla_resolution_minutes} min)"
+    marker = ":warning: " if used >= ex.sla_warn_at else ""
+    return f"{marker}SLA: {format_duration(left / 1000)} left of {ex.sla_resolution_minutes} min ({used:.0%} used)"
+
+
+# -- the run's parent message and timeline ------------------------------------------------------
+
+
+def parent_message(ex: Execution, runbook_title: str, partner_display: str, now_ms: int) -> Message:
+    done = sum(1 for r in ex.steps.values() if r.outcome in {"succeeded", "failed", "skipped"})
+    total = max(ex.total_steps, done)
+    elapsed = format_duration(
+        ((ex.updated_at_ms if ex.status.terminal else now_ms) - ex.created_at_ms) / 1000
+    )
+    drill = "[DRILL] " if ex.drill else ""
+    status = f"{STATUS_EMOJI[ex.status]} *{ex.status.value.replace('_', ' ')}*"
+    if ex.status is Status.AWAITING_APPROVAL and ex.approval:
+        status += f" — `{escape(ex.approval.step_id)}` needs an approver"
+    if ex.error and ex.status.terminal:
+        status += f" — `{escape(ex.error.get('code', ''))}`: {escape(ex.error.get('message', ''))}"
+    origin = mention(ex.requested_by)
+    blocks = [
+        header(f"{drill}{runbook_title} · {partner_display}"),
+        section(f"{status}\n`{progress_bar(done, total)}` steps · elapsed {elapsed}"),
+        context(
+            f"Execution `{ex.execution_id}`",
+            f"runbook `{escape(ex.runbook)}` v{escape(ex.runbook_version[:7])}",
+            f"partner `{escape(ex.partner)}`",
+            f"started by {origin} {date_token(ex.created_at_ms)}",
+            sla_text(ex, now_ms),
+        ),
+    ]
+    text = (
+        f"{drill}{runbook_title} for {partner_display} ({ex.execution_id}): {ex.status.value}, "
+        f"step {done} of {total}, elapsed {elapsed}; {sla_text(ex, now_ms)}"
+    )
+    return Message(text, blocks)
+
+
+def timeline_reply(
+    ex: Execution, event: TimelineEvent, error_meaning: str | None = None, step_title: str = ""
+) -> Message:
+    emoji = EVENT_EMOJI.get(event.kind, ":small_blue_diamond:")
+    title = f"*{escape(step_title)}* — " if step_title else ""
+    line = f"{emoji} {title}{_mrkdwn_summary(event.summary)}"
+    if event.duration_ms is not None and event.kind in {EventKind.STEP_FINISHED, EventKind.STEP_FAILED}:
+        line += f" _({format_duration(event.duration_ms / 1000)})_"
+    details: list[str] = []
+    if event.error_code:
+        meaning = f": {escape(error_meaning)}" if error_meaning else ""
+        details.append(f"`{escape(event.error_code)}`{meaning}")
+    figures = {k: v for k, v in event.figures.items() if k not in {"expires_at_ms"}}
+    if figures:
+        details.append(
+            " · ".join(f"{escape(str(k))}: *{escape(_figure(v))}*" for k, v in list(figures.items())[:8])
+        )
+    who = f"by {mention(event.actor)} " if event.actor else ""
+    blocks = [section(line)]
+    if details:
+        blocks.append(section("\n".join(details)))
+    blocks.append(
+        context(f"{who}{date_token(event.at_ms, '{time_secs}')} · #{event.seq} · `{ex.execution_id}`")
+    )
+    text = f"{event.kind.value.replace('_', ' ')}: {step_title + ' — ' if step_title else ''}{event.summary}"
+    if event.error_code:
+        text += f" [{event.error_code}]"
+    return Message(_clip(text, 3000), blocks)
+
+
+def approval_request(
+    ex: Execution,
+    step_id: str,
+    step_title: str,
+    effect: str,
+    approvers: tuple[str, ...],
+    expires_at_ms: int,
+    *,
+    version: int,
+) -> Message:
+    value = json.dumps(
+        {"execution_id": ex.execution_id, "step_id": step_id, "version": version}, separators=(",", ":")
+    )
+    who = ", ".join(mention(a) for a in approvers) or "(no approvers configured)"
+    blocks = [
+        section(
+            f":raised_hand: *Approval needed: {escape(step_title or step_id)}*\n{_mrkdwn_summary(effect)}"
+        ),
+        context(
+            f"Who may decide: {who} (not the requester, {mention(ex.requested_by)})",
+            f"expires {date_token(expires_at_ms, '{time}')}",
+            f"`{ex.execution_id}`",
+        ),
+        {
+            "type": "actions",
+            "block_id": f"approval:{step_id}"[:255],
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "approve",
+                    "style": "primary",
+                    "value": value,
+                    "text": {"type": "plain_text", "text": "Approve", "emoji": True},
+                    "confirm": {
+                        "title": {"type": "plain_text", "text": "Approve this step?"},
+                        "text": {"type": "mrkdwn", "text": _clip(escape(effect), 300)},
+                        "confirm": {"type": "plain_text", "text": "Approve"},
+                        "deny": {"type": "plain_text", "text": "Cancel"},
+                    },
+                },
+                {
+                    "type": "button",
+                    "action_id": "reject",
+                    "style": "danger",
+                    "value": value,
+                    "text": {"type": "plain_text", "text": "Reject", "emoji": True},
+                },
+            ],
+        },
+    ]
+    text = f"Approval needed for {step_title or step_id} ({ex.execution_id}): {effect}"
+    return Message(_clip(text, 3000), blocks)
+
+
+def approval_decided(
+    ex: Execution,
+    step_id: str,
+    step_title: str,
+    effect: str,
+    decision: str,
+    decided_by: str,
+    decided_at_ms: int,
+) -> Message:
+    emoji = {"approved": ":heavy_check_mark:", "rejected": ":no_entry:"}.get(decision, ":hourglass:")
+    by = f" by {mention(decided_by)}" if decided_by else ""
+    blocks = [
+        section(f"{emoji} *{escape(step_title or step_id)}: {decision}{by}*\n{_mrkdwn_summary(effect)}"),
+        context(f"{decision} {date_token(decided_at_ms)}", f"`{ex.execution_id}`"),
+    ]
+    return Message(
+        f"{step_title or step_id} {decision}{by.replace('<@', '@').replace('>', '')} ({ex.execution_id})",
+        blocks,
+    )
+
+
+# -- answers to commands ------------------------------------------------------------------------
+
+
+def refusal(reason: str) -> Message:
+    return Message(_clip(reason, 3000), [section(reason)])
+
+
+def started(execution_id: str, runbook: str, partner: str) -> Message:
+    text = (
+        f"Started `{runbook}` for `{partner}`: execution `{execution_id}`. "
+        f"Progress is in the channel's thread; `/runbook status {execution_id}` any time."
+    )
+    return Message(text, [section(f":rocket: {text}")])
+
+
+def run_list(runbooks: Mapping[str, Runbook], partners: Mapping[str, Any], channel_id: str) -> Message:
+    usable = [p for p in partners.values() if p.may_run_in(channel_id)]
+    elsewhere = [p for p in partners.values() if not p.may_run_in(channel_id)]
+    lines = ["*Runbooks*"] + [
+        f"• `{r.name}` — {escape(r.title)}" + (" _(has steps needing approval)_" if r.approval_steps else "")
+        for r in sorted(runbooks.values(), key=lambda r: r.name)
+    ]
+    lines.append("*Partners you can run here*")
+    lines += [f"• `{p.name}` — {escape(p.display_name)}" for p in usable] or ["• none in this channel"]
+    if elsewhere:
+        lines.append(
+            "*Elsewhere*: "
+            + ", ".join(f"`{p.name}` in " + ", ".join(f"<#{c}>" for c in p.channels) for p in elsewhere)
+        )
+    lines.append("Start one: `/runbook <runbook> <partner> [key=value ...]`")
+    text = "\n".join(lines)
+    return Message(_clip(text, 3000), [section(text)])
+
+
+def help_text(runbook: Runbook | None, runbooks: Mapping[str, Runbook]) -> Message:
+    from bot.engine.params import describe_parameter
+    from bot.slack.grammar import GRAMMAR
+
+    if runbook is None:
+        text = f"*Runbook Bot*\n{GRAMMAR}\nRunbooks: " + ", ".join(f"`{n}`" for n in sorted(runbooks))
+        return Message(text, [section(text)])
+    steps = []
+    for i, step in enumerate(runbook.steps, 1):
+        risk = " :raised_hand: *needs approval*" if step.risk is Risk.HIGH else ""
+        steps.append(f"{i}. `{step.id}` {escape(step.title or step.action)} ({step.action}){risk}")
+    rollback = [f"• `{s.id}` {escape(s.title or s.action)}" for s in runbook.on_failure]
+    params = [
+        f"• {escape(describe_parameter(p))}" + (f" — {escape(p.description)}" if p.description else "")
+        for p in runbook.parameters
+    ]
+    parts = [
+        f"*{escape(runbook.title)}* (`{runbook.name}`)",
+        escape(runbook.description.strip()),
+        "*Steps*",
+        *steps,
+    ]
+    if rollback:
+        parts += ["*On failure*", *rollback]
+    parts += [
+        "*Parameters*",
+        *(params or ["• none"]),
+        f"Start: `/runbook {runbook.name} <partner> [key=value ...]`",
+    ]
+    text = "\n".join(p for p in parts if p)
+    return Message(_clip(text, 3000), [section(t) for t in _chunks(text)])
+
+
+def status_text(ex: Execution, runbook: Runbook) -> Message:
+    import time
+
+    message = parent_message(ex, runbook.title, ex.partner, int(time.time() * 1000))
+    current = f"\nNext step: `{ex.cursor}`" if ex.cursor and not ex.status.terminal else ""
+    return Message(message.text + current, [*message.blocks, *([section(current)] if current else [])])
+
+
+def timeline_text(ex: Execution) -> Message:
+    lines = [f"*Timeline of `{ex.execution_id}`* ({ex.runbook} for {ex.partner}, {ex.status.value})"]
+    for event in ex.timeline[-40:]:
+        who = f" — {mention(event.actor)}" if event.actor else ""
+        code = f" `{escape(event.error_code)}`" if event.error_code else ""
+        lines.append(
+            f"{date_token(event.at_ms, '{time_secs}')} {EVENT_EMOJI.get(event.kind, '•')} "
+            f"{_mrkdwn_summary(event.summary)}{code}{who}"
+        )
+    if len(ex.timeline) > 40:
+        lines.insert(1, f"_(last 40 of {len(ex.timeline)} events; the channel thread has them all)_")
+    text = "\n".join(lines)
+    return Message(_clip(text, 3000), [section(t) for t in _chunks(text)][:MAX_BLOCKS])
+
+
+def errors_text(catalog: Any, code: str | None) -> Message:
+    if code:
+        entry = catalog.entry(code)
+        if entry is None:
+            known = ", ".join(e.code for e in catalog.entries())
+            return refusal(f"`{escape(code)}` is not in the error catalog. Codes: {known}")
+        text = (
+            f"*{entry.code}* ({entry.service}) — {'retryable' if entry.retryable else 'not retryable'}\n"
+            f"{escape(entry.meaning)}\n*What the runbooks do:* {escape(entry.decision)}"
+        )
+        return Message(text, [section(text)])
+    lines = ["*Error catalog* (`/runbook errors <Code>` for one entry)"]
+    lines += [
+        f"• `{e.code}`{' ↻' if e.retryable else ''} — {escape(e.meaning.split('.')[0])}"
+        for e in catalog.entries()
+    ]
+    text = "\n".join(lines)
+    return Message(_clip(text, 3000), [section(t) for t in _chunks(text)][:MAX_BLOCKS])
+
+
+def _mrkdwn_summary(text: str) -> str:
+    """Our summaries carry mentions (<@U…>) on purpose; everything else is escaped."""
+    import re
+
+    parts = re.split(r"(<@[UW][A-Z0-9]+>|<!subteam\^S[A-Z0-9]+>)", str(text))
+    return "".join(p if i % 2 else escape(p) for i, p in enumerate(parts))
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)[:200]
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _chunks(text: str, limit: int = SECTION_LIMIT) -> list[str]:
+    chunks, current = [], ""
+    for line in text.split("\n"):
+        if len(current) + len(line) + 1 > limit and current:
+            chunks.append(current)
+            current = ""
+        current = f"{current}\n{line}" if current else line[:limit]
+    return [*chunks, current] if current else chunks
