@@ -1,0 +1,170 @@
+"""The runbooks' expression language: `{{ expr }}` over params, partner, steps and execution.
+
+Built on simpleeval (a maintained, sandboxed evaluator over Python's own parser) with tighter
+rules: dotted access works only as a key lookup on mappings (`steps.detect.outputs.x`), never
+as attribute access on objects, so no method or dunder is reachable; only a handful of pure
+functions exist; sizes of strings and powers are bounded. Nothing is ever passed to `eval`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import simpleeval
+
+from bot.exceptions import RunbookBotError
+
+MAX_EXPRESSION = 1000
+TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+FUNCTIONS = {
+    "len": len,
+    "min": min,
+    "max": max,
+    "round": round,
+    "int": int,
+    "float": float,
+    "str": str,
+    "abs": abs,
+    "sum": sum,
+    "any": any,
+    "all": all,
+    "bool": bool,
+}
+
+
+class ExpressionError(RunbookBotError):
+    """An expression that cannot be evaluated; the message says where and what is available."""
+
+
+class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
+    def _eval_attribute(self, node: ast.Attribute) -> Any:
+        if node.attr.startswith("_"):
+            raise ExpressionError(f"`{node.attr}`: names starting with _ are not available")
+        base = self._eval(node.value)
+        if isinstance(base, Mapping):
+            if node.attr in base:
+                return base[node.attr]
+            known = ", ".join(sorted(map(str, base))) or "nothing"
+            raise ExpressionError(f"`{_source(node)}` does not exist; available here: {known}")
+        raise ExpressionError(
+            f"`.{node.attr}`: dotted access works on mappings only, not on {type(base).__name__}"
+        )
+
+    def _eval_subscript(self, node: ast.Subscript) -> Any:
+        base = self._eval(node.value)
+        key = self._eval(node.slice)
+        try:
+            return base[key]
+        except (KeyError, IndexError, TypeError):
+            known = ", ".join(sorted(map(str, base))) if isinstance(base, Mapping) else f"{len(base)} items"
+            raise ExpressionError(f"`{_source(node)}`: no entry {key!r}; available: {known}") from None
+
+    def _eval_name(self, node: ast.Name) -> Any:
+        if node.id in self.names:
+            return self.names[node.id]
+        if node.id in {"true", "True"}:
+            return True
+        if node.id in {"false", "False"}:
+            return False
+        if node.id in {"null", "None"}:
+            return None
+        known = ", ".join(sorted(self.names)) or "nothing"
+        raise ExpressionError(f"`{node.id}` is not defined; expressions can use {known}")
+
+
+def evaluate(expression: str, scope: Mapping[str, Any]) -> Any:
+    text = expression.strip()
+    if len(text) > MAX_EXPRESSION:
+        raise ExpressionError(f"expression is {len(text)} characters long; at most {MAX_EXPRESSION}")
+    if not text:
+        raise ExpressionError("empty expression")
+    evaluator = _Evaluator(names=dict(scope), functions=FUNCTIONS)
+    try:
+        return evaluator.eval(text)
+    except ExpressionError:
+        raise
+    except SyntaxError as error:
+        raise ExpressionError(
+            f"`{text}` is not a valid expression: {error.msg} at column {error.offset}"
+        ) from None
+    except simpleeval.InvalidExpression as error:
+        raise ExpressionError(f"`{text}`: {error}") from None
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError) as error:
+        raise ExpressionError(f"`{text}`: {type(error).__name__}: {error}") from None
+
+
+def render(value: Any, scope: Mapping[str, Any]) -> Any:
+    """Templated inputs: strings with {{ }} are evaluated; a lone {{ expr }} keeps its type."""
+    if isinstance(value, str):
+        whole = TEMPLATE.fullmatch(value.strip())
+        if whole:
+            return evaluate(whole.group(1), scope)
+        if "{{" not in value:
+            return value
+        return TEMPLATE.sub(lambda m: _text(evaluate(m.group(1), scope)), value)
+    if isinstance(value, Mapping):
+        return {k: render(v, scope) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [render(v, scope) for v in value]
+    return value
+
+
+def expressions_in(value: Any) -> list[str]:
+    """Every expression inside a templated value (for validation)."""
+    if isinstance(value, str):
+        return [m.group(1) for m in TEMPLATE.finditer(value)]
+    if isinstance(value, Mapping):
+        return [e for v in value.values() for e in expressions_in(v)]
+    if isinstance(value, list | tuple):
+        return [e for v in value for e in expressions_in(v)]
+    return []
+
+
+def references(expression: str) -> set[tuple[str, ...]]:
+    """Static paths an expression reads, e.g. ('steps', 'detect', 'outputs', 'x'); SyntaxError if bad."""
+    tree = ast.parse(expression.strip(), mode="eval")
+    found: set[tuple[str, ...]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute | ast.Subscript | ast.Name):
+            path = _path(node)
+            if path:
+                found.add(path)
+    # Keep only the longest paths (drop their prefixes, which ast.walk also visits).
+    return {p for p in found if not any(q != p and q[: len(p)] == p for q in found)}
+
+
+def _path(node: ast.AST) -> tuple[str, ...] | None:
+    parts: list[str] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            parts.append(str(node.slice.value))
+            node = node.value
+        elif isinstance(node, ast.Subscript):
+            parts.clear()  # a computed key: only the part before it is static
+            node = node.value
+        elif isinstance(node, ast.Name):
+            if node.id in FUNCTIONS or node.id in {"true", "false", "null", "True", "False", "None"}:
+                return None
+            parts.append(node.id)
+            return tuple(reversed(parts))
+        else:
+            return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _source(node: ast.AST) -> str:
+    try:
+        return ast.unparse(node)
+    except Exception:  # unparse of a partial tree: the message still helps without it
+        return "expression"
