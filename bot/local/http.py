@@ -26,7 +26,7 @@ class IngressServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = str(self._server.server_address[0]), self._server.server_address[1]
         return f"http://{host}:{port}/slack/events"
 
     def start(self) -> IngressServer:

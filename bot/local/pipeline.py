@@ -69,7 +69,8 @@ def reset_sandbox() -> None:
 
 def _resolve(handler: str) -> Callable[[dict[str, Any], Any], Any]:
     module, _, function = handler.rpartition(".")
-    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    resolved: Callable[[dict[str, Any], Any], Any] = getattr(importlib.import_module(module), function)
+    return resolved
 
 
 class LocalPipeline:

@@ -1,0 +1,115 @@
+"""Runbooks, partners and the error catalog, loaded and validated once per sandbox."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from bot.engine.errors import ErrorCatalog, check_error_catalog, load_error_catalog
+from bot.engine.model import Runbook
+from bot.exceptions import CatalogError
+from bot.partners.model import Partner
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    runbooks: dict[str, Runbook]
+    partners: dict[str, Partner]
+    errors: ErrorCatalog
+    root: Path
+
+
+def runbooks_root() -> Path:
+    configured = Path(os.environ.get("RUNBOOKS_DIR") or "runbooks")
+    if configured.is_absolute():
+        return configured
+    for base in (os.environ.get("LAMBDA_TASK_ROOT"), os.getcwd(), str(PACKAGE_ROOT)):
+        if base and (Path(base) / configured).is_dir():
+            return (Path(base) / configured).resolve()
+    return (PACKAGE_ROOT / configured).resolve()
+
+
+def load_catalog(root: Path | None = None) -> Catalog:
+    return _load(str((root or runbooks_root()).resolve()))
+
+
+def forget_catalog() -> None:
+    """Load from disk again on next use (a new sandbox; tests that change RUNBOOKS_DIR)."""
+    _load.cache_clear()
+
+
+@cache
+def _load(root_text: str) -> Catalog:
+    from bot.actions import REGISTRY
+    from bot.engine.loader import load_runbook
+    from bot.partners.loader import load_partner
+
+    root = Path(root_text)
+    problems: list[str] = []
+    runbooks: dict[str, Runbook] = {}
+    for path in sorted(root.glob("*.yaml")):
+        if path.name == "errors.yaml":
+            continue
+        try:
+            runbook = load_runbook(path, REGISTRY)
+            runbooks[runbook.name] = runbook
+        except CatalogError as error:
+            problems += error.problems
+    partners: dict[str, Partner] = {}
+    for path in sorted((root / "partners").glob("*.yaml")):
+        try:
+            partner = load_partner(path, runbooks)
+            partners[partner.name] = partner
+        except CatalogError as error:
+            problems += error.problems
+    errors = ErrorCatalog({})
+    try:
+        errors = load_error_catalog(root / "errors.yaml")
+    except CatalogError as error:
+        problems += error.problems
+    except FileNotFoundError:
+        problems.append(f"{root / 'errors.yaml'}:1: the error catalog is missing")
+    if problems:
+        raise CatalogError(problems)
+    return Catalog(runbooks, partners, errors, root)
+
+
+def validate_paths(paths: list[Path]) -> list[str]:
+    """`runbook-bot validate`: every problem in the given files or folders (default: the runbooks root)."""
+    from bot.actions import REGISTRY
+    from bot.engine.loader import load_runbook
+    from bot.partners.loader import load_partner
+
+    files: list[Path] = []
+    for path in paths or [runbooks_root()]:
+        if path.is_dir():
+            files += sorted(path.glob("*.yaml")) + sorted((path / "partners").glob("*.yaml"))
+        elif path.exists():
+            files.append(path)
+        else:
+            return [f"{path}:1: no such file or folder"]
+    problems: list[str] = []
+    runbooks: dict[str, Runbook] = {}
+    for path in [f for f in files if f.parent.name != "partners" and f.name != "errors.yaml"]:
+        try:
+            runbook = load_runbook(path, REGISTRY)
+            runbooks[runbook.name] = runbook
+        except CatalogError as error:
+            problems += error.problems
+    if not runbooks:
+        try:
+            runbooks = dict(load_catalog().runbooks)  # partners checked alone still need the runbooks
+        except CatalogError:
+            runbooks = {}
+    for path in [f for f in files if f.parent.name == "partners"]:
+        try:
+            load_partner(path, runbooks)
+        except CatalogError as error:
+            problems += error.problems
+    for path in [f for f in files if f.name == "errors.yaml"]:
+        problems += check_error_catalog(path)
+    return problems

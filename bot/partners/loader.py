@@ -1,0 +1,135 @@
+"""Partner files → validated `Partner`s, every problem as `file:line: message`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bot.engine.schemas import schema_problems
+from bot.engine.yamlfile import YamlDoc, YamlProblem, load_yaml
+from bot.exceptions import CatalogError
+from bot.partners.model import (
+    AlarmMapping,
+    CapacityLimits,
+    FailedRequestStore,
+    KeyAttribute,
+    Partner,
+    PartnerIndex,
+    PartnerTable,
+    Sla,
+)
+
+
+def load_partner(path: Path, runbooks: Mapping[str, Any] | None = None) -> Partner:
+    try:
+        doc = load_yaml(path)
+    except YamlProblem as problem:
+        raise CatalogError([str(problem)]) from None
+    problems = check_partner(doc, runbooks)
+    if problems:
+        raise CatalogError(problems)
+    return to_partner(doc)
+
+
+def check_partner(doc: YamlDoc, runbooks: Mapping[str, Any] | None = None) -> list[str]:
+    problems = schema_problems(doc, "partner.schema.json")
+    if problems or not isinstance(doc.data, dict):
+        return problems or [
+            f"{doc.path}:1: a partner file is a mapping (name, region, tables, approvers, ...)"
+        ]
+    data = doc.data
+
+    def problem(path: tuple[Any, ...], message: str) -> None:
+        problems.append(f"{doc.path}:{doc.line_of(path)}: {message}")
+
+    stem = Path(doc.path).stem
+    if data["name"] != stem:
+        problem(("name",), f"name `{data['name']}` must match the file name `{stem}`")
+    tables = data["tables"]
+    store = data.get("failed_requests")
+    if store and store["target_table"] not in tables:
+        problem(
+            ("failed_requests", "target_table"),
+            f"failed_requests.target_table `{store['target_table']}` is not a table alias ({', '.join(tables)})",
+        )
+    for alias in data.get("drill_target") or {}:
+        if alias not in tables:
+            problem(("drill_target", alias), f"drill_target names `{alias}`, which is not a table alias")
+    if runbooks is not None:
+        for i, alarm in enumerate(data.get("alarms") or []):
+            if alarm["runbook"] not in runbooks:
+                problem(
+                    ("alarms", i, "runbook"),
+                    f"alarm mapping names runbook `{alarm['runbook']}`; runbooks: {', '.join(sorted(runbooks))}",
+                )
+        for name, overrides in (data.get("overrides") or {}).items():
+            runbook = runbooks.get(name)
+            if runbook is None:
+                problem(("overrides", name), f"overrides name runbook `{name}`, which does not exist")
+                continue
+            known = {p.name: p for p in runbook.parameters}
+            for param, value in overrides.items():
+                if param not in known:
+                    problem(
+                        ("overrides", name, param),
+                        f"runbook `{name}` has no parameter `{param}` ({', '.join(known) or 'none'})",
+                    )
+                    continue
+                from bot.engine.params import coerce
+
+                try:
+                    coerce(known[param], value)
+                except ValueError as error:
+                    problem(("overrides", name, param), f"override `{name}.{param}`: {error}")
+    return problems
+
+
+def to_partner(doc: YamlDoc) -> Partner:
+    d = doc.data
+
+    def key(k: dict[str, str] | None) -> KeyAttribute | None:
+        return KeyAttribute(k["name"], k["type"]) if k else None
+
+    tables = {
+        alias: PartnerTable(
+            alias,
+            t["name"],
+            KeyAttribute(t["partition_key"]["name"], t["partition_key"]["type"]),
+            key(t.get("sort_key")),
+            tuple(
+                PartnerIndex(
+                    i["name"],
+                    KeyAttribute(i["partition_key"]["name"], i["partition_key"]["type"]),
+                    key(i.get("sort_key")),
+                )
+                for i in t.get("indexes") or []
+            ),
+        )
+        for alias, t in d["tables"].items()
+    }
+    store = d.get("failed_requests")
+    sla = d["sla"]
+    return Partner(
+        name=d["name"],
+        display_name=d["display_name"],
+        region=d["region"],
+        account_id=str(d["account_id"]),
+        role_arn=d.get("role_arn", ""),
+        sla=Sla(int(sla["response_minutes"]), int(sla["resolution_minutes"]), float(sla.get("warn_at", 0.8))),
+        channels=tuple(d.get("channels") or ()),
+        approvers=tuple(d["approvers"]),
+        tables=tables,
+        failed_requests=FailedRequestStore(store["kind"], store["name"], store["target_table"])
+        if store
+        else None,
+        capacity=CapacityLimits(**(d.get("capacity") or {})),
+        alarms=tuple(
+            AlarmMapping(a["pattern"], a["runbook"], dict(a.get("params") or {}))
+            for a in d.get("alarms") or []
+        ),
+        overrides={k: dict(v) for k, v in (d.get("overrides") or {}).items()},
+        approval_timeout_minutes=int(d.get("approval_timeout_minutes", 30)),
+        drill_target=dict(d.get("drill_target") or {}),
+        source=doc.path,
+    )
