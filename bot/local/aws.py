@@ -133,7 +133,7 @@ class EmbeddedAws:
         import boto3
 
         url = self.dynamodb_url if service in {"dynamodb", "dynamodbstreams"} else self.moto_url
-        return boto3.client(
+        return boto3.client(  # type: ignore[call-overload]
             service,
             endpoint_url=url,
             region_name=REGION,

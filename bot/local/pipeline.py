@@ -8,6 +8,7 @@ Every handler runs in this process exactly as Lambda would call it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -236,6 +237,9 @@ class LocalPipeline:
             table = self.tables[consumer.table_logical_id]
             stream_arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
             hook = o.before_invoke
+            before: Callable[[list[dict[str, Any]]], None] | None = None
+            if hook is not None:
+                before = functools.partial(hook, consumer.logical_id)
             delivery = StreamDelivery(
                 self.aws.client("dynamodbstreams"),
                 stream_arn,
@@ -246,9 +250,7 @@ class LocalPipeline:
                 duplicate_rate=o.duplicate_rate,
                 split_rate=o.split_rate,
                 seed=o.seed,
-                before_invoke=(lambda batch, lid=consumer.logical_id, h=hook: h(lid, batch))
-                if hook
-                else None,
+                before_invoke=before,
             )
             delivery.start()
             self.deliveries[consumer.logical_id] = delivery

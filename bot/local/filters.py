@@ -1,0 +1,78 @@
+"""Lambda event filtering (FilterCriteria patterns), as the event source mapping applies it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+_MISSING = object()
+
+
+def matches_any(patterns: Iterable[dict[str, Any]], record: dict[str, Any]) -> bool:
+    """No patterns: every record. Otherwise a record passes if any pattern matches it."""
+    patterns = list(patterns)
+    return not patterns or any(matches(p, record) for p in patterns)
+
+
+def matches(pattern: dict[str, Any], record: Any) -> bool:
+    for key, rule in pattern.items():
+        value = record.get(key, _MISSING) if isinstance(record, dict) else _MISSING
+        if isinstance(rule, dict):
+            if value is _MISSING:
+                return False
+            candidates = value if isinstance(value, list) else [value]
+            if not any(matches(rule, c) for c in candidates if isinstance(c, dict)):
+                return False
+        elif isinstance(rule, list):
+            if not _matches_values(rule, value):
+                return False
+        else:
+            raise ValueError(f"filter pattern values must be lists or objects, not {rule!r} (at {key})")
+    return True
+
+
+def _matches_values(rules: list[Any], value: Any) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return any(_matches_one(rule, v) for rule in rules for v in values) or (
+        value is _MISSING and any(isinstance(r, dict) and r.get("exists") is False for r in rules)
+    )
+
+
+def _matches_one(rule: Any, value: Any) -> bool:
+    if not isinstance(rule, dict):
+        return value is not _MISSING and rule == value
+    if "exists" in rule:
+        return (value is not _MISSING) == bool(rule["exists"])
+    if value is _MISSING:
+        return "anything-but" in rule and False
+    if "prefix" in rule:
+        return isinstance(value, str) and value.startswith(rule["prefix"])
+    if "suffix" in rule:
+        return isinstance(value, str) and value.endswith(rule["suffix"])
+    if "equals-ignore-case" in rule:
+        return isinstance(value, str) and value.lower() == str(rule["equals-ignore-case"]).lower()
+    if "anything-but" in rule:
+        banned = rule["anything-but"]
+        if isinstance(banned, dict):
+            if "prefix" in banned:
+                return not (isinstance(value, str) and value.startswith(banned["prefix"]))
+            return not _matches_one(banned, value)
+        return value not in (banned if isinstance(banned, list) else [banned])
+    if "numeric" in rule:
+        return _numeric(rule["numeric"], value)
+    raise ValueError(f"unsupported filter rule {rule!r}")
+
+
+def _numeric(spec: list[Any], value: Any) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    ops = {
+        "=": number.__eq__,
+        "<": number.__lt__,
+        "<=": number.__le__,
+        ">": number.__gt__,
+        ">=": number.__ge__,
+    }
+    return all(ops[spec[i]](float(spec[i + 1])) for i in range(0, len(spec), 2))
