@@ -1,0 +1,262 @@
+"""Replays of missed writes, and hot-key detection from the same failed-request store.
+
+A missed write is a record in the partner's failed-request store (a table or an SQS queue) that
+holds the item to write and its `version`. The replay writes it to the target table with a
+condition (`attribute_not_exists(pk) OR version < :v`) so a write that already landed, or a
+replay run twice, is skipped as a duplicate, never applied twice. It paces itself inside a
+capacity budget (a share of the table's provisioned WCU) with additive-increase /
+multiplicative-decrease on throttling, and checkpoints its cursor after every page so a resume
+redoes at most one page.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from typing import Any
+
+from bot.actions.base import ActionContext, StepOutcome, register
+from bot.actions.dynamodb import capacity_of, describe_table, plain
+from bot.exceptions import ActionError
+
+PAGE = 25
+THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+
+
+def store_records(ctx: ActionContext, cursor: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+    """One page of missed writes: ([{'item': {...attribute values}, 'version': n, 'id': ...}], next cursor)."""
+    store = ctx.partner.failed_requests
+    if store is None:
+        raise ActionError(
+            "InvalidInput",
+            f"{ctx.partner.name} has no failed_requests store in its partner file",
+            retryable=False,
+        )
+    if store.kind == "sqs":
+        sqs = ctx.aws.client("sqs")
+        url = sqs.get_queue_url(QueueName=store.name)["QueueUrl"]
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=min(limit, 10), WaitTimeSeconds=0, VisibilityTimeout=300
+        ).get("Messages", [])
+        records = [{**json.loads(m["Body"]), "receipt": m["ReceiptHandle"], "queue": url} for m in messages]
+        return records, ("more" if messages else None)
+    page = ctx.aws.client("dynamodb").scan(
+        TableName=store.name, Limit=limit, **({"ExclusiveStartKey": cursor} if cursor else {})
+    )
+    records = [
+        {"item": r["item"]["M"], "version": int(r["version"]["N"]), "id": r["request_id"]["S"]}
+        for r in page.get("Items", [])
+    ]
+    return records, page.get("LastEvaluatedKey")
+
+
+class Replay:
+    name = "dynamodb.replay"
+    outputs: tuple[str, ...] = (
+        "applied",
+        "skipped_duplicates",
+        "failed",
+        "throttled",
+        "budget_wcu",
+        "items_per_second",
+    )
+    always_high_risk = True
+    inputs_schema: dict[str, Any] = {
+        "type": "object",
+        "required": ["table"],
+        "additionalProperties": False,
+        "properties": {
+            "table": {"type": "string", "description": "target table name"},
+            "budget_share": {
+                "type": ["number", "string"],
+                "description": "share of provisioned WCU (default: partner's)",
+            },
+            "on_demand_rate": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "writes/s when the table is on-demand",
+            },
+            "version_attribute": {"type": "string"},
+            "checkpoint_every_pages": {"type": "integer", "minimum": 1},
+        },
+    }
+
+    def budget(self, ctx: ActionContext, inputs: dict[str, Any]) -> float:
+        mode, _, write_units = capacity_of(describe_table(ctx, inputs["table"]))
+        share = float(inputs.get("budget_share") or ctx.partner.capacity.replay_budget_share)
+        if mode == "PAY_PER_REQUEST" or not write_units:
+            return float(inputs.get("on_demand_rate") or 200)
+        return max(1.0, write_units * share)
+
+    def run(self, ctx: ActionContext, inputs: dict[str, Any]) -> StepOutcome:
+        table = describe_table(ctx, inputs["table"])
+        key_names = [k["AttributeName"] for k in table["KeySchema"]]
+        version_attr = inputs.get("version_attribute", "version")
+        budget = self.budget(ctx, inputs)
+        s = dict(
+            ctx.checkpoint
+            or {
+                "cursor": None,
+                "applied": 0,
+                "skipped": 0,
+                "failed": 0,
+                "throttled": 0,
+                "rate": budget,
+                "started": ctx.clock(),
+                "done": False,
+            }
+        )
+        client = ctx.aws.client("dynamodb")
+        rng = random.Random(ctx.idempotency_key)
+        tokens, last = 0.0, ctx.clock()
+        every = int(inputs.get("checkpoint_every_pages", 4))
+        pages = 0
+        while True:
+            records, following = store_records(ctx, s["cursor"], PAGE)
+            for record in records:
+                for attempt in range(1, 9):
+                    # Token bucket at the current rate; never above the budget.
+                    now = ctx.clock()
+                    tokens = min(s["rate"], tokens + (now - last) * s["rate"])
+                    last = now
+                    if tokens < 1:
+                        ctx.sleep((1 - tokens) / s["rate"])
+                        tokens, last = 1.0, ctx.clock()
+                    tokens -= 1
+                    outcome = self._write(client, inputs["table"], record, key_names, version_attr)
+                    if outcome in THROTTLED:
+                        s["throttled"] += 1
+                        s["rate"] = max(1.0, s["rate"] / 2)  # multiplicative decrease
+                        ctx.sleep(rng.uniform(0, min(2.0, 0.05 * 2**attempt)))
+                        continue
+                    s["rate"] = min(budget, s["rate"] + budget * 0.02)  # additive increase
+                    key = {"applied": "applied", "duplicate": "skipped"}.get(outcome, "failed")
+                    s[key] += 1
+                    if "receipt" in record and outcome in {"applied", "duplicate"}:
+                        ctx.aws.client("sqs").delete_message(
+                            QueueUrl=record["queue"], ReceiptHandle=record["receipt"]
+                        )
+                    break
+                else:
+                    s["failed"] += 1
+            s["cursor"] = following
+            pages += 1
+            if not following:
+                break
+            if pages >= every or ctx.should_checkpoint():
+                done = s["applied"] + s["skipped"] + s["failed"]
+                return StepOutcome.resume_later(s, f"replayed {done:,} missed writes so far")
+        elapsed = max(1e-6, ctx.clock() - s["started"])
+        total = s["applied"] + s["skipped"] + s["failed"]
+        outputs = {
+            "applied": s["applied"],
+            "skipped_duplicates": s["skipped"],
+            "failed": s["failed"],
+            "throttled": s["throttled"],
+            "budget_wcu": round(budget, 1),
+            "items_per_second": round(total / elapsed, 1),
+        }
+        if s["failed"]:
+            raise ActionError(
+                "ReplayIncomplete",
+                f"{s['failed']} of {total} missed writes failed after retries; "
+                f"{s['applied']} applied, {s['skipped']} were already there",
+                retryable=True,
+            )
+        return StepOutcome.done(
+            f"replayed {total:,} missed writes into {inputs['table']}: {s['applied']:,} applied, "
+            f"{s['skipped']:,} already there",
+            outputs,
+            applied=s["applied"],
+            skipped=s["skipped"],
+            throttled=s["throttled"],
+            budget_wcu=round(budget, 1),
+        )
+
+    @staticmethod
+    def _write(
+        client: Any, table: str, record: dict[str, Any], key_names: list[str], version_attr: str
+    ) -> str:
+        item = dict(record["item"])
+        item[version_attr] = {"N": str(record["version"])}
+        try:
+            client.put_item(
+                TableName=table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#k) OR #v < :v",
+                ExpressionAttributeNames={"#k": key_names[0], "#v": version_attr},
+                ExpressionAttributeValues={":v": {"N": str(record["version"])}},
+            )
+        except Exception as error:
+            code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
+            if code == "ConditionalCheckFailedException":
+                return "duplicate"
+            if code in THROTTLED:
+                return code
+            raise
+        return "applied"
+
+    def describe_effect(self, ctx: ActionContext, inputs: dict[str, Any]) -> str:
+        from bot.actions.dynamodb import _count_missed
+
+        count = _count_missed(ctx) if ctx.partner.failed_requests else 0
+        budget = self.budget(ctx, inputs)
+        store = ctx.partner.failed_requests
+        return (
+            f"writes up to {count:,} missed writes from {store.name if store else '?'} into {inputs['table']} "
+            f"at ≤ {budget:,.0f} writes/s (≈ {count / budget:,.0f}s); each write is conditional on its version, "
+            "so writes already there are skipped, never doubled"
+        )
+
+
+class HotKeys:
+    """Hot partition keys from the failed-request store (Contributor Insights where enabled)."""
+
+    name = "dynamodb.hot_keys"
+    outputs: tuple[str, ...] = ("top", "sampled", "hottest_share", "source")
+    always_high_risk = False
+    inputs_schema: dict[str, Any] = {
+        "type": "object",
+        "required": ["table"],
+        "additionalProperties": False,
+        "properties": {
+            "table": {"type": "string"},
+            "sample": {"type": "integer", "minimum": 1, "maximum": 10000},
+            "top": {"type": "integer", "minimum": 1, "maximum": 50},
+        },
+    }
+
+    def run(self, ctx: ActionContext, inputs: dict[str, Any]) -> StepOutcome:
+        table = describe_table(ctx, inputs["table"])
+        pk = next(k["AttributeName"] for k in table["KeySchema"] if k["KeyType"] == "HASH")
+        counts: Counter[str] = Counter()
+        cursor, sampled, limit = None, 0, int(inputs.get("sample", 1000))
+        while sampled < limit:
+            records, cursor = store_records(ctx, cursor, min(100, limit - sampled))
+            for record in records:
+                value = plain({pk: record["item"][pk]})[pk] if pk in record["item"] else "?"
+                counts[str(value)] += 1
+            sampled += len(records)
+            if not cursor or not records:
+                break
+        top = [{"key": k, "count": c} for k, c in counts.most_common(int(inputs.get("top", 5)))]
+        share = round(top[0]["count"] / sampled, 3) if top and sampled else 0.0
+        summary = (
+            f"hottest key {top[0]['key']} has {share:.0%} of {sampled} failed writes"
+            if top
+            else "no failed writes to sample"
+        )
+        return StepOutcome.done(
+            summary,
+            {"top": top, "sampled": sampled, "hottest_share": share, "source": "failed-request store sample"},
+            sampled=sampled,
+            hottest_share=share,
+        )
+
+    def describe_effect(self, ctx: ActionContext, inputs: dict[str, Any]) -> str:
+        return "samples the failed-request store; changes nothing"
+
+
+REPLAY = register(Replay())
+HOT_KEYS = register(HotKeys())

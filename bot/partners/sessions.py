@@ -1,0 +1,68 @@
+"""Per-partner AWS sessions: the partner's region, and its account through STS when it has a role."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from bot.partners.model import Partner
+
+REFRESH_BEFORE_SECONDS = 300
+
+
+class PartnerSession:
+    """boto3 clients for one partner, cached per service; assumed-role credentials refreshed early."""
+
+    def __init__(self, partner: Partner) -> None:
+        self.partner = partner
+        self._clients: dict[str, Any] = {}
+        self._session: Any = None
+        self._expires_at = 0.0
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            if self.partner.role_arn and time.time() > self._expires_at - REFRESH_BEFORE_SECONDS:
+                self._session, self._clients = None, {}
+            if self._session is None:
+                self._session = self._new_session()
+            if service not in self._clients:
+                from botocore.config import Config
+
+                self._clients[service] = self._session.client(
+                    service,
+                    region_name=self.partner.region,
+                    config=Config(
+                        retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10
+                    ),
+                )
+            return self._clients[service]
+
+    def _new_session(self) -> Any:
+        import boto3
+
+        if not self.partner.role_arn:
+            return boto3.session.Session()
+        answer = boto3.client("sts").assume_role(
+            RoleArn=self.partner.role_arn,
+            RoleSessionName=f"runbook-bot-{self.partner.name}"[:64],
+            DurationSeconds=3600,
+        )
+        creds = answer["Credentials"]
+        self._expires_at = creds["Expiration"].timestamp()
+        return boto3.session.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        )
+
+
+_SESSIONS: dict[str, PartnerSession] = {}
+
+
+def session_for(partner: Partner) -> PartnerSession:
+    session = _SESSIONS.get(partner.name)
+    if session is None or session.partner != partner:
+        session = _SESSIONS[partner.name] = PartnerSession(partner)
+    return session
