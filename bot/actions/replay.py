@@ -240,8 +240,9 @@ class HotKeys:
             sampled += len(records)
             if not cursor or not records:
                 break
-        top = [{"key": k, "count": c} for k, c in counts.most_common(int(inputs.get("top", 5)))]
-        share = round(top[0]["count"] / sampled, 3) if top and sampled else 0.0
+        common = counts.most_common(int(inputs.get("top", 5)))
+        top: list[dict[str, Any]] = [{"key": k, "count": c} for k, c in common]
+        share = round(common[0][1] / sampled, 3) if common and sampled else 0.0
         summary = (
             f"hottest key {top[0]['key']} has {share:.0%} of {sampled} failed writes"
             if top
