@@ -141,8 +141,8 @@ class Executor:
     ) -> machine.Failed:
         if retryable is None:
             retryable = self.catalog.errors.is_retryable(code)
-        if step.retry.on:
-            retryable = retryable and code in step.retry.on
+        if step.retry.codes:
+            retryable = retryable and code in step.retry.codes
         return machine.Failed(started, code, message, retryable, _backoff_ms(ex, step))
 
     def _inputs(self, ex: Execution, step: Step) -> dict[str, Any]:

@@ -132,7 +132,7 @@ def to_runbook(doc: YamlDoc, raw: bytes) -> Runbook:
                 int(retry.get("max_attempts", 1)),
                 float(retry.get("base_seconds", 1.0)),
                 float(retry.get("max_seconds", 30.0)),
-                tuple(retry.get("on") or ()),
+                tuple(retry.get("codes") or ()),
             ),
             timeout_seconds=int(s.get("timeout_seconds", 300)),
             risk=Risk(s.get("risk", "low")),

@@ -312,7 +312,7 @@ def decide(
             0,
             now_ms,
             EventKind.APPROVAL_GRANTED,
-            f"{_title(step)} approved",
+            "approved",
             step_id=step.id,
             actor=approver,
         )
@@ -332,7 +332,7 @@ def decide(
         0,
         now_ms,
         EventKind.APPROVAL_REJECTED,
-        f"{_title(step)} rejected",
+        "rejected",
         step_id=step.id,
         actor=approver,
     )
@@ -446,7 +446,7 @@ def _enter(
                 len(events),
                 now_ms,
                 EventKind.STEP_SKIPPED,
-                f"{_title(step)} skipped: its condition is false",
+                "skipped: its condition is false",
                 step_id=step.id,
             )
         )
@@ -471,7 +471,7 @@ def _enter(
                 len(events),
                 now_ms,
                 EventKind.APPROVAL_REQUESTED,
-                f"{_title(step)} needs approval: {approval.effect}",
+                f"needs approval: {approval.effect}",
                 step_id=step.id,
                 figures={"expires_at_ms": expires},
             )

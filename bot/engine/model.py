@@ -42,7 +42,7 @@ class RetryPolicy:
     max_attempts: int = 1
     base_seconds: float = 1.0
     max_seconds: float = 30.0
-    on: tuple[str, ...] = ()  # empty: every code the error catalog marks retryable
+    codes: tuple[str, ...] = ()  # empty: every code the error catalog marks retryable
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ def build_app(
     decisions: Callable[[WebClient], DecisionService],
 ) -> App:
     client = slack_client(secrets.bot_token)
+    # Bolt warns that SLACK_BOT_TOKEN is unused when `authorize` is given: that is the point.
+    logging.getLogger("slack_bolt.App").setLevel(logging.ERROR)
 
     def authorize(**_: Any) -> AuthorizeResult:
         return AuthorizeResult(enterprise_id=None, team_id=None, bot_token=secrets.bot_token)

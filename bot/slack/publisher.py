@@ -66,8 +66,12 @@ class Publisher:
         posted = 0
         if pending:
             through = pending[-1].seq
-            claimed = replace(state, attempting_through=max(through, state.attempting_through))
-            if not self.posts.save(ex.execution_id, state, claimed):
+            claimed = self.posts.save(
+                ex.execution_id,
+                state,
+                replace(state, attempting_through=max(through, state.attempting_through)),
+            )
+            if claimed is None:
                 raise PublisherConflict(f"posts of {ex.execution_id} moved while publishing; retrying")
             already = self._already_posted(ex, state) if state.attempting_through > state.posted_seq else {}
             approval_ts = dict(state.approval_ts)
@@ -82,8 +86,10 @@ class Publisher:
                     approval_ts[event.step_id] = ts
                 if event.kind in _DECISIONS and event.step_id in approval_ts:
                     self._close_approval(ex, claimed.channel, approval_ts[event.step_id], event)
-            done = replace(claimed, posted_seq=through, approval_ts=approval_ts)
-            if not self.posts.save(ex.execution_id, claimed, done):
+            done = self.posts.save(
+                ex.execution_id, claimed, replace(claimed, posted_seq=through, approval_ts=approval_ts)
+            )
+            if done is None:
                 raise PublisherConflict(f"posts of {ex.execution_id} moved while publishing; retrying")
             state = done
         return PublishResult(posted, recovered, self._refresh_parent(ex, state))
@@ -94,8 +100,10 @@ class Publisher:
         channel = ex.channel or self._default_channel(ex)
         ts = self._find_parent(ex, channel) if state.parent_attempted else ""
         if not ts:
-            attempted = replace(state, channel=channel, parent_attempted=True)
-            if not self.posts.save(ex.execution_id, state, attempted):
+            attempted = self.posts.save(
+                ex.execution_id, state, replace(state, channel=channel, parent_attempted=True)
+            )
+            if attempted is None:
                 raise PublisherConflict(f"parent of {ex.execution_id} is being posted by another publisher")
             state = attempted
             message = self._parent(ex)

@@ -261,7 +261,7 @@ class ExecutionStore:
             TableName=self.table,
             IndexName=keys.DUE_INDEX,
             KeyConditionExpression="#bucket = :bucket AND #due <= :now",
-            ExpressionAttributeNames={"#bucket": keys.DUE_BUCKET, "#due": keys.DUE_AT},
+            ExpressionAttributeNames={"#bucket": keys.DUE_BUCKET, "#due": keys.DUE_AT, "#pk": keys.PK},
             ExpressionAttributeValues={":bucket": {"S": keys.DUE_BUCKET_VALUE}, ":now": {"N": str(now_ms)}},
             ProjectionExpression="#pk",
             PaginationConfig={"MaxItems": limit, "PageSize": min(limit, 100)},

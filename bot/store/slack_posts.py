@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.store import keys
@@ -47,8 +47,8 @@ class PostsStore:
             exists=True,
         )
 
-    def save(self, execution_id: str, before: Posts, after: Posts) -> bool:
-        """Write `after` if the item is still as `before` was read; False if another publisher moved it."""
+    def save(self, execution_id: str, before: Posts, after: Posts) -> Posts | None:
+        """Write `after` if the item is still as `before` was read; None if another publisher moved it."""
         item = {
             **_key(execution_id),
             "channel": {"S": after.channel},
@@ -72,8 +72,8 @@ class PostsStore:
         try:
             self.client.put_item(TableName=self.table, Item=item, ConditionExpression=condition, **extra)
         except self.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+            return None
+        return replace(after, exists=True)
 
 
 def _key(execution_id: str) -> dict[str, dict[str, str]]:

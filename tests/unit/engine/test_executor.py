@@ -78,11 +78,11 @@ PARTNER = Partner(
 )
 
 
-def five_steps(blob_bytes: int = 0) -> Runbook:
+def five_steps(blob_bytes: int = 0, name: str = "five") -> Runbook:
     steps = tuple(
         Step(id=f"s{i}", action="test.count", inputs={"blob_bytes": blob_bytes}) for i in range(1, 6)
     )
-    return Runbook("five", "Five cheap steps", "", (), steps, (), "v1")
+    return Runbook(name, "Five cheap steps", "", (), steps, (), "v1")
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def setup(executions_table: str):
     client = CountingClient(boto3.client("dynamodb"))
     store = ExecutionStore(client, executions_table)
     runbook = five_steps()
-    catalog = Catalog({runbook.name: runbook, "big": five_steps(blob_bytes=60_000)}, {PARTNER.name: PARTNER})
+    catalog = Catalog({runbook.name: runbook, "big": five_steps(blob_bytes=60_000, name="big")}, {PARTNER.name: PARTNER})
     return store, catalog, client
 
 
