@@ -67,3 +67,32 @@ class CountingClient:
 
             return read
         return attr
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[Any]:
+    """moto's HTTP server on loopback, for code that speaks HTTP itself (the lean ack-path client)."""
+    from bot.local.aws import EmbeddedAws
+
+    with EmbeddedAws("moto") as aws:
+        yield aws
+
+
+@pytest.fixture
+def server_table(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh moto server state with the bot's tables from template.yaml; env points at it."""
+    import urllib.request
+
+    from bot.local.template import create_tables, load_template
+    from bot.store import executions
+
+    urllib.request.urlopen(
+        urllib.request.Request(f"{moto_server.moto_url}/moto-api/reset", method="POST"), timeout=10
+    ).read()
+    for name, value in moto_server.env().items():
+        monkeypatch.setenv(name, value)
+    tables = create_tables(moto_server.client("dynamodb"), load_template(), lambda lid: f"test-{lid}")
+    monkeypatch.setenv("EXECUTIONS_TABLE", tables["ExecutionsTable"])
+    executions.dynamodb_client.cache_clear()
+    yield tables["ExecutionsTable"]
+    executions.dynamodb_client.cache_clear()

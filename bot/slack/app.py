@@ -31,7 +31,8 @@ def build_app(
 ) -> App:
     client = slack_client(secrets.bot_token)
     # Bolt warns that SLACK_BOT_TOKEN is unused when `authorize` is given: that is the point.
-    logging.getLogger("slack_bolt.App").setLevel(logging.ERROR)
+    bolt_logger = logging.getLogger("bot.slack.bolt")
+    bolt_logger.setLevel(logging.ERROR)
 
     def authorize(**_: Any) -> AuthorizeResult:
         return AuthorizeResult(enterprise_id=None, team_id=None, bot_token=secrets.bot_token)
@@ -45,6 +46,7 @@ def build_app(
         token_verification_enabled=False,
         url_verification_enabled=True,
         ssl_check_enabled=True,
+        logger=bolt_logger,
     )
     decider = decisions(client)
 

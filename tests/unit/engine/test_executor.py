@@ -91,7 +91,9 @@ def setup(executions_table: str):
     client = CountingClient(boto3.client("dynamodb"))
     store = ExecutionStore(client, executions_table)
     runbook = five_steps()
-    catalog = Catalog({runbook.name: runbook, "big": five_steps(blob_bytes=60_000, name="big")}, {PARTNER.name: PARTNER})
+    catalog = Catalog(
+        {runbook.name: runbook, "big": five_steps(blob_bytes=60_000, name="big")}, {PARTNER.name: PARTNER}
+    )
     return store, catalog, client
 
 
