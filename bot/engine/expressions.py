@@ -99,9 +99,9 @@ def evaluate(expression: str, scope: Mapping[str, Any]) -> Any:
 def render(value: Any, scope: Mapping[str, Any]) -> Any:
     """Templated inputs: strings with {{ }} are evaluated; a lone {{ expr }} keeps its type."""
     if isinstance(value, str):
-        whole = TEMPLATE.fullmatch(value.strip())
-        if whole:
-            return evaluate(whole.group(1), scope)
+        stripped = value.strip()
+        if stripped.startswith("{{") and stripped.endswith("}}") and stripped.count("{{") == 1:
+            return evaluate(stripped[2:-2], scope)
         if "{{" not in value:
             return value
         return TEMPLATE.sub(lambda m: _text(evaluate(m.group(1), scope)), value)
