@@ -85,6 +85,7 @@ class StreamDelivery:
         self.poll_interval = poll_interval
         self.stats = DeliveryStats()
         self._iterators: dict[str, str | None] = {}
+        self._last_sequence: dict[str, str] = {}
         self._pending: list[dict[str, Any]] = []  # filtered records not yet acknowledged, in order
         self._redeliver: list[dict[str, Any]] = []  # injected duplicates, delivered in a later batch
         self._stop = threading.Event()
@@ -146,10 +147,19 @@ class StreamDelivery:
         for shard_id, iterator in list(self._iterators.items()):
             if iterator is None:
                 continue
-            answer = self.streams.get_records(ShardIterator=iterator, Limit=1000)
+            try:
+                answer = self.streams.get_records(ShardIterator=iterator, Limit=1000)
+            except self.streams.exceptions.ClientError as error:
+                code = error.response.get("Error", {}).get("Code", "")
+                if code not in {"TrimmedDataAccessException", "ExpiredIteratorException"}:
+                    raise
+                # Iterators expire (and DynamoDB Local trims): carry on after the last record we saw.
+                self._iterators[shard_id] = self._iterator(shard_id)
+                continue
             self._iterators[shard_id] = answer.get("NextShardIterator")
             for record in answer.get("Records", []):
                 got += 1
+                self._last_sequence[shard_id] = record["dynamodb"]["SequenceNumber"]
                 self.stats.records_seen += 1
                 event = self._lambda_record(record)
                 if matches_any(self.consumer.filter_patterns, event):
@@ -168,9 +178,19 @@ class StreamDelivery:
             parent = shard.get("ParentShardId")
             if parent and parent in self._iterators and self._iterators[parent] is not None:
                 continue  # children start once their parent is read to its end
-            self._iterators[shard_id] = self.streams.get_shard_iterator(
-                StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
+            self._iterators[shard_id] = self._iterator(shard_id)
+
+    def _iterator(self, shard_id: str) -> str:
+        last = self._last_sequence.get(shard_id)
+        position: dict[str, str] = (
+            {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": last}
+            if last
+            else {"ShardIteratorType": "TRIM_HORIZON"}
+        )
+        iterator: str = self.streams.get_shard_iterator(
+            StreamArn=self.stream_arn, ShardId=shard_id, **position
+        )["ShardIterator"]
+        return iterator
 
     def _lambda_record(self, record: dict[str, Any]) -> dict[str, Any]:
         ddb = dict(record["dynamodb"])

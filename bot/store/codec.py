@@ -26,7 +26,18 @@ def to_attribute(value: Any) -> dict[str, Any]:
 
 
 def from_attribute(value: dict[str, Any]) -> Any:
-    return _from_dynamo(_deserializer.deserialize(value))  # type: ignore[arg-type]
+    return _from_dynamo(_deserializer.deserialize(_normalize(value)))  # type: ignore[arg-type]
+
+
+def _normalize(value: dict[str, Any]) -> dict[str, Any]:
+    """DynamoDB Local's stream records show an empty map as `{}`, not `{"M": {}}`: read both."""
+    if not value:
+        return {"M": {}}
+    if "M" in value:
+        return {"M": {k: _normalize(v) for k, v in value["M"].items()}}
+    if "L" in value:
+        return {"L": [_normalize(v) for v in value["L"]]}
+    return value
 
 
 def to_item(ex: Execution) -> dict[str, Any]:
