@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -13,6 +15,7 @@ from bot.exceptions import CatalogError
 from bot.partners.model import Partner
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+COMPILED_DIR = ".compiled"
 
 
 @dataclass(frozen=True)
@@ -24,10 +27,17 @@ class Catalog:
 
 
 def runbooks_root() -> Path:
-    configured = Path(os.environ.get("RUNBOOKS_DIR") or "runbooks")
+    return _root(
+        os.environ.get("RUNBOOKS_DIR") or "runbooks", os.environ.get("LAMBDA_TASK_ROOT"), os.getcwd()
+    )
+
+
+@cache
+def _root(configured_text: str, task_root: str | None, cwd: str) -> Path:
+    configured = Path(configured_text)
     if configured.is_absolute():
         return configured
-    for base in (os.environ.get("LAMBDA_TASK_ROOT"), os.getcwd(), str(PACKAGE_ROOT)):
+    for base in (task_root, cwd, str(PACKAGE_ROOT)):
         if base and (Path(base) / configured).is_dir():
             return (Path(base) / configured).resolve()
     return (PACKAGE_ROOT / configured).resolve()
@@ -42,13 +52,51 @@ def forget_catalog() -> None:
     _load.cache_clear()
 
 
+def fingerprint(root: Path) -> str:
+    """The content hash of every runbook, partner, schema and catalog file under `root`."""
+    digest = hashlib.sha256()
+    files = sorted([*root.glob("*.yaml"), *root.glob("*.json"), *(root / "partners").glob("*.yaml")])
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:20]
+
+
+def compiled_path(root: Path) -> Path:
+    return root / COMPILED_DIR / f"catalog-{fingerprint(root)}.pickle"
+
+
+def compile_catalog(root: Path) -> Path:
+    """Validate everything under `root` and keep the result next to it, for fast cold starts.
+
+    `sam build` runs this on the runbooks it packages. At load time the file is only used when
+    its name matches the content hash of the files beside it, so an edited runbook is always
+    validated again (the slow path) rather than trusted.
+    """
+    catalog = _validated(root.resolve())
+    target = compiled_path(root)
+    target.parent.mkdir(exist_ok=True)
+    for stale in target.parent.glob("catalog-*.pickle"):
+        stale.unlink()
+    target.write_bytes(pickle.dumps(catalog, protocol=pickle.HIGHEST_PROTOCOL))
+    return target
+
+
 @cache
 def _load(root_text: str) -> Catalog:
+    root = Path(root_text)
+    compiled = compiled_path(root)
+    if compiled.exists():
+        catalog = pickle.loads(compiled.read_bytes())  # noqa: S301 - our own build artifact, hash-checked
+        if isinstance(catalog, Catalog):
+            return catalog
+    return _validated(root)
+
+
+def _validated(root: Path) -> Catalog:
     from bot.actions import REGISTRY
     from bot.engine.loader import load_runbook
     from bot.partners.loader import load_partner
 
-    root = Path(root_text)
     problems: list[str] = []
     runbooks: dict[str, Runbook] = {}
     for path in sorted(root.glob("*.yaml")):

@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check runbooks, partners and the error catalog")
     validate.add_argument("paths", nargs="*", type=Path, help="files or folders (default: runbooks/)")
+    validate.add_argument(
+        "--compile",
+        action="store_true",
+        help="also keep the validated catalog next to the runbooks (what `sam build` ships)",
+    )
     validate.set_defaults(run=_validate)
 
     seed = sub.add_parser(
@@ -80,6 +85,12 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{len(problems)} problem(s)", file=sys.stderr)
         return 1
     print("ok: runbooks, partners and error catalog are valid")
+    if args.compile:
+        from bot.catalog import compile_catalog, runbooks_root
+
+        roots = [p for p in args.paths if p.is_dir()] or [runbooks_root()]
+        for root in roots:
+            print(f"compiled: {compile_catalog(root)}")
     return 0
 
 

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
 from bot.actions.base import ActionContext, StepOutcome, register
 from bot.exceptions import ActionError
+from bot.store.codec import from_attribute, to_attribute
 
-_ser, _de = TypeSerializer(), TypeDeserializer()
 TABLE = {"type": "string", "minLength": 3, "description": "table name, e.g. {{ partner.tables.orders.name }}"}
 
 
 def plain(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _de.deserialize(v) for k, v in item.items()}
+    return {k: from_attribute(v) for k, v in item.items()}
 
 
 def attr(value: Any) -> dict[str, Any]:
-    from bot.store.codec import to_attribute
-
     return to_attribute(value)
 
 

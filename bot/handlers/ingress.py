@@ -24,7 +24,6 @@ def _app() -> Any:
     """Built on the first request, once per sandbox: secrets, table client, catalog loader."""
     from bot.catalog import load_catalog
     from bot.config import slack_secrets
-    from bot.engine.executor import Executor
     from bot.slack.app import build_app, group_members
     from bot.slack.commands import CommandService
     from bot.slack.decisions import DecisionService
@@ -36,11 +35,14 @@ def _app() -> Any:
     def now_ms() -> int:
         return int(time.time() * 1000)
 
+    def executor() -> Any:  # only approval clicks need it; imported then, not on the ack path
+        from bot.engine.executor import Executor
+
+        return Executor(store, load_catalog())
+
     commands = CommandService(store, load_catalog, now_ms)
     return build_app(
         slack_secrets(),
         commands,
-        lambda client: DecisionService(
-            store, load_catalog, lambda: Executor(store, load_catalog()), group_members(client), now_ms
-        ),
+        lambda client: DecisionService(store, load_catalog, executor, group_members(client), now_ms),
     )
