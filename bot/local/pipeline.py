@@ -40,6 +40,7 @@ class PipelineOptions:
     slack_fault_rate: float = 0.0
     slack_latency_ms: int = 0
     duplicate_rate: float = 0.0  # stream records delivered more than once
+    max_duplicates: int = 2  # extra deliveries of a duplicated record (1 to this many)
     split_rate: float = 0.0  # batches split in two invocations
     seed: int = 0
     sweep_interval: float = 1.0  # seconds between sweeper runs (Lambda: rate(1 minute))
@@ -52,7 +53,10 @@ def reset_sandbox() -> None:
     """Forget what each handler cached, as a fresh Lambda sandbox would (new endpoints, secrets)."""
     from bot import catalog, config
     from bot.handlers import alarm, ingress, timeline, worker
+    from bot.partners.sessions import forget_sessions
     from bot.store import executions
+
+    forget_sessions()
 
     for cached in (
         ingress._app,
@@ -248,6 +252,7 @@ class LocalPipeline:
                 sqs_client=self.aws.client("sqs"),
                 on_failure_queue_url=self.queues.get(consumer.on_failure_queue_logical_id or ""),
                 duplicate_rate=o.duplicate_rate,
+                max_duplicates=o.max_duplicates,
                 split_rate=o.split_rate,
                 seed=o.seed,
                 before_invoke=before,

@@ -66,3 +66,8 @@ def session_for(partner: Partner) -> PartnerSession:
     if session is None or session.partner != partner:
         session = _SESSIONS[partner.name] = PartnerSession(partner)
     return session
+
+
+def forget_sessions() -> None:
+    """Drop every cached session and client (a fresh sandbox; new endpoints or credentials)."""
+    _SESSIONS.clear()
