@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,32 +42,36 @@ def executions_table(aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 class CountingClient:
-    """A boto3 client wrapper that counts write requests to the bot's table, for cost assertions."""
+    """A boto3 client wrapper that counts write requests to the bot's table, for cost assertions.
+
+    Calls are serialized: moto's in-process backend does not make a conditional write atomic
+    across threads the way DynamoDB does per item, so racing threads would otherwise both pass
+    an `attribute_not_exists` check and the race tests would test moto, not our code.
+    """
 
     WRITES = {"put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"}
+    READS = {"get_item", "query"}
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        self._lock = threading.Lock()
         self.writes = 0
         self.reads = 0
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
-        if name in self.WRITES:
+        if name not in self.WRITES | self.READS:
+            return attr
 
-            def counted(**kwargs: Any) -> Any:
-                self.writes += 1
+        def call(**kwargs: Any) -> Any:
+            with self._lock:
+                if name in self.WRITES:
+                    self.writes += 1
+                else:
+                    self.reads += 1
                 return attr(**kwargs)
 
-            return counted
-        if name in {"get_item", "query"}:
-
-            def read(**kwargs: Any) -> Any:
-                self.reads += 1
-                return attr(**kwargs)
-
-            return read
-        return attr
+        return call
 
 
 @pytest.fixture(scope="session")
