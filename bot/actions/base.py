@@ -32,6 +32,8 @@ class ActionContext:
     remaining_ms: Callable[[], int] = field(default=lambda: 60_000)
     clock: Callable[[], float] = field(default=time.time)
     sleep: Callable[[float], None] = field(default=time.sleep)
+    # Resumable actions save their cursor after each page; a crash resumes from the last save.
+    save_progress: Callable[[dict[str, Any]], None] = field(default=lambda state: None)
 
     def should_checkpoint(self, reserve_ms: int = 5_000) -> bool:
         """True when the invocation has too little time left to do another unit of work."""
@@ -65,6 +67,7 @@ class Action(Protocol):
     outputs: tuple[str, ...]  # output names runbooks may reference as steps.<id>.outputs.<name>
     inputs_schema: dict[str, Any]  # JSON Schema of the inputs, checked by `runbook-bot validate`
     always_high_risk: bool  # e.g. replays and capacity changes: the schema forbids `risk: low`
+    # Actions that page through data set `resumable = True` and call `ctx.save_progress`.
 
     def run(self, ctx: ActionContext, inputs: dict[str, Any]) -> StepOutcome: ...
 

@@ -104,6 +104,7 @@ class Query:
     """The runbook's query structure reference, fully paginated, checkpointed every N pages."""
 
     name = "dynamodb.query"
+    resumable = True
     outputs: tuple[str, ...] = (
         "pages",
         "items_returned",
@@ -168,6 +169,7 @@ class Query:
                 state["truncated"] += 1  # stopped by the 1 MB page limit, not by our Limit
             if not state["key"] or state["pages"] >= max_pages:
                 break
+            ctx.save_progress(state)
             if read_now >= every or ctx.should_checkpoint():
                 return StepOutcome.resume_later(state, f"{state['pages']} pages read so far")
         return self._finish(inputs, state)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bot.actions.base import ActionContext, StepOutcome, register
@@ -21,6 +23,7 @@ from bot.actions.dynamodb import capacity_of, describe_table, plain
 from bot.exceptions import ActionError
 
 PAGE = 25
+WORKERS = 8  # parallel writers: one writer cannot reach a few hundred WCU at real request latency
 THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 
 
@@ -51,8 +54,47 @@ def store_records(ctx: ActionContext, cursor: Any, limit: int) -> tuple[list[dic
     return records, page.get("LastEvaluatedKey")
 
 
+class _Pace:
+    """One token bucket for all of a replay's writers: never above the budget; additive increase
+    per success, multiplicative decrease per throttle (AIMD)."""
+
+    def __init__(self, rate: float, budget: float, ctx: ActionContext) -> None:
+        self.rate = min(rate, budget)
+        self.budget = budget
+        self.ctx = ctx
+        self.tokens = 0.0
+        self.last = ctx.clock()
+        self.throttles = 0
+        self.lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self.lock:
+            now = self.ctx.clock()
+            self.tokens = min(self.rate / 10, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            self.tokens -= 1
+            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
+        if wait:
+            self.ctx.sleep(wait)
+
+    def succeeded(self) -> None:
+        with self.lock:
+            self.rate = min(self.budget, self.rate + self.budget * 0.002)
+
+    def throttled(self) -> None:
+        with self.lock:
+            self.throttles += 1
+            self.rate = max(1.0, self.rate * 0.7)
+
+    def take_throttled(self) -> int:
+        with self.lock:
+            count, self.throttles = self.throttles, 0
+            return count
+
+
 class Replay:
     name = "dynamodb.replay"
+    resumable = True
     outputs: tuple[str, ...] = (
         "applied",
         "skipped_duplicates",
@@ -79,6 +121,12 @@ class Replay:
             },
             "version_attribute": {"type": "string"},
             "checkpoint_every_pages": {"type": "integer", "minimum": 1},
+            "concurrency": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 64,
+                "description": "parallel writers",
+            },
         },
     }
 
@@ -108,45 +156,44 @@ class Replay:
             }
         )
         client = ctx.aws.client("dynamodb")
-        rng = random.Random(ctx.idempotency_key)
-        tokens, last = 0.0, ctx.clock()
+        pace = _Pace(s["rate"], budget, ctx)
         every = int(inputs.get("checkpoint_every_pages", 4))
+        workers = int(inputs.get("concurrency", WORKERS))
         pages = 0
-        while True:
-            records, following = store_records(ctx, s["cursor"], PAGE)
-            for record in records:
-                for attempt in range(1, 9):
-                    # Token bucket at the current rate; never above the budget.
-                    now = ctx.clock()
-                    tokens = min(s["rate"], tokens + (now - last) * s["rate"])
-                    last = now
-                    if tokens < 1:
-                        ctx.sleep((1 - tokens) / s["rate"])
-                        tokens, last = 1.0, ctx.clock()
-                    tokens -= 1
-                    outcome = self._write(client, inputs["table"], record, key_names, version_attr)
-                    if outcome in THROTTLED:
-                        s["throttled"] += 1
-                        s["rate"] = max(1.0, s["rate"] / 2)  # multiplicative decrease
-                        ctx.sleep(rng.uniform(0, min(2.0, 0.05 * 2**attempt)))
-                        continue
-                    s["rate"] = min(budget, s["rate"] + budget * 0.02)  # additive increase
-                    key = {"applied": "applied", "duplicate": "skipped"}.get(outcome, "failed")
-                    s[key] += 1
+
+        def replay_one(record: dict[str, Any]) -> str:
+            rng = random.Random(f"{ctx.idempotency_key}#{record.get('id', '')}")
+            for attempt in range(1, 9):
+                pace.acquire()
+                outcome = self._write(client, inputs["table"], record, key_names, version_attr)
+                if outcome not in THROTTLED:
+                    pace.succeeded()
                     if "receipt" in record and outcome in {"applied", "duplicate"}:
                         ctx.aws.client("sqs").delete_message(
                             QueueUrl=record["queue"], ReceiptHandle=record["receipt"]
                         )
+                    return outcome
+                pace.throttled()
+                ctx.sleep(rng.uniform(0, min(2.0, 0.05 * 2**attempt)))
+            return "failed"
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replay") as pool:
+            while True:
+                records, following = store_records(ctx, s["cursor"], PAGE)
+                # A page is finished as a whole before its cursor is saved: a resume redoes at most it.
+                for outcome in pool.map(replay_one, records):
+                    key = {"applied": "applied", "duplicate": "skipped"}.get(outcome, "failed")
+                    s[key] += 1
+                s["throttled"] += pace.take_throttled()
+                s["rate"] = pace.rate
+                s["cursor"] = following
+                pages += 1
+                if not following:
                     break
-                else:
-                    s["failed"] += 1
-            s["cursor"] = following
-            pages += 1
-            if not following:
-                break
-            if pages >= every or ctx.should_checkpoint():
-                done = s["applied"] + s["skipped"] + s["failed"]
-                return StepOutcome.resume_later(s, f"replayed {done:,} missed writes so far")
+                ctx.save_progress(s)
+                if pages >= every or ctx.should_checkpoint():
+                    done = s["applied"] + s["skipped"] + s["failed"]
+                    return StepOutcome.resume_later(s, f"replayed {done:,} missed writes so far")
         elapsed = max(1e-6, ctx.clock() - s["started"])
         total = s["applied"] + s["skipped"] + s["failed"]
         outputs = {

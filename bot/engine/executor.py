@@ -48,7 +48,7 @@ class Executor:
         store: ExecutionStore,
         catalog: Catalog,
         *,
-        sessions: Callable[[Partner, bool], PartnerSession] | None = None,
+        sessions: Callable[[Partner, Execution], PartnerSession] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         owner: str | None = None,
@@ -119,7 +119,7 @@ class Executor:
 
         try:
             inputs = self._inputs(ex, step)
-            ctx = self._context(ex, step, budget)
+            ctx = self._context(ex, step, budget, resumable=getattr(action, "resumable", False))
             outcome: StepOutcome = action.run(ctx, inputs)
         except ActionError as error:
             return self._failed(ex, step, started, error.code, str(error), error.retryable)
@@ -151,21 +151,33 @@ class Executor:
         rendered = render(step.inputs, self.scope(ex))
         return dict(rendered) if isinstance(rendered, dict) else {}
 
-    def _context(self, ex: Execution, step: Step, budget: Callable[[], int]) -> ActionContext:
+    def _context(
+        self, ex: Execution, step: Step, budget: Callable[[], int], *, resumable: bool = False
+    ) -> ActionContext:
         partner = self.catalog.partners[ex.partner]
+        checkpoint = ex.checkpoint
+        save_progress: Callable[[dict[str, Any]], None] = lambda state: None  # noqa: E731
+        if resumable:
+            # A crash between commits loses nothing saved since: the progress item is newer.
+            checkpoint = self.store.progress(ex.execution_id, step.id) or checkpoint
+
+            def save_progress(state: dict[str, Any]) -> None:
+                self.store.save_progress(ex.execution_id, step.id, state, self.now_ms())
+
         return ActionContext(
             execution_id=ex.execution_id,
             step_id=step.id,
             attempt=ex.attempt,
             idempotency_key=keys.idempotency_key(ex.execution_id, step.id, ex.attempt),
             partner=partner,
-            aws=self.sessions(partner, ex.drill),
+            aws=self.sessions(partner, ex),
             params=ex.params,
-            checkpoint=ex.checkpoint,
+            checkpoint=checkpoint,
             drill=ex.drill,
             remaining_ms=budget,
             clock=self.clock,
             sleep=self.sleep,
+            save_progress=save_progress,
         )
 
     def scope(self, ex: Execution) -> dict[str, Any]:
@@ -262,7 +274,7 @@ def _error_code(error: Exception) -> tuple[str, str]:
     return "InternalError", f"{type(error).__name__}: {error}"
 
 
-def _default_sessions(partner: Partner, drill: bool) -> PartnerSession:
+def _default_sessions(partner: Partner, ex: Execution) -> PartnerSession:
     from bot.partners.sessions import session_for
 
-    return session_for(partner)
+    return session_for(partner, ex.drill_faults if ex.drill else None)

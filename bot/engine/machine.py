@@ -123,6 +123,8 @@ def plan(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: Eff
         return Idle(f"run already {ex.status.value}")
     if ex.cancel_requested_by:
         return Move(_end(ex, runbook, now_ms, Status.CANCELLED, []))
+    if _drill_over(ex, now_ms):
+        return Move(_drill_time_limit(ex, runbook, now_ms, when, effect))
     if ex.status is Status.AWAITING_APPROVAL:
         return Idle("waiting for an approver")
     if ex.due_reason == "wake" and ex.due_at_ms is not None and ex.due_at_ms > now_ms:
@@ -357,6 +359,8 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
     """The sweeper's move for an execution whose `due_at_ms` has passed, or None if nothing is due."""
     if ex.status in TERMINAL or ex.due_at_ms is None or ex.due_at_ms > now_ms:
         return None
+    if _drill_over(ex, now_ms):
+        return _drill_time_limit(ex, runbook, now_ms, when, effect)
     if ex.status is Status.AWAITING_APPROVAL and ex.approval is not None:
         step = runbook.step(ex.approval.step_id)
         approval = dataclasses.replace(ex.approval, decision="expired", decided_at_ms=now_ms)
@@ -418,6 +422,34 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
 
 
 # -- internals ------------------------------------------------------------------------------
+
+
+def _drill_over(ex: Execution, now_ms: int) -> bool:
+    """A drill past its time limit (its rollback path, once started, still runs to the end)."""
+    return (
+        ex.drill
+        and ex.drill_until_ms is not None
+        and now_ms >= ex.drill_until_ms
+        and ex.phase == "main"
+        and ex.status not in TERMINAL
+    )
+
+
+def _drill_time_limit(
+    ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: EffectFn
+) -> Transition:
+    minutes = max(1, ((ex.drill_until_ms or now_ms) - ex.created_at_ms) // 60_000)
+    error = {"code": "DrillTimeLimit", "message": f"the drill reached its {minutes}-minute time limit"}
+    if ex.cursor:
+        error["step"] = ex.cursor
+    pending = ex.approval if ex.status is Status.AWAITING_APPROVAL else None
+    if pending is not None:
+        ex = dataclasses.replace(
+            ex, approval=dataclasses.replace(pending, decision="expired", decided_at_ms=now_ms)
+        )
+    t = _fail_run(ex, runbook, now_ms, [], [], Status.TIMED_OUT, error, when, effect)
+    extra: dict[str, Any] = {"approval": ex.approval} if pending is not None else {}
+    return dataclasses.replace(t, set={**t.set, **extra}, expect_status=frozenset({ex.status}))
 
 
 def _enter(
@@ -615,6 +647,11 @@ def _transition(
                 )
             )
             changes["sla_warned"] = True
+    due = changes.get("due_at_ms", ex.due_at_ms)
+    drill_ends = ex.drill_until_ms if ex.drill and status not in TERMINAL and ex.phase == "main" else None
+    if drill_ends and (due is None or due > drill_ends):
+        # The sweeper must look at a drill when its time is up, whatever else it waits for.
+        changes["due_at_ms"] = drill_ends
     return Transition(ex.version, now_ms, status, changes, tuple(records), tuple(events), expect)
 
 

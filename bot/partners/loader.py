@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.engine.schemas import schema_problems
 from bot.engine.yamlfile import YamlDoc, YamlProblem, load_yaml
-from bot.exceptions import CatalogError
+from bot.exceptions import CatalogError, RunbookBotError
 from bot.partners.model import (
     AlarmMapping,
     CapacityLimits,
@@ -56,6 +56,21 @@ def check_partner(doc: YamlDoc, runbooks: Mapping[str, Any] | None = None) -> li
     for alias in data.get("drill_target") or {}:
         if alias not in tables:
             problem(("drill_target", alias), f"drill_target names `{alias}`, which is not a table alias")
+    drill = data.get("drill") or {}
+    if "faults" in drill:
+        from bot.drills.faults import FaultSpec
+
+        try:
+            FaultSpec.parse(str(drill["faults"]))
+        except RunbookBotError as error:
+            problem(("drill", "faults"), str(error))
+    if "time_limit" in drill:
+        from bot.engine.durations import parse_duration
+
+        try:
+            parse_duration(drill["time_limit"])
+        except (RunbookBotError, ValueError) as error:
+            problem(("drill", "time_limit"), f"drill.time_limit: {error}")
     if runbooks is not None:
         for i, alarm in enumerate(data.get("alarms") or []):
             if alarm["runbook"] not in runbooks:
@@ -131,5 +146,17 @@ def to_partner(doc: YamlDoc) -> Partner:
         overrides={k: dict(v) for k, v in (d.get("overrides") or {}).items()},
         approval_timeout_minutes=int(d.get("approval_timeout_minutes", 30)),
         drill_target=dict(d.get("drill_target") or {}),
+        **_drill_settings(d.get("drill") or {}),
         source=doc.path,
     )
+
+
+def _drill_settings(drill: dict[str, Any]) -> dict[str, Any]:
+    from bot.engine.durations import parse_duration
+
+    settings: dict[str, Any] = {}
+    if "faults" in drill:
+        settings["drill_faults"] = str(drill["faults"])
+    if "time_limit" in drill:
+        settings["drill_time_limit_seconds"] = parse_duration(drill["time_limit"])
+    return settings

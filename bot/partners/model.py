@@ -76,6 +76,8 @@ class Partner:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # runbook -> param -> value
     approval_timeout_minutes: int = 30
     drill_target: dict[str, str] = field(default_factory=dict)  # table alias -> drill table name
+    drill_faults: str = "throttle=0.2,timeout=0.02"  # faults a drill injects unless told otherwise
+    drill_time_limit_seconds: int = 600
     source: str = ""
 
     def table(self, alias: str) -> PartnerTable:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.partners.model import Partner
+
+if TYPE_CHECKING:
+    from bot.drills.faults import FaultInjector
 
 REFRESH_BEFORE_SECONDS = 300
 
@@ -14,8 +17,9 @@ REFRESH_BEFORE_SECONDS = 300
 class PartnerSession:
     """boto3 clients for one partner, cached per service; assumed-role credentials refreshed early."""
 
-    def __init__(self, partner: Partner) -> None:
+    def __init__(self, partner: Partner, injector: FaultInjector | None = None) -> None:
         self.partner = partner
+        self.injector = injector  # a drill's faults, installed on every DynamoDB client
         self._clients: dict[str, Any] = {}
         self._session: Any = None
         self._expires_at = 0.0
@@ -37,6 +41,8 @@ class PartnerSession:
                         retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10
                     ),
                 )
+                if self.injector is not None and service == "dynamodb":
+                    self.injector.install(self._clients[service])
             return self._clients[service]
 
     def _new_session(self) -> Any:
@@ -58,13 +64,20 @@ class PartnerSession:
         )
 
 
-_SESSIONS: dict[str, PartnerSession] = {}
+_SESSIONS: dict[tuple[str, tuple[tuple[str, float], ...]], PartnerSession] = {}
 
 
-def session_for(partner: Partner) -> PartnerSession:
-    session = _SESSIONS.get(partner.name)
+def session_for(partner: Partner, faults: dict[str, float] | None = None) -> PartnerSession:
+    """The partner's cached session; a drill's faults get a session (and clients) of their own."""
+    key = (partner.name, tuple(sorted((faults or {}).items())))
+    session = _SESSIONS.get(key)
     if session is None or session.partner != partner:
-        session = _SESSIONS[partner.name] = PartnerSession(partner)
+        injector = None
+        if faults:
+            from bot.drills.faults import FaultInjector, FaultSpec
+
+            injector = FaultInjector(FaultSpec.from_dict(faults), seed=partner.name)
+        session = _SESSIONS[key] = PartnerSession(partner, injector)
     return session
 
 

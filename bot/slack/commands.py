@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.engine import machine
-from bot.exceptions import CommandError
+from bot.exceptions import CommandError, RunbookBotError
 from bot.slack import grammar, render
 from bot.store.model import Execution, Status
 
@@ -100,7 +100,8 @@ class CommandService:
             raise CommandError(
                 f"{partner.name} has no drill_target in its partner file, so it cannot be drilled"
             )
-        params = bind_parameters(runbook, partner, given)
+        drill_settings = _drill_settings(partner, given) if drill else {}
+        params = bind_parameters(runbook, partner, {k: v for k, v in given.items() if k not in DRILL_KEYS})
         ex = new_execution(
             grammar.new_execution_id(f"{inv.team_id}:{inv.trigger_id or inv.text}:{inv.user_id}"),
             runbook,
@@ -111,6 +112,7 @@ class CommandService:
             now_ms=self.now_ms(),
             trigger="drill" if drill else "slash",
             drill=drill,
+            **drill_settings,
         )
         if not self.store.create(ex):
             logger.info("redelivered start request", extra={"execution_id": ex.execution_id})
@@ -156,6 +158,27 @@ class CommandService:
         return ex
 
 
+DRILL_KEYS = {"faults", "for"}
+
+
+def _drill_settings(partner: Partner, given: dict[str, str]) -> dict[str, Any]:
+    """A drill's faults and time limit: `faults=` and `for=` on the command, else the partner's."""
+    from bot.drills.faults import FaultSpec
+    from bot.engine.durations import parse_duration
+
+    try:
+        faults = FaultSpec.parse(given.get("faults", partner.drill_faults))
+    except RunbookBotError as error:
+        raise CommandError(f"faults={given.get('faults')}: {error}") from None
+    try:
+        seconds = parse_duration(given["for"]) if "for" in given else partner.drill_time_limit_seconds
+    except ValueError as error:
+        raise CommandError(f"for={given['for']}: {error}") from None
+    if not 0 < seconds <= 6 * 3600:
+        raise CommandError(f"for={given.get('for')}: a drill may run from 1s to 6h")
+    return {"drill_faults": faults.as_dict(), "drill_seconds": seconds}
+
+
 def new_execution(
     execution_id: str,
     runbook: Runbook,
@@ -167,6 +190,8 @@ def new_execution(
     now_ms: int,
     trigger: str,
     drill: bool = False,
+    drill_faults: dict[str, float] | None = None,
+    drill_seconds: int = 0,
 ) -> Execution:
     """A run as it is first written: PENDING at version 0, its first step at the cursor."""
     return Execution(
@@ -183,6 +208,8 @@ def new_execution(
         updated_at_ms=now_ms,
         trigger=trigger,
         drill=drill,
+        drill_faults=dict(drill_faults or {}),
+        drill_until_ms=now_ms + drill_seconds * 1000 if drill and drill_seconds else None,
         cursor=runbook.steps[0].id if runbook.steps else None,
         total_steps=len(runbook.steps),
         sla_response_minutes=partner.sla.response_minutes,

@@ -229,6 +229,27 @@ class ExecutionStore:
                 ExpressionAttributeValues={":owner": {"S": owner}},
             )
 
+    # -- progress inside a step ----------------------------------------------------------------
+
+    def save_progress(self, execution_id: str, step_id: str, state: dict[str, Any], now_ms: int) -> None:
+        """Record how far a long step got (a page cursor); its own item, so no stream round trip."""
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                **_key(keys.progress_key(execution_id, step_id)),
+                "state": to_attribute(to_plain(state)),
+                "saved_at_ms": {"N": str(now_ms)},
+                keys.TTL_ATTRIBUTE: {"N": str(now_ms // 1000 + 7 * 86_400)},
+            },
+        )
+
+    def progress(self, execution_id: str, step_id: str) -> dict[str, Any] | None:
+        item = self.client.get_item(
+            TableName=self.table, Key=_key(keys.progress_key(execution_id, step_id)), ConsistentRead=True
+        ).get("Item")
+        state = from_attribute(item["state"]) if item else None
+        return state if isinstance(state, dict) else None
+
     # -- spilled outputs ---------------------------------------------------------------------
 
     def _spill_if_large(self, execution_id: str, record: StepRecord) -> StepRecord:

@@ -32,6 +32,11 @@ def output_key(execution_id: str, step_id: str) -> dict[str, str]:
     return {PK: execution_pk(execution_id), SK: f"OUTPUT#{step_id}"}
 
 
+def progress_key(execution_id: str, step_id: str) -> dict[str, str]:
+    """Where a long step saves its progress between pages (a crash resumes from it)."""
+    return {PK: execution_pk(execution_id), SK: f"PROGRESS#{step_id}"}
+
+
 def effect_key(execution_id: str, step_id: str, attempt: int) -> dict[str, str]:
     """An action's record of an effect it made, keyed by its idempotency key."""
     return {PK: execution_pk(execution_id), SK: f"EFFECT#{step_id}#{attempt}"}

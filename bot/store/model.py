@@ -101,6 +101,8 @@ class Execution:
     updated_at_ms: int
     trigger: str = "slash"  # slash | alarm | drill
     drill: bool = False
+    drill_faults: dict[str, float] = field(default_factory=dict)  # injected on the partner's clients
+    drill_until_ms: int | None = None  # a drill's time limit: it ends TIMED_OUT at this time
     cursor: str | None = None  # id of the next step to run; None when no step is left
     phase: str = "main"  # main | on_failure
     attempt: int = 1  # attempt number of the step at `cursor`
@@ -116,8 +118,8 @@ class Execution:
     due_reason: str = ""  # wake: sleeping until due | expiry: approval expires | stuck: progress deadline
     resumes: int = 0  # times the sweeper restarted the step at `cursor` after its worker stopped
     sla_warned: bool = False
-    sla_warn_at: float = 0.8
-    approval_timeout_minutes: int = 30  # the partner's, when the run started  # share of the resolution window after which the timeline warns
+    sla_warn_at: float = 0.8  # share of the resolution window after which the timeline warns
+    approval_timeout_minutes: int = 30  # the partner's, when the run started
     end_status: str = ""  # on the on_failure path: the status the run ends with (FAILED, TIMED_OUT)
     sla_response_minutes: int = 0
     sla_resolution_minutes: int = 0
