@@ -59,6 +59,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     seed.set_defaults(run=_seed_demo)
 
+    drill = sub.add_parser(
+        "drill",
+        help="rehearse a runbook against the partner's drill target with injected faults, "
+        "on the local pipeline, and report whether detection and recovery worked (exit 1 if not)",
+    )
+    drill.add_argument("runbook")
+    drill.add_argument("partner")
+    drill.add_argument(
+        "--faults",
+        default=None,
+        help="faults to inject, e.g. throttle=0.3,timeout=0.05 (kinds: throttle, timeout, error; "
+        "default: the partner file's drill.faults)",
+    )
+    drill.add_argument(
+        "--for", dest="time_limit", default=None, help="time limit, e.g. 2m (default: the partner's)"
+    )
+    drill.add_argument("--engine", choices=["moto", "ddblocal"], default="moto")
+    drill.add_argument(
+        "--no-approve", action="store_true", help="do not approve risky steps (the drill then times out)"
+    )
+    drill.set_defaults(run=_drill)
+
     send = sub.add_parser("send", help="send a signed /runbook command to a running `runbook-bot dev`")
     send.add_argument("text", help='the command text, e.g. "throttle partner-acme"')
     send.add_argument("--url", default="http://127.0.0.1:3000/slack/events")
@@ -102,6 +124,32 @@ def _seed_demo(args: argparse.Namespace) -> int:
     report = seed_demo(boto3.session.Session())
     print(report)
     return 0
+
+
+def _drill(args: argparse.Namespace) -> int:
+    from bot.drills.faults import FaultSpec, FaultSpecError
+    from bot.drills.local import run_local_drill
+
+    if args.faults is not None:
+        try:
+            FaultSpec.parse(args.faults)
+        except FaultSpecError as error:
+            print(f"--faults: {error}", file=sys.stderr)
+            return 2
+    result = run_local_drill(
+        args.runbook,
+        args.partner,
+        faults=args.faults,
+        time_limit=args.time_limit,
+        engine=args.engine,
+        approve=not args.no_approve,
+    )
+    for line in result.report.lines():
+        print(line)
+    if result.injected:
+        print("  injected: " + ", ".join(f"{k} {v}" for k, v in result.injected.items()))
+    print(f"  took {result.seconds:.1f}s; {result.channel_events} message(s) in the channel")
+    return 0 if result.report.passed else 1
 
 
 def _send(args: argparse.Namespace) -> int:

@@ -60,7 +60,11 @@ def seed_demo(session: Any, *, now: float | None = None, orders: int = 2000, mis
     if "globex-payments" in report.created_tables:
         report.items_written += _payments(ddb, "globex-payments", 500, rng, now)
         report.missed_writes += _missed_globex(session.client("sqs"), 120, rng, now)
-    report.metrics = _metrics(session.client("cloudwatch"), now)
+    cloudwatch = session.client("cloudwatch")
+    # The drill target shows the same incident: a drill rehearses detection on what it would see.
+    report.metrics = "; ".join(
+        _metrics(cloudwatch, now, table) for table in ("acme-orders", "acme-orders-drill")
+    )
     return report
 
 
@@ -200,8 +204,8 @@ def _missed_globex(sqs: Any, count: int, rng: random.Random, now: float) -> int:
     return count
 
 
-def _metrics(cloudwatch: Any, now: float) -> str:
-    """Throttling on acme-orders in 8 of the last 15 minutes, peaking at 3.1x provisioned writes."""
+def _metrics(cloudwatch: Any, now: float, table: str) -> str:
+    """Throttling on `table` in 8 of the last 15 minutes, peaking at 3.1x provisioned writes."""
     end = dt.datetime.fromtimestamp(now, dt.UTC).replace(second=0, microsecond=0)
     existing = cloudwatch.get_metric_data(
         MetricDataQueries=[
@@ -211,7 +215,7 @@ def _metrics(cloudwatch: Any, now: float) -> str:
                     "Metric": {
                         "Namespace": "AWS/DynamoDB",
                         "MetricName": "WriteThrottleEvents",
-                        "Dimensions": [{"Name": "TableName", "Value": "acme-orders"}],
+                        "Dimensions": [{"Name": "TableName", "Value": table}],
                     },
                     "Period": 60,
                     "Stat": "Sum",
@@ -222,13 +226,13 @@ def _metrics(cloudwatch: Any, now: float) -> str:
         EndTime=end + dt.timedelta(minutes=1),
     )
     if any(r.get("Values") for r in existing["MetricDataResults"]):
-        return "throttling metrics already present for the last 15 minutes"
+        return f"throttling metrics already present for the last 15 minutes on {table}"
     data = []
     peaks = [0, 0, 0.9, 1.4, 2.2, 3.1, 2.8, 2.5, 1.9, 1.2, 0.95, 1.1, 0.8, 0.7, 0.6]
     for minute, ratio in enumerate(peaks):
         at = end - dt.timedelta(minutes=15 - minute)
         throttled = max(0.0, ratio - 1.0) * ACME_WCU * 60
-        dims = [{"Name": "TableName", "Value": "acme-orders"}]
+        dims = [{"Name": "TableName", "Value": table}]
         data += [
             {
                 "MetricName": "ConsumedWriteCapacityUnits",
@@ -262,7 +266,7 @@ def _metrics(cloudwatch: Any, now: float) -> str:
     for i in range(0, len(data), 20):
         cloudwatch.put_metric_data(Namespace="AWS/DynamoDB", MetricData=data[i : i + 20])
     minutes = sum(1 for ratio in peaks if ratio > 1)
-    return f"{len(data)} datapoints: throttling in {minutes} of the last 15 minutes on acme-orders"
+    return f"{len(data)} datapoints: throttling in {minutes} of the last 15 minutes on {table}"
 
 
 def _batch(ddb: Any, table: str, requests: list[dict[str, Any]]) -> None:

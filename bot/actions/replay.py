@@ -166,6 +166,9 @@ class Replay:
             for attempt in range(1, 9):
                 pace.acquire()
                 outcome = self._write(client, inputs["table"], record, key_names, version_attr)
+                if outcome == "ConnectionError":
+                    ctx.sleep(rng.uniform(0, min(2.0, 0.05 * 2**attempt)))
+                    continue
                 if outcome not in THROTTLED:
                     pace.succeeded()
                     if "receipt" in record and outcome in {"applied", "duplicate"}:
@@ -236,7 +239,12 @@ class Replay:
                 ExpressionAttributeValues={":v": {"N": str(record["version"])}},
             )
         except Exception as error:
-            code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
+            from botocore.exceptions import ConnectionError as BotoConnectionError
+            from botocore.exceptions import ReadTimeoutError
+
+            if isinstance(error, BotoConnectionError | ReadTimeoutError):
+                return "ConnectionError"  # a timeout or reset: the conditional write is safe to resend
+            code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code", "")
             if code == "ConditionalCheckFailedException":
                 return "duplicate"
             if code in THROTTLED:

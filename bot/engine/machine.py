@@ -593,6 +593,11 @@ def _end(
             f"run {status.value.lower().replace('_', ' ')}" + (f": {reason}" if reason else ""),
             "",
         )
+    if ex.drill:
+        from bot.drills.report import judge
+
+        view = dataclasses.replace(ex, status=status, steps={**ex.steps, **{r.step_id: r for r in records}})
+        summary = f"{summary} · {judge(view, runbook).summary()}"
     events = [
         *events,
         _event(
