@@ -26,7 +26,8 @@ from bot.store.model import (
     TimelineEvent,
 )
 
-GRACE_MS = 60_000  # beyond a step's timeout before the sweeper calls its worker stopped
+GRACE_MS = 60_000  # at most this long beyond a step's timeout before the sweeper calls its worker stopped
+MIN_GRACE_MS = 10_000  # short steps get a grace as long as themselves, but at least this
 MAX_RESUMES = 3  # restarts of one step after its worker stopped, before the step fails
 RETENTION_SECONDS = 90 * 24 * 3600  # finished executions stay this long (TTL)
 _SKIP_LIMIT = 1000  # bounds the walk over skipped steps (the validator forbids cycles anyway)
@@ -708,7 +709,8 @@ def _next_id(runbook: Runbook, step: Step, phase: str) -> str | None:
 
 
 def _stuck(step: Step | None, now_ms: int) -> dict[str, Any]:
-    timeout_ms = (step.timeout_seconds * 1000 if step else 0) + GRACE_MS
+    step_ms = step.timeout_seconds * 1000 if step else 0
+    timeout_ms = step_ms + min(GRACE_MS, max(MIN_GRACE_MS, step_ms))
     return {"due_at_ms": now_ms + timeout_ms, "due_reason": "stuck"}
 
 

@@ -45,8 +45,50 @@ class PipelineOptions:
     seed: int = 0
     sweep_interval: float = 1.0  # seconds between sweeper runs (Lambda: rate(1 minute))
     publisher: bool = True  # run the timeline publisher (the Slack side)
+    worker_crash_rate: float = 0.0  # the worker dies before a batch, between effect and commit, or after
+    bot_throttle_rate: float = 0.0  # DynamoDB throttles this share of the bot's own table requests
     before_invoke: Callable[[str, list[dict[str, Any]]], None] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class SimulatedCrash(BaseException):
+    """The worker's sandbox dies (out of memory, timeout): nothing in the bot catches it."""
+
+
+class WorkerCrashes:
+    """Kills the worker at random points: before a batch, between a step's effect and its commit
+    (the executor's crash hook), or after the batch's commits but before Lambda hears back."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        import random
+
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.count: dict[str, int] = {"before-batch": 0, "after-effect": 0, "after-batch": 0}
+        self.lock = threading.Lock()
+
+    def maybe(self, point: str) -> None:
+        with self.lock:
+            if self.rng.random() >= self.rate:
+                return
+            self.count[point] += 1
+        raise SimulatedCrash(point)
+
+    def at(self, point: str, *_: Any) -> None:
+        self.maybe(point)
+
+    def around(self, handler: Callable[[dict[str, Any], Any], Any]) -> Callable[[dict[str, Any], Any], Any]:
+        def crashing(event: dict[str, Any], context: Any) -> Any:
+            self.maybe("before-batch")
+            response = handler(event, context)
+            self.maybe("after-batch")
+            return response
+
+        return crashing
+
+    @property
+    def total(self) -> int:
+        return sum(self.count.values())
 
 
 def reset_sandbox() -> None:
@@ -127,6 +169,7 @@ class LocalPipeline:
             }
         )
         reset_sandbox()
+        self._inject_bot_faults()
         self._start_stream_consumers()
         self._every(o.sweep_interval, self.sweep_once, "sweeper")
         self.ingress = IngressServer(_resolve(template.http_function()[1]), port=o.port).start()
@@ -244,11 +287,14 @@ class LocalPipeline:
             before: Callable[[list[dict[str, Any]]], None] | None = None
             if hook is not None:
                 before = functools.partial(hook, consumer.logical_id)
+            handler = _resolve(consumer.handler)
+            if self.crashes is not None and consumer.handler.startswith("bot.handlers.worker."):
+                handler = self.crashes.around(handler)
             delivery = StreamDelivery(
                 self.aws.client("dynamodbstreams"),
                 stream_arn,
                 consumer,
-                handler=_resolve(consumer.handler),
+                handler=handler,
                 sqs_client=self.aws.client("sqs"),
                 on_failure_queue_url=self.queues.get(consumer.on_failure_queue_logical_id or ""),
                 duplicate_rate=o.duplicate_rate,
@@ -259,6 +305,25 @@ class LocalPipeline:
             )
             delivery.start()
             self.deliveries[consumer.logical_id] = delivery
+
+    def _inject_bot_faults(self) -> None:
+        """Chaos on the bot itself: its own table throttled, its worker killed mid-step."""
+        o = self.options
+        self.bot_faults: Any = None
+        self.crashes: WorkerCrashes | None = None
+        if o.bot_throttle_rate:
+            from bot.drills.faults import FaultInjector, FaultSpec
+            from bot.store.executions import dynamodb_client
+
+            self.bot_faults = FaultInjector(
+                FaultSpec(throttle=o.bot_throttle_rate), tables={self.tables["ExecutionsTable"]}, seed=o.seed
+            )
+            self.bot_faults.install(dynamodb_client())
+        if o.worker_crash_rate:
+            from bot.handlers import worker
+
+            self.crashes = WorkerCrashes(o.worker_crash_rate, o.seed)
+            worker._executor().crash_hook = self.crashes.at
 
     def _every(self, seconds: float, task: Callable[[], None], name: str) -> None:
         def loop() -> None:

@@ -37,6 +37,7 @@ def refusal(
     button: ButtonValue,
     partner: Partner,
     members_of: Callable[[str], frozenset[str]],
+    now_ms: int,
 ) -> str | None:
     """Why `user_id` may not decide this approval, or None when they may."""
     if ex.status is not Status.AWAITING_APPROVAL or ex.approval is None:
@@ -51,6 +52,10 @@ def refusal(
             f"this approval message is out of date (the run has moved on to {ex.approval.step_id}); "
             "use the latest approval message in the thread"
         )
+    if now_ms >= ex.approval.expires_at_ms:
+        # The sweeper ends the run on its next pass; a late click must not slip in before it.
+        expired = f"<!date^{ex.approval.expires_at_ms // 1000}^{{time}}|when it expired>"
+        return f"this approval expired at {expired}; nothing changed. Start the run again to retry the step"
     if user_id == ex.requested_by:
         return (
             "you started this run, so you cannot approve or reject its risky steps; ask one of "

@@ -53,7 +53,7 @@ class DecisionService:
             return DecisionResult(
                 False, f"{ex.partner}/{ex.runbook} is no longer configured; nothing changed"
             )
-        why_not = refusal(user_id, ex, button, partner, self.members_of)
+        why_not = refusal(user_id, ex, button, partner, self.members_of, self.now_ms())
         if why_not:
             return DecisionResult(False, why_not)
         executor = self.executor()
