@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from common import Crash, drive_step, executions_store
+from _common import Crash, drive_step, executions_store
 
 PAGES = 100
 PAGE_SIZE = 100

@@ -21,7 +21,7 @@ import math
 import time
 from typing import Any
 
-from common import Crash, drive_step, executions_store
+from _common import Crash, drive_step, executions_store
 
 BUDGET_WCU = 500
 CEILING = [float(BUDGET_WCU)]  # measured at start: what the local engine can take at all
