@@ -43,6 +43,22 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--no-seed", action="store_true", help="skip seeding the demo partners' resources")
     dev.set_defaults(run=_dev)
 
+    serve = sub.add_parser(
+        "serve",
+        help="serve the Slack-facing function over HTTP for a real Slack app (needs SLACK_SIGNING_SECRET "
+        "and SLACK_BOT_TOKEN, or SLACK_SECRET_ARN); see slack-manifest.yaml",
+    )
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument(
+        "--aws",
+        choices=["embedded", "real"],
+        default="embedded",
+        help="embedded: the whole pipeline here on embedded AWS (default); real: only the ingress, on the "
+        "AWS account your credentials and EXECUTIONS_TABLE name (the deployed stack runs the rest)",
+    )
+    serve.add_argument("--engine", choices=["moto", "ddblocal"], default="moto")
+    serve.set_defaults(run=_serve)
+
     validate = sub.add_parser("validate", help="check runbooks, partners and the error catalog")
     validate.add_argument("paths", nargs="*", type=Path, help="files or folders (default: runbooks/)")
     validate.add_argument(
@@ -95,6 +111,12 @@ def _dev(args: argparse.Namespace) -> int:
     from bot.local.pipeline import run_dev
 
     return run_dev(engine=args.engine, port=args.port, seed=not args.no_seed)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bot.local.pipeline import run_serve
+
+    return run_serve(port=args.port, aws=args.aws, engine=args.engine)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class PipelineOptions:
     seed: int = 0
     sweep_interval: float = 1.0  # seconds between sweeper runs (Lambda: rate(1 minute))
     publisher: bool = True  # run the timeline publisher (the Slack side)
+    slack_stand_in: bool = True  # False: talk to the Slack that SLACK_API_URL and the secrets name
     worker_crash_rate: float = 0.0  # the worker dies before a batch, between effect and commit, or after
     bot_throttle_rate: float = 0.0  # DynamoDB throttles this share of the bot's own table requests
     before_invoke: Callable[[str, list[dict[str, Any]]], None] | None = None
@@ -149,20 +151,24 @@ class LocalPipeline:
         self.template = template
         self.tables = create_tables(self.aws.client("dynamodb"), template, self._name_for)
         self.queues = create_queues(self.aws.client("sqs"), template, self._name_for)
-        self.slack = SlackStandIn(
-            token=DEV_BOT_TOKEN,
-            fault_rate=o.slack_fault_rate,
-            latency_ms=o.slack_latency_ms,
-            seed=o.seed,
-            usergroups=DEMO_USERGROUPS,
-        )
-        slack_url = self.slack.start()
+        slack_env: dict[str, str] = {}
+        if o.slack_stand_in:
+            self.slack = SlackStandIn(
+                token=DEV_BOT_TOKEN,
+                fault_rate=o.slack_fault_rate,
+                latency_ms=o.slack_latency_ms,
+                seed=o.seed,
+                usergroups=DEMO_USERGROUPS,
+            )
+            slack_env = {
+                "SLACK_API_URL": self.slack.start(),
+                "SLACK_SIGNING_SECRET": DEV_SIGNING_SECRET,
+                "SLACK_BOT_TOKEN": DEV_BOT_TOKEN,
+            }
         self._set_env(
             {
                 "EXECUTIONS_TABLE": self.tables["ExecutionsTable"],
-                "SLACK_API_URL": slack_url,
-                "SLACK_SIGNING_SECRET": DEV_SIGNING_SECRET,
-                "SLACK_BOT_TOKEN": DEV_BOT_TOKEN,
+                **slack_env,
                 "POWERTOOLS_SERVICE_NAME": "runbook-bot",
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
                 **o.extra_env,
@@ -345,6 +351,60 @@ class LocalPipeline:
     @staticmethod
     def _name_for(logical_id: str) -> str:
         return f"{TABLE_PREFIX}-{logical_id}"
+
+
+def run_serve(port: int, aws: str, engine: str) -> int:
+    """`runbook-bot serve`: the Slack-facing function over HTTP for a real Slack app."""
+    from bot.config import slack_secrets
+    from bot.exceptions import ConfigError
+
+    if aws == "real":
+        for name in ("EXECUTIONS_TABLE",):
+            if not os.environ.get(name):
+                print(
+                    f"{name} is not set: with --aws real it names the deployed stack's table", file=sys.stderr
+                )
+                return 2
+    try:
+        slack_secrets()
+    except ConfigError as error:
+        print(f"{error}", file=sys.stderr)
+        return 2
+    pipeline: LocalPipeline | None = None
+    server: Any = None
+    try:
+        if aws == "real":
+            from bot.local.http import IngressServer
+            from bot.local.template import load_template
+
+            server = IngressServer(_resolve(load_template().http_function()[1]), port=port).start()
+            url = server.url
+            where = f"real AWS (table {os.environ['EXECUTIONS_TABLE']}); the deployed worker runs the steps"
+        else:
+            import boto3
+
+            from bot.demo import seed_demo
+
+            pipeline = LocalPipeline(PipelineOptions(engine=engine, port=port, slack_stand_in=False)).start()
+            seed_demo(boto3.session.Session())
+            url = pipeline.ingress.url
+            where = f"embedded AWS ({engine}) with the demo partners; worker, publisher and sweeper run here"
+        print(f"Serving the Slack request URL on {url} ({where}).")
+        print(
+            "Slack reaches it through a tunnel to this port (e.g. `cloudflared tunnel --url "
+            f"http://127.0.0.1:{port}`); put the tunnel's https URL + /slack/events in slack-manifest.yaml."
+        )
+        print(f"Slack Web API: {os.environ.get('SLACK_API_URL') or 'https://slack.com/api/'}. Ctrl-C stops.")
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.stop()
+        if pipeline is not None:
+            pipeline.stop()
+        print("stopped")
+    return 0
 
 
 def run_dev(engine: str = "moto", port: int = 3000, seed: bool = True) -> int:
