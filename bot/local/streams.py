@@ -4,7 +4,10 @@ Real records from the embedded engine's `dynamodbstreams` API, filtered by the c
 FilterCriteria, batched per shard in order up to BatchSize, handed to the handler in Lambda's
 event format. `batchItemFailures` retry from the first failed record; a raised error fails the
 batch (bisected when BisectBatchOnFunctionError); past MaximumRetryAttempts the records go to
-the on-failure queue and delivery moves on. Faults can be injected (duplicates, split batches).
+the on-failure queue and delivery moves on. With a ParallelizationFactor of N, records are
+spread over N lanes by partition key, each delivered by its own invocations in order (Lambda's
+guarantee: order per partition key, not across keys). Faults can be injected (duplicates, split
+batches).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,6 +44,8 @@ class Consumer(Protocol):
     def report_batch_item_failures(self) -> bool: ...
     @property
     def timeout_seconds(self) -> int: ...
+    @property
+    def parallelization_factor(self) -> int: ...
 
 
 @dataclass
@@ -52,6 +58,15 @@ class DeliveryStats:
     batches_failed: int = 0
     sent_to_on_failure: int = 0
     on_failure: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Lane:
+    """Records of the partition keys one concurrent invocation handles, in stream order."""
+
+    pending: list[dict[str, Any]] = field(default_factory=list)  # filtered, not yet acknowledged
+    redeliver: list[dict[str, Any]] = field(default_factory=list)  # injected duplicates, for a later batch
+    busy: bool = False
 
 
 class StreamDelivery:
@@ -86,11 +101,11 @@ class StreamDelivery:
         self.stats = DeliveryStats()
         self._iterators: dict[str, str | None] = {}
         self._last_sequence: dict[str, str] = {}
-        self._pending: list[dict[str, Any]] = []  # filtered records not yet acknowledged, in order
-        self._redeliver: list[dict[str, Any]] = []  # injected duplicates, delivered in a later batch
+        self._lanes = [_Lane() for _ in range(max(1, int(getattr(consumer, "parallelization_factor", 1))))]
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lane_threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -100,12 +115,22 @@ class StreamDelivery:
             target=self._run, name=f"stream-{self.consumer.logical_id}", daemon=True
         )
         self._thread.start()
+        for i, lane in enumerate(self._lanes):
+            thread = threading.Thread(
+                target=self._run_lane,
+                args=(lane,),
+                name=f"stream-{self.consumer.logical_id}-{i}",
+                daemon=True,
+            )
+            thread.start()
+            self._lane_threads.append(thread)
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
+        for thread in [self._thread, *self._lane_threads]:
+            if thread:
+                thread.join(timeout=10)
 
     def drain(self, timeout: float = 30.0) -> bool:
         """True once every record written so far was handled (or sent to the on-failure queue)."""
@@ -113,7 +138,8 @@ class StreamDelivery:
         quiet_since = None
         while time.monotonic() < deadline:
             with self._lock:
-                busy = bool(self._pending or self._redeliver) or not self._idle.is_set()
+                busy = any(lane.pending or lane.redeliver or lane.busy for lane in self._lanes)
+                busy = busy or not self._idle.is_set()
             if busy:
                 quiet_since = None
             elif quiet_since is None:
@@ -126,20 +152,35 @@ class StreamDelivery:
     # -- the polling loop --------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Poll the stream and spread what the filter keeps over the lanes."""
         while not self._stop.is_set():
             try:
                 got = self._poll()
-                with self._lock:
-                    has_work = bool(self._pending or self._redeliver)
-                if has_work:
+                if got:
                     self._idle.clear()
-                    self._deliver_next()
-                elif not got:
+                else:
                     self._idle.set()
+                    self._stop.wait(self.poll_interval)
+            except Exception:
+                logger.exception("stream polling for %s failed; retrying", self.consumer.logical_id)
+                self._stop.wait(0.2)
+
+    def _run_lane(self, lane: _Lane) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._lock:
+                    has_work = bool(lane.pending or lane.redeliver)
+                    lane.busy = has_work
+                if has_work:
+                    self._deliver_next(lane)
+                else:
                     self._stop.wait(self.poll_interval)
             except Exception:
                 logger.exception("stream delivery to %s failed; retrying", self.consumer.logical_id)
                 self._stop.wait(0.2)
+            finally:
+                with self._lock:
+                    lane.busy = False
 
     def _poll(self) -> int:
         self._refresh_shards()
@@ -164,10 +205,14 @@ class StreamDelivery:
                 event = self._lambda_record(record)
                 if matches_any(self.consumer.filter_patterns, event):
                     with self._lock:
-                        self._pending.append(event)
+                        self._lane_of(event).pending.append(event)
                 else:
                     self.stats.records_filtered_out += 1
         return got
+
+    def _lane_of(self, event: dict[str, Any]) -> _Lane:
+        keys = json.dumps(event["dynamodb"].get("Keys", {}), sort_keys=True)
+        return self._lanes[zlib.crc32(keys.encode()) % len(self._lanes)]
 
     def _refresh_shards(self) -> None:
         description = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]
@@ -209,16 +254,17 @@ class StreamDelivery:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def _deliver_next(self) -> None:
+    def _deliver_next(self, lane: _Lane) -> None:
         with self._lock:
             source = (
-                self._redeliver
-                if self._redeliver and (not self._pending or self.rng.random() < 0.5)
-                else self._pending
+                lane.redeliver
+                if lane.redeliver and (not lane.pending or self.rng.random() < 0.5)
+                else lane.pending
             )
             batch = source[: self.consumer.batch_size]
-            duplicate = source is self._redeliver
-        if self.split_rate and len(batch) > 1 and self.rng.random() < self.split_rate:
+            duplicate = source is lane.redeliver
+            split = self.split_rate and len(batch) > 1 and self.rng.random() < self.split_rate
+        if split:
             batch = batch[: len(batch) // 2]
         handled = self._invoke_with_retries(batch, self.consumer.maximum_retry_attempts)
         with self._lock:
@@ -227,7 +273,7 @@ class StreamDelivery:
             if not duplicate and self.duplicate_rate:
                 for record in done:
                     if self.rng.random() < self.duplicate_rate:
-                        self._redeliver.extend([record] * self.rng.randint(1, self.max_duplicates))
+                        lane.redeliver.extend([record] * self.rng.randint(1, self.max_duplicates))
 
     def _invoke_with_retries(self, batch: list[dict[str, Any]], retries_left: int) -> int:
         """Deliver `batch`; returns how many of its leading records are done (delivered or dead-lettered)."""
@@ -239,7 +285,8 @@ class StreamDelivery:
             if failed_at > 0:
                 # Lambda checkpoints before the first failed record and retries from there.
                 return failed_at
-            self.stats.batches_failed += 1
+            with self._lock:
+                self.stats.batches_failed += 1
             attempts += 1
             if self.consumer.bisect_on_error and len(batch) > 1:
                 half = len(batch) // 2
@@ -251,8 +298,9 @@ class StreamDelivery:
 
     def _invoke(self, batch: list[dict[str, Any]]) -> int | None:
         """None when the whole batch succeeded, else the index of the first record to retry."""
-        self.stats.invocations += 1
-        self.stats.records_delivered += len(batch)
+        with self._lock:
+            self.stats.invocations += 1
+            self.stats.records_delivered += len(batch)
         context = LambdaContext(self.consumer.logical_id, timeout_seconds=self.consumer.timeout_seconds)
         try:
             if self.before_invoke:
@@ -293,8 +341,9 @@ class StreamDelivery:
             },
             "records": batch,
         }
-        self.stats.sent_to_on_failure += len(batch)
-        self.stats.on_failure.append(message)
+        with self._lock:
+            self.stats.sent_to_on_failure += len(batch)
+            self.stats.on_failure.append(message)
         if self.sqs is not None and self.queue_url:
             self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(message, default=str))
         logger.warning(

@@ -78,6 +78,7 @@ class StreamConsumer:
     report_batch_item_failures: bool
     on_failure_queue_logical_id: str | None
     timeout_seconds: int
+    parallelization_factor: int = 1
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class Template:
                         if isinstance(failure, dict)
                         else None,
                         timeout_seconds=int(props.get("Timeout", self.globals.get("Timeout", 3))),
+                        parallelization_factor=int(p.get("ParallelizationFactor", 1)),
                     )
                 )
         return consumers
