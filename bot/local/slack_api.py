@@ -53,7 +53,6 @@ class SlackStandIn:
         self._rng = random.Random(seed)
         self._channels: dict[str, _Channel] = {}
         self._lock = threading.RLock()
-        self._clock = int(time.time())
         self._seq = 0
         self.changed = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
@@ -199,13 +198,17 @@ class SlackStandIn:
 
     def _m_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
         ch = self._channel(str(args.get("channel") or ""))
-        limit = int(args.get("limit") or 100)
-        newest_first = list(reversed(ch.messages))[:limit]
+        limit = min(int(args.get("limit") or 100), 999)
+        oldest = float(args.get("oldest") or 0)
+        start = int(args.get("cursor") or 0)
+        newest_first = [m for m in reversed(ch.messages) if float(m["ts"]) > oldest]
+        page = newest_first[start : start + limit]
+        more = start + limit < len(newest_first)
         return {
             "ok": True,
-            "messages": [self._shown(m, args) for m in newest_first],
-            "has_more": False,
-            "response_metadata": {"next_cursor": ""},
+            "messages": [self._shown(m, args) for m in page],
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
 
     def _m_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -262,8 +265,9 @@ class SlackStandIn:
         return self._channels.setdefault(channel, _Channel())
 
     def _next_ts(self) -> str:
-        self._seq += 1
-        return f"{self._clock + self._seq // 1_000_000}.{self._seq % 1_000_000:06d}"
+        """Like Slack's: epoch seconds with a unique 6-digit suffix, increasing with real time."""
+        self._seq = max(int(time.time() * 1_000_000), self._seq + 1)
+        return f"{self._seq // 1_000_000}.{self._seq % 1_000_000:06d}"
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         stand_in = self

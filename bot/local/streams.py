@@ -132,6 +132,11 @@ class StreamDelivery:
             if thread:
                 thread.join(timeout=10)
 
+    def backlog(self) -> int:
+        """Records filtered in but not yet handled (pending and injected duplicates)."""
+        with self._lock:
+            return sum(len(lane.pending) + len(lane.redeliver) for lane in self._lanes)
+
     def drain(self, timeout: float = 30.0) -> bool:
         """True once every record written so far was handled (or sent to the on-failure queue)."""
         deadline = time.monotonic() + timeout

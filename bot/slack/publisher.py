@@ -130,11 +130,19 @@ class Publisher:
         return with_parent
 
     def _find_parent(self, ex: Execution, channel: str) -> str:
-        history = self.slack.conversations_history(channel=channel, limit=200, include_all_metadata=True)
-        for message in history.get("messages") or []:
-            if _event_key(message) == (ex.execution_id, 0):
-                return str(message["ts"])
-        return ""
+        """The parent we may have posted before a crash: only messages since the run began, every page."""
+        oldest = f"{ex.created_at_ms / 1000 - 60:.6f}"  # a minute of slack for clock skew
+        cursor = ""
+        while True:
+            history = self.slack.conversations_history(
+                channel=channel, oldest=oldest, limit=200, include_all_metadata=True, cursor=cursor or None
+            )
+            for message in history.get("messages") or []:
+                if _event_key(message) == (ex.execution_id, 0):
+                    return str(message["ts"])
+            cursor = ((history.get("response_metadata") or {}).get("next_cursor")) or ""
+            if not history.get("has_more") or not cursor:
+                return ""
 
     def _refresh_parent(self, ex: Execution, state: Posts) -> bool:
         message = self._parent(ex)

@@ -1,0 +1,110 @@
+"""The publisher under crashes: a post that landed before the crash is found again, never posted twice."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from bot.catalog import load_catalog
+from bot.local.slack_api import SlackStandIn
+from bot.slack.client import slack_client
+from bot.slack.publisher import Publisher
+from bot.store.executions import dynamodb_client
+from bot.store.model import EventKind, Execution, Status, TimelineEvent
+from bot.store.slack_posts import PostsStore
+
+CHANNEL = "C0ACMEOPS"
+
+
+class Crash(BaseException):
+    pass
+
+
+class CrashAfterPost:
+    """A Slack client whose n-th chat.postMessage lands and then the sandbox dies."""
+
+    def __init__(self, client: Any, crash_on: int) -> None:
+        self.client, self.crash_on, self.posts = client, crash_on, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def chat_postMessage(self, **kwargs: Any) -> Any:
+        answer = self.client.chat_postMessage(**kwargs)
+        self.posts += 1
+        if self.posts == self.crash_on:
+            raise Crash
+        return answer
+
+
+@pytest.fixture
+def slack(monkeypatch):
+    stand_in = SlackStandIn(token="xoxb-test")
+    monkeypatch.setenv("SLACK_API_URL", stand_in.start())
+    monkeypatch.setenv("SLACK_RETRY_BACKOFF_SECONDS", "0.01")
+    yield stand_in
+    stand_in.stop()
+
+
+def run(events: int) -> Execution:
+    now = int(time.time() * 1000)
+    timeline = tuple(
+        TimelineEvent(
+            seq, now + seq, EventKind.STEP_FINISHED if seq > 1 else EventKind.RUN_STARTED, f"event {seq}"
+        )
+        for seq in range(1, events + 1)
+    )
+    return Execution(
+        execution_id="rb-crashtestx",
+        runbook="throttle",
+        runbook_version="v1",
+        partner="partner-acme",
+        status=Status.RUNNING,
+        version=events,
+        params={},
+        requested_by="U0DEVONCALL",
+        channel=CHANNEL,
+        created_at_ms=now,
+        updated_at_ms=now,
+        total_steps=7,
+        timeline=timeline,
+    )
+
+
+def publisher(client: Any, table: str) -> Publisher:
+    return Publisher(client, PostsStore(dynamodb_client(), table), load_catalog)
+
+
+def assert_once_in_order(slack: SlackStandIn, ex: Execution) -> None:
+    parents = [
+        m
+        for m in slack.messages(CHANNEL)
+        if (m.get("metadata") or {}).get("event_payload", {}).get("seq") == 0
+    ]
+    assert len(parents) == 1
+    replies = slack.thread(CHANNEL, parents[0]["ts"])[1:]
+    assert [r["metadata"]["event_payload"]["seq"] for r in replies] == [e.seq for e in ex.timeline]
+
+
+@pytest.mark.parametrize("crash_on", [1, 2, 4])
+def test_a_crash_right_after_a_post_never_doubles_it(executions_table, slack, crash_on):
+    ex = run(4)
+    client = slack_client("xoxb-test")
+    with pytest.raises(Crash):
+        publisher(CrashAfterPost(client, crash_on), executions_table).publish(ex)
+    publisher(client, executions_table).publish(ex)
+    assert_once_in_order(slack, ex)
+
+
+def test_the_parent_is_found_again_in_a_busy_channel(executions_table, slack):
+    ex = run(2)
+    client = slack_client("xoxb-test")
+    with pytest.raises(Crash):
+        publisher(CrashAfterPost(client, 1), executions_table).publish(ex)
+    for i in range(450):  # other runs and people keep the channel busy before the retry
+        client.chat_postMessage(channel=CHANNEL, text=f"chatter {i}")
+    result = publisher(client, executions_table).publish(ex)
+    assert result.posted == 2
+    assert_once_in_order(slack, ex)
