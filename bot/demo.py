@@ -122,7 +122,7 @@ def _table(
 
 def _customer(rng: random.Random) -> str:
     # A few hot customers carry most of the traffic, as in the incident.
-    return f"CUSTOMER#{1 + int(rng.paretovariate(1.2)) % 200:04d}"
+    return f"CUSTOMER#{(int(rng.paretovariate(1.2)) - 1) % 200 + 1:04d}"  # CUSTOMER#0001 hottest
 
 
 def _order(pk: str, n: int, now: float, version: int = 1) -> dict[str, Any]:
@@ -173,7 +173,9 @@ def _payments(ddb: Any, table: str, count: int, rng: random.Random, now: float) 
         {
             "PutRequest": {
                 "Item": {
-                    "account_id": {"S": f"acct-{1 + int(rng.paretovariate(1.5)) % 50:04d}"},
+                    "account_id": {
+                        "S": f"acct-{(int(rng.paretovariate(1.5)) - 1) % 50 + 1:04d}"
+                    },  # acct-0001 hottest
                     "payment_id": {"S": f"pay-{n:06d}"},
                     "amount_cents": {"N": str(500 + n)},
                     "version": {"N": "1"},

@@ -40,7 +40,7 @@ def channel_thread(pipeline, execution_id: str, channel: str = ACME) -> tuple[di
 def assert_timeline_in_channel_once_in_order(pipeline, execution_id: str) -> None:
     assert pipeline.drain(30)
     ex = pipeline.execution(execution_id)
-    parent, replies = channel_thread(pipeline, execution_id)
+    parent, replies = channel_thread(pipeline, execution_id, ex.channel)
     seqs = [r["metadata"]["event_payload"]["seq"] for r in replies]
     assert seqs == [e.seq for e in ex.timeline], "each timeline event once, in order"
     assert execution_id in parent["text"] and ex.status.value in parent["text"]
@@ -155,3 +155,37 @@ def test_flaky_slack_still_gets_every_event_once_and_in_order(pipeline):
         assert faults, "the stand-in injected 429/5xx answers"
     finally:
         pipeline.slack.fault_rate = 0.0
+
+
+GLOBEX = "C0GLOBEXOPS"
+
+
+def test_timeout_runbook_reads_latency_and_pages_the_reference_query_for_globex(pipeline):
+    execution_id = start(pipeline, "timeout partner-globex", channel=GLOBEX)
+    done = pipeline.wait_for(execution_id, {"SUCCEEDED", "FAILED"}, 60)
+    assert done.status is Status.SUCCEEDED, done.error
+    query = done.steps["reference_query"].outputs
+    assert query["complete"] is True and query["pages"] >= 1 and query["items_returned"] >= 1
+    assert done.params["table"] == "payments"  # globex's override, not the runbook's default
+    assert_timeline_in_channel_once_in_order(pipeline, execution_id)
+
+
+def test_incomplete_results_resumes_a_paginated_read_to_the_end(pipeline):
+    execution_id = start(pipeline, "incomplete-results partner-acme")
+    done = pipeline.wait_for(execution_id, {"SUCCEEDED", "FAILED"}, 60)
+    assert done.status is Status.SUCCEEDED, done.error
+    read = done.steps["full_read"].outputs
+    assert read["complete"] is True and read["pages"] > 1
+
+
+def test_replay_from_an_sqs_store_needs_a_globex_approver_and_applies_each_write_once(pipeline):
+    execution_id = start(pipeline, "replay partner-globex", channel=GLOBEX)
+    ex = pipeline.wait_for(execution_id, {"AWAITING_APPROVAL"}, 60)
+    approve(pipeline, execution_id, "U0ACMELEAD")  # acme's approver has no say over globex
+    assert pipeline.execution(execution_id).status is Status.AWAITING_APPROVAL
+    approve(pipeline, execution_id, "U0GLOBEXLEAD")
+    done = pipeline.wait_for(execution_id, {"SUCCEEDED", "FAILED"}, 90)
+    assert done.status is Status.SUCCEEDED, done.error
+    replay = done.steps["replay"].outputs
+    assert replay["failed"] == 0 and replay["applied"] + replay["skipped_duplicates"] >= 1
+    assert ex.approval.step_id == "replay"
