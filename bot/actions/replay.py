@@ -279,14 +279,82 @@ class HotKeys:
             "table": {"type": "string"},
             "sample": {"type": "integer", "minimum": 1, "maximum": 10000},
             "top": {"type": "integer", "minimum": 1, "maximum": 50},
+            "window_seconds": {"type": "integer", "minimum": 60, "maximum": 86400},
         },
     }
 
     def run(self, ctx: ActionContext, inputs: dict[str, Any]) -> StepOutcome:
-        table = describe_table(ctx, inputs["table"])
+        top_n = int(inputs.get("top", 5))
+        insights = self._from_contributor_insights(
+            ctx, inputs["table"], top_n, int(inputs.get("window_seconds", 900))
+        )
+        if insights is not None:
+            top, total, source = insights
+        else:
+            top, total = self._from_failed_requests(
+                ctx, inputs["table"], int(inputs.get("sample", 1000)), top_n
+            )
+            source = "failed-request store sample"
+        share = round(top[0]["count"] / total, 3) if top and total else 0.0
+        summary = (
+            f"hottest key {top[0]['key']} has {share:.0%} of {total:,} {'throttled requests' if 'Insights' in source else 'failed writes'}"
+            f" ({source})"
+            if top
+            else f"no hot keys found ({source})"
+        )
+        return StepOutcome.done(
+            summary,
+            {"top": top, "sampled": total, "hottest_share": share, "source": source},
+            sampled=total,
+            hottest_share=share,
+        )
+
+    @staticmethod
+    def _from_contributor_insights(
+        ctx: ActionContext, table: str, top_n: int, window_seconds: int
+    ) -> tuple[list[dict[str, Any]], int, str] | None:
+        """The table's Contributor Insights rule, when enabled: most throttled keys, else most accessed."""
+        import datetime as dt
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            described = ctx.aws.client("dynamodb").describe_contributor_insights(TableName=table)
+            if described.get("ContributorInsightsStatus") != "ENABLED":
+                return None
+            rules = described.get("ContributorInsightsRuleList") or []
+            rule = next((r for r in rules if "-PKT-" in r), None) or next(
+                (r for r in rules if "-PKC-" in r), None
+            )
+            if rule is None:
+                return None
+            end = dt.datetime.fromtimestamp(ctx.clock(), dt.UTC)
+            report = ctx.aws.client("cloudwatch").get_insight_rule_report(
+                RuleName=rule,
+                StartTime=end - dt.timedelta(seconds=window_seconds),
+                EndTime=end,
+                Period=60,
+                MaxContributorCount=top_n,
+                OrderBy="Sum",
+            )
+        except (ClientError, BotoCoreError, AttributeError):
+            return None  # not enabled, not permitted, or not offered here: sample instead
+        top = [
+            {"key": "|".join(c.get("Keys") or []), "count": int(c.get("ApproximateAggregateValue") or 0)}
+            for c in report.get("Contributors") or []
+        ]
+        total = int(report.get("AggregateValue") or sum(t["count"] for t in top))
+        kind = "throttled" if "-PKT-" in rule else "accessed"
+        return top, total, f"Contributor Insights ({kind} keys, rule {rule})"
+
+    @staticmethod
+    def _from_failed_requests(
+        ctx: ActionContext, table_name: str, limit: int, top_n: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        table = describe_table(ctx, table_name)
         pk = next(k["AttributeName"] for k in table["KeySchema"] if k["KeyType"] == "HASH")
         counts: Counter[str] = Counter()
-        cursor, sampled, limit = None, 0, int(inputs.get("sample", 1000))
+        cursor, sampled = None, 0
         while sampled < limit:
             records, cursor = store_records(ctx, cursor, min(100, limit - sampled))
             for record in records:
@@ -295,23 +363,10 @@ class HotKeys:
             sampled += len(records)
             if not cursor or not records:
                 break
-        common = counts.most_common(int(inputs.get("top", 5)))
-        top: list[dict[str, Any]] = [{"key": k, "count": c} for k, c in common]
-        share = round(common[0][1] / sampled, 3) if common and sampled else 0.0
-        summary = (
-            f"hottest key {top[0]['key']} has {share:.0%} of {sampled} failed writes"
-            if top
-            else "no failed writes to sample"
-        )
-        return StepOutcome.done(
-            summary,
-            {"top": top, "sampled": sampled, "hottest_share": share, "source": "failed-request store sample"},
-            sampled=sampled,
-            hottest_share=share,
-        )
+        return [{"key": k, "count": c} for k, c in counts.most_common(top_n)], sampled
 
     def describe_effect(self, ctx: ActionContext, inputs: dict[str, Any]) -> str:
-        return "samples the failed-request store; changes nothing"
+        return "reads Contributor Insights or samples the failed-request store; changes nothing"
 
 
 REPLAY = register(Replay())
