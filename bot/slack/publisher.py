@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -50,12 +49,10 @@ class Publisher:
         slack: WebClient,
         posts: PostsStore,
         catalog: Callable[[], Catalog],
-        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.slack = slack
         self.posts = posts
         self.catalog = catalog
-        self.now_ms = now_ms
 
     def publish(self, ex: Execution) -> PublishResult:
         state = self.posts.get(ex.execution_id)
@@ -160,11 +157,13 @@ class Publisher:
         catalog = self.catalog()
         runbook = catalog.runbooks.get(ex.runbook)
         partner = catalog.partners.get(ex.partner)
+        # As of the run's last transition, not the wall clock: the same state renders the same
+        # message, so a redelivered record costs no chat.update (elapsed and SLA move with each step).
         return render.parent_message(
             ex,
             runbook.title if runbook else ex.runbook,
             partner.display_name if partner else ex.partner,
-            self.now_ms(),
+            ex.updated_at_ms,
         )
 
     # -- events ----------------------------------------------------------------------------

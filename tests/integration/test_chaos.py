@@ -114,6 +114,8 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
         time.sleep(0.5)
     assert not pending, f"{len(pending)} runs never ended, e.g. {sorted(pending)[:3]}"
     ended = time.monotonic() - started
+    if os.environ.get("CHAOS_TRACE"):
+        _trace(chaos)
     drained = chaos.drain(300)
     backlog = {name: d.backlog() for name, d in chaos.deliveries.items()}
     assert drained, f"the stream consumers did not catch up: records left {backlog}"
@@ -155,3 +157,19 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
         replies = chaos.slack.thread(ex.channel, parents[0]["ts"])[1:]
         seqs = [r["metadata"]["event_payload"]["seq"] for r in replies]
         assert seqs == [e.seq for e in ex.timeline], f"{execution_id}: events {seqs}"
+
+
+def _trace(chaos: LocalPipeline) -> None:
+    """Diagnostics while draining (CHAOS_TRACE=1): backlog and Slack traffic every 10 seconds."""
+
+    def report() -> None:
+        while True:
+            time.sleep(10)
+            calls = chaos.slack.calls
+            faults = sum(1 for c in calls if c.status != 200)
+            backlog = {n: d.backlog() for n, d in chaos.deliveries.items()}
+            stats = chaos.deliveries["TimelineFunction"].stats
+            print(f"trace: backlog {backlog}; slack {len(calls)} calls ({faults} faults); timeline "
+                  f"{stats.invocations} invocations, {stats.batches_failed} failed batches", flush=True)
+
+    threading.Thread(target=report, daemon=True).start()
