@@ -86,7 +86,10 @@ class Executor:
             return self._commit(current, decision.transition, "moved")
 
         step = decision.step
-        lease_ms = max(remaining_ms(), 1_000)
+        # The claim lasts as long as the step may run (its deadline, or the invocation's end) plus
+        # the commit: past that its worker is gone, and the sweeper may restart the step.
+        deadline_ms = (current.step_started_at_ms or now) + step.timeout_seconds * 1000
+        lease_ms = max(1_000, min(remaining_ms(), deadline_ms - now + COMMIT_RESERVE_MS))
         if not self.store.claim(current.execution_id, current.version, self.owner, now, lease_ms):
             return Outcome(current.execution_id, "claimed-elsewhere", f"version {current.version}", step.id)
         try:

@@ -17,6 +17,9 @@ from bot.engine import machine
 from bot.exceptions import TransitionConflict
 
 logger = Logger()
+# A run whose step nobody has claimed is waiting for its stream record, not stuck, for this long:
+# the stream retries a failed batch for minutes before it gives the record up.
+QUEUED_PATIENCE_MS = 5 * 60_000
 
 
 @dataclass
@@ -24,6 +27,7 @@ class SweepReport:
     examined: int = 0
     moved: dict[str, int] = field(default_factory=dict)
     conflicts: int = 0
+    waiting: int = 0  # past their progress deadline, but a worker holds the step or its record is queued
 
 
 def sweep(store: Any, catalog: Any, executor: Any, now_ms: int, limit: int = 200) -> SweepReport:
@@ -33,6 +37,9 @@ def sweep(store: Any, catalog: Any, executor: Any, now_ms: int, limit: int = 200
         ex = store.get(execution_id)
         runbook = catalog.runbooks.get(ex.runbook) if ex else None
         if ex is None or runbook is None:
+            continue
+        if _still_working(store, ex, now_ms):
+            report.waiting += 1
             continue
         t = machine.on_due(ex, runbook, now_ms, executor.when, executor.effect)
         if t is None:
@@ -47,6 +54,18 @@ def sweep(store: Any, catalog: Any, executor: Any, now_ms: int, limit: int = 200
     return report
 
 
+def _still_working(store: Any, ex: Any, now_ms: int) -> bool:
+    """A "stuck" run that is only slow: its worker's lease runs, or its record is still on the way."""
+    if ex.due_reason != "stuck" or ex.due_at_ms is None or ex.due_at_ms > now_ms:
+        return False
+    if ex.drill and ex.drill_until_ms and now_ms >= ex.drill_until_ms:
+        return False  # the drill's time is up, whatever its worker is doing
+    lease_until = store.claim_lease(ex.execution_id, ex.version)
+    if lease_until is not None:
+        return bool(lease_until > now_ms)
+    return bool(now_ms - ex.updated_at_ms < QUEUED_PATIENCE_MS)
+
+
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any, clock: Callable[[], float] = time.time) -> dict[str, Any]:
     from bot.catalog import load_catalog
@@ -56,7 +75,11 @@ def handler(event: dict[str, Any], context: Any, clock: Callable[[], float] = ti
     store = ExecutionStore()
     catalog = load_catalog()
     report = sweep(store, catalog, Executor(store, catalog), int(clock() * 1000))
-    logger.info(
-        "swept", extra={"examined": report.examined, "moved": report.moved, "conflicts": report.conflicts}
-    )
-    return {"examined": report.examined, "moved": report.moved, "conflicts": report.conflicts}
+    summary = {
+        "examined": report.examined,
+        "moved": report.moved,
+        "conflicts": report.conflicts,
+        "waiting": report.waiting,
+    }
+    logger.info("swept", extra=summary)
+    return summary

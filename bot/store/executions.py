@@ -217,6 +217,12 @@ class ExecutionStore:
             return False
         return True
 
+    def claim_lease(self, execution_id: str, version: int) -> int | None:
+        """Until when the step at `version` is claimed (epoch ms), or None if no worker claimed it."""
+        key = {keys.PK: keys.execution_pk(execution_id), keys.SK: f"CLAIM#{version:010d}"}
+        item = self.client.get_item(TableName=self.table, Key=_key(key), ConsistentRead=True).get("Item")
+        return int(item["lease_until_ms"]["N"]) if item else None
+
     def release(self, execution_id: str, version: int, owner: str) -> None:
         """Give a claim back after a failure we caught, so a retried record can take it at once."""
         key = {keys.PK: keys.execution_pk(execution_id), keys.SK: f"CLAIM#{version:010d}"}

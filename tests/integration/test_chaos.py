@@ -169,7 +169,10 @@ def _trace(chaos: LocalPipeline) -> None:
             faults = sum(1 for c in calls if c.status != 200)
             backlog = {n: d.backlog() for n, d in chaos.deliveries.items()}
             stats = chaos.deliveries["TimelineFunction"].stats
-            print(f"trace: backlog {backlog}; slack {len(calls)} calls ({faults} faults); timeline "
-                  f"{stats.invocations} invocations, {stats.batches_failed} failed batches", flush=True)
+            print(
+                f"trace: backlog {backlog}; slack {len(calls)} calls ({faults} faults); timeline "
+                f"{stats.invocations} invocations, {stats.batches_failed} failed batches",
+                flush=True,
+            )
 
     threading.Thread(target=report, daemon=True).start()

@@ -203,9 +203,13 @@ def test_crash_between_effect_and_commit_is_recovered_by_the_sweeper(setup, cras
         except Crash:
             # Lambda retries the batch: the claim is still held, so the retry does nothing ...
             assert worker.advance(store.get(ex.execution_id), lambda: 60_000).action == "claimed-elsewhere"
-            # ... until the step's deadline passes and the sweeper restarts it.
-            later = store.get(ex.execution_id).due_at_ms + 1
-            report = sweep(store, catalog, worker, later)
+            # ... until the step's deadline and its worker's lease pass; then the sweeper restarts it.
+            stuck = store.get(ex.execution_id)
+            lease = store.claim_lease(stuck.execution_id, stuck.version)
+            assert lease is not None
+            if lease > stuck.due_at_ms:
+                assert sweep(store, catalog, worker, stuck.due_at_ms + 1).waiting == 1
+            report = sweep(store, catalog, worker, max(stuck.due_at_ms, lease) + 1)
             assert report.moved == {"stuck": 1}
     done = store.get(ex.execution_id)
     assert done.status is Status.SUCCEEDED
@@ -228,3 +232,17 @@ def test_large_outputs_spill_and_keep_the_item_small(setup):
     )
     assert len(str(item["Item"])) < 100_000  # five 60 KB outputs would be 300 KB inline
     assert len(store.outputs(ex.execution_id, done.steps["s3"])["blob"]) == 60_000
+
+
+def test_a_run_whose_record_is_still_queued_is_not_restarted_until_the_stream_gave_up(setup):
+    from bot.handlers.sweeper import QUEUED_PATIENCE_MS, sweep
+
+    store, catalog, _ = setup
+    ex = start(store, catalog)
+    worker = executor(store, catalog)
+    queued = store.get(ex.execution_id)
+    report = sweep(store, catalog, worker, queued.due_at_ms + 1)
+    assert report.waiting == 1 and report.moved == {}
+    assert store.get(ex.execution_id).version == queued.version  # nothing written
+    report = sweep(store, catalog, worker, queued.updated_at_ms + QUEUED_PATIENCE_MS + 1)
+    assert report.moved == {"stuck": 1}  # a lost record: the sweeper drives the run again
