@@ -103,7 +103,7 @@ class StreamDelivery:
         self._last_sequence: dict[str, str] = {}
         self._lanes = [_Lane() for _ in range(max(1, int(getattr(consumer, "parallelization_factor", 1))))]
         self._stop = threading.Event()
-        self._idle = threading.Event()
+        self._empty_polls = 0  # complete polls in a row that found no record
         self._thread: threading.Thread | None = None
         self._lane_threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -138,18 +138,19 @@ class StreamDelivery:
             return sum(len(lane.pending) + len(lane.redeliver) for lane in self._lanes)
 
     def drain(self, timeout: float = 30.0) -> bool:
-        """True once every record written so far was handled (or sent to the on-failure queue)."""
+        """True once every record written so far was handled (or sent to the on-failure queue):
+        the lanes are idle and two whole polls of the stream, begun after that, found nothing."""
         deadline = time.monotonic() + timeout
-        quiet_since = None
+        quiet_from: int | None = None  # the empty-poll count when the lanes were last seen idle
         while time.monotonic() < deadline:
             with self._lock:
                 busy = any(lane.pending or lane.redeliver or lane.busy for lane in self._lanes)
-                busy = busy or not self._idle.is_set()
-            if busy:
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > 0.3:  # two empty polls in a row: caught up
+                empty_polls = self._empty_polls
+            if busy or (quiet_from is not None and empty_polls < quiet_from):
+                quiet_from = None  # work arrived, or a poll found records since
+            elif quiet_from is None:
+                quiet_from = empty_polls
+            elif empty_polls >= quiet_from + 2:
                 return True
             time.sleep(0.02)
         return False
@@ -161,10 +162,9 @@ class StreamDelivery:
         while not self._stop.is_set():
             try:
                 got = self._poll()
-                if got:
-                    self._idle.clear()
-                else:
-                    self._idle.set()
+                with self._lock:
+                    self._empty_polls = 0 if got else self._empty_polls + 1
+                if not got:
                     self._stop.wait(self.poll_interval)
             except Exception:
                 logger.exception("stream polling for %s failed; retrying", self.consumer.logical_id)

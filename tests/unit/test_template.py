@@ -1,0 +1,467 @@
+"""template.yaml is the deployment's truth (CONTRACT §1–§2): the table the store writes, functions
+Lambda can run, stream consumers that lose nothing, and least-privilege policies.
+
+Parsed with bot/local/template.py's CloudFormation-aware loader, the same reading the local stack
+uses, so a template that passes here is also the one `runbook-bot dev` builds its tables from.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import inspect
+import json
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from bot.local import filters
+from bot.local.template import TEMPLATE_PATH, _CfnLoader, load_template
+from bot.store import keys
+from bot.store.model import Execution, Status
+
+REPO = TEMPLATE_PATH.parent
+TEMPLATE = load_template()
+RAW = yaml.load(TEMPLATE_PATH.read_text(), Loader=_CfnLoader)
+RESOURCES = TEMPLATE.resources
+PARAMETERS = TEMPLATE.parameters
+GLOBAL_FN = TEMPLATE.globals
+FUNCTIONS = TEMPLATE.functions()
+TABLE = RESOURCES["ExecutionsTable"]["Properties"]
+STREAM_CONSUMERS = sorted(
+    f
+    for f, props in FUNCTIONS.items()
+    if any(e["Type"] == "DynamoDB" for e in props.get("Events", {}).values())
+)
+TERMINAL = sorted(s.value for s in Status if s.terminal)
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192}
+LOG_RETENTION_DAYS |= {2557, 2922, 3288, 3653}
+
+
+def setting(function: str, name: str) -> Any:
+    """A function property as deployed: its own value, else the Globals.Function one."""
+    return FUNCTIONS[function].get(name, GLOBAL_FN.get(name))
+
+
+def environment(function: str) -> dict[str, Any]:
+    return {
+        **(GLOBAL_FN.get("Environment") or {}).get("Variables", {}),
+        **(FUNCTIONS[function].get("Environment") or {}).get("Variables", {}),
+    }
+
+
+def events(function: str, *kinds: str) -> list[dict[str, Any]]:
+    return [
+        e.get("Properties", {})
+        for e in (FUNCTIONS[function].get("Events") or {}).values()
+        if e["Type"] in kinds
+    ]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(function: str) -> list[dict[str, Any]]:
+    found = []
+    for policy in FUNCTIONS[function].get("Policies") or []:
+        if isinstance(policy, dict) and "Statement" in policy:
+            found += as_list(policy["Statement"])
+    return found
+
+
+def all_statements() -> list[tuple[str, dict[str, Any]]]:
+    return [(f, s) for f in sorted(FUNCTIONS) for s in statements(f)]
+
+
+STATEMENTS = [
+    pytest.param(f, s, id=f"{f}-{i}") for f in sorted(FUNCTIONS) for i, s in enumerate(statements(f))
+]
+
+
+def parameter_default(ref: dict[str, Any]) -> Any:
+    return PARAMETERS[ref["Ref"]]["Default"]
+
+
+# -- the executions table ------------------------------------------------------------------------
+
+
+def test_the_bot_owns_exactly_one_table_and_it_is_the_executions_table():
+    assert sorted(TEMPLATE.tables()) == ["ExecutionsTable"]
+    assert GLOBAL_FN["Environment"]["Variables"]["EXECUTIONS_TABLE"] == {"Ref": "ExecutionsTable"}
+
+
+def test_the_executions_table_is_on_demand_with_a_full_stream_pitr_and_encryption():
+    assert TABLE["BillingMode"] == "PAY_PER_REQUEST"
+    assert "ProvisionedThroughput" not in TABLE
+    assert TABLE["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert TABLE["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert TABLE["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_the_table_expires_items_on_the_attribute_the_store_writes():
+    assert TABLE["TimeToLiveSpecification"] == {"AttributeName": keys.TTL_ATTRIBUTE, "Enabled": True}
+    # The state item's TTL is the Execution field of that name (codec writes fields by name).
+    assert keys.TTL_ATTRIBUTE in {f.name for f in dataclasses.fields(Execution)}
+
+
+def test_the_key_schema_is_the_one_bot_store_keys_builds():
+    assert [(k["AttributeName"], k["KeyType"]) for k in TABLE["KeySchema"]] == [
+        (keys.PK, "HASH"),
+        (keys.SK, "RANGE"),
+    ]
+    key = keys.state_key("rb-x")
+    assert set(key) == {keys.PK, keys.SK}
+    assert all(isinstance(v, str) for v in key.values())
+
+
+def test_the_sparse_due_index_is_keyed_as_the_sweeper_queries_it():
+    (due,) = TABLE["GlobalSecondaryIndexes"]
+    assert due["IndexName"] == keys.DUE_INDEX
+    assert [(k["AttributeName"], k["KeyType"]) for k in due["KeySchema"]] == [
+        (keys.DUE_BUCKET, "HASH"),
+        (keys.DUE_AT, "RANGE"),
+    ]
+    # The sweeper projects only the table's partition key: any projection carries the table keys.
+    assert due["Projection"]["ProjectionType"] in {"KEYS_ONLY", "INCLUDE", "ALL"}
+    assert "ProvisionedThroughput" not in due, "an on-demand table's index has no provisioned capacity"
+    assert keys.DUE_AT in {f.name for f in dataclasses.fields(Execution)}
+
+
+def test_attribute_definitions_are_exactly_the_key_attributes_with_the_types_the_store_writes():
+    defined = {a["AttributeName"]: a["AttributeType"] for a in TABLE["AttributeDefinitions"]}
+    assert len(defined) == len(TABLE["AttributeDefinitions"]), "an attribute is defined twice"
+    used = {k["AttributeName"] for k in TABLE["KeySchema"]}
+    for index in TABLE.get("GlobalSecondaryIndexes", []) + TABLE.get("LocalSecondaryIndexes", []):
+        used |= {k["AttributeName"] for k in index["KeySchema"]}
+    assert set(defined) == used, "CloudFormation rejects definitions that no key schema uses"
+    assert defined == {keys.PK: "S", keys.SK: "S", keys.DUE_BUCKET: "S", keys.DUE_AT: "N"}
+    assert isinstance(keys.DUE_BUCKET_VALUE, str)
+
+
+def test_a_real_state_item_image_agrees_with_the_attribute_types():
+    record = json.loads((REPO / "events" / "stream-insert.json").read_text())["Records"][0]
+    image = record["dynamodb"]["NewImage"]
+    for definition in TABLE["AttributeDefinitions"]:
+        name, kind = definition["AttributeName"], definition["AttributeType"]
+        if name in image:
+            assert set(image[name]) == {kind}, (name, image[name])
+    assert image[keys.DUE_BUCKET] == {"S": keys.DUE_BUCKET_VALUE}
+
+
+# -- every function --------------------------------------------------------------------------
+
+
+def test_the_template_is_a_sam_template():
+    assert RAW["Transform"] == "AWS::Serverless-2016-10-31"
+    assert FUNCTIONS, "the template defines functions"
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_function_runs_python312_on_arm64(function):
+    assert setting(function, "Runtime") == "python3.12"
+    assert setting(function, "Architectures") == ["arm64"]
+    assert 1 <= setting(function, "Timeout") <= 900
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_function_logs_to_its_own_group_with_a_valid_retention(function):
+    group = FUNCTIONS[function]["LoggingConfig"]["LogGroup"]
+    assert set(group) == {"Ref"}, "the log group is a resource of this template"
+    resource = RESOURCES[group["Ref"]]
+    assert resource["Type"] == "AWS::Logs::LogGroup"
+    retention = resource["Properties"]["RetentionInDays"]
+    days = parameter_default(retention) if isinstance(retention, dict) else retention
+    assert int(days) in LOG_RETENTION_DAYS
+    others = [f for f in FUNCTIONS if f != function and FUNCTIONS[f]["LoggingConfig"]["LogGroup"] == group]
+    assert not others, f"{function} shares its log group with {others}"
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_function_configures_powertools_logging(function):
+    env = environment(function)
+    assert env.get("POWERTOOLS_SERVICE_NAME")
+    level = env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL"))
+    assert level is not None, "POWERTOOLS_LOG_LEVEL or LOG_LEVEL"
+    value = parameter_default(level) if isinstance(level, dict) else level
+    assert value in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_handler_is_an_importable_callable_in_bot_handlers_under_its_code_uri(function):
+    handler = FUNCTIONS[function]["Handler"]
+    module_name, _, name = handler.rpartition(".")
+    assert module_name.startswith("bot.handlers."), handler
+    code_uri = REPO / setting(function, "CodeUri")
+    assert (code_uri / (module_name.replace(".", "/") + ".py")).is_file(), (code_uri, handler)
+    target = getattr(importlib.import_module(module_name), name)
+    assert callable(target)
+    inspect.signature(target).bind({"event": True}, object())  # Lambda calls handler(event, context)
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_function_and_the_layer_are_built_by_a_makefile_target(function):
+    makefile = (REPO / "Makefile").read_text()
+    targets = {t for line in makefile.splitlines() if ":" in line for t in line.split(":")[0].split()}
+    for logical_id in (function, "DependenciesLayer"):
+        assert RESOURCES[logical_id]["Metadata"]["BuildMethod"] == "makefile"
+        assert f"build-{logical_id}" in targets, logical_id
+
+
+def test_every_function_uses_the_dependencies_layer_built_for_its_platform():
+    for function in FUNCTIONS:
+        assert {"Ref": "DependenciesLayer"} in setting(function, "Layers"), function
+    layer = RESOURCES["DependenciesLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    assert layer["Metadata"]["BuildArchitecture"] == "arm64"
+
+
+# -- configuration (CONTRACT §2) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_function_gets_the_contract_configuration(function):
+    env = environment(function)
+    assert env["EXECUTIONS_TABLE"] == {"Ref": "ExecutionsTable"}
+    assert env["SLACK_API_URL"] == {"Ref": "SlackApiUrl"}
+    assert env["RUNBOOKS_DIR"] == "runbooks"
+    assert env["SLACK_SECRET_ARN"] == {"Ref": "SlackSecretArn"}
+
+
+def test_the_slack_secret_arn_is_a_parameter_and_the_only_secret_a_function_may_read():
+    assert PARAMETERS["SlackSecretArn"]["Type"] == "String"
+    assert parameter_default({"Ref": "SlackSecretArn"}).startswith("arn:aws:secretsmanager:")
+    for function, statement in all_statements():
+        if any(a.startswith("secretsmanager:") for a in as_list(statement["Action"])):
+            assert as_list(statement["Action"]) == ["secretsmanager:GetSecretValue"], function
+            assert as_list(statement["Resource"]) == [{"Ref": "SlackSecretArn"}], function
+
+
+def test_the_slack_api_url_defaults_to_slacks_own():
+    assert PARAMETERS["SlackApiUrl"]["Default"] == "https://slack.com/api/"
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_no_secret_value_or_private_endpoint_setting_is_in_the_environment(function):
+    env = environment(function)
+    assert "SLACK_SIGNING_SECRET" not in env and "SLACK_BOT_TOKEN" not in env
+    endpoints = [n for n in env if "ENDPOINT" in n or (n.endswith("_URL") and n != "SLACK_API_URL")]
+    assert endpoints == [], "AWS endpoints come only from the standard AWS_ENDPOINT_URL variables"
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_environment_values_are_literals_refs_getatts_or_subs_of_things_the_template_has(function):
+    for name, value in environment(function).items():
+        if not isinstance(value, dict):
+            assert isinstance(value, str | int | float | bool), name
+            continue
+        (kind,) = value
+        assert kind in {"Ref", "Fn::GetAtt", "Fn::Sub"}, name
+        if kind == "Ref":
+            assert value["Ref"] in PARAMETERS or value["Ref"] in RESOURCES, name
+        if kind == "Fn::GetAtt":
+            assert value["Fn::GetAtt"][0] in RESOURCES, name
+
+
+def test_every_variable_the_code_requires_is_set_by_the_template():
+    required = set()
+    for path in (REPO / "bot").rglob("*.py"):
+        if path.parent.name in {"local", "drills"}:
+            continue  # this machine's pipeline, never in Lambda
+        required |= set(re.findall(r"os\.environ\[\s*[\"']([A-Z0-9_]+)[\"']\s*\]", path.read_text()))
+    assert required, "the scan finds os.environ[...] reads"
+    for function in FUNCTIONS:
+        assert required <= set(environment(function)), (function, required - set(environment(function)))
+
+
+# -- the Slack-facing function ----------------------------------------------------------------
+
+
+def test_exactly_one_function_faces_slack_an_http_api_with_payload_format_2():
+    facing = [f for f in FUNCTIONS if events(f, "HttpApi", "Api") or "FunctionUrlConfig" in FUNCTIONS[f]]
+    assert facing == ["IngressFunction"]
+    (api,) = events("IngressFunction", "HttpApi")
+    assert api["PayloadFormatVersion"] == "2.0"  # the string: YAML's 2.0 would be a float
+    assert api["Method"] == "POST"
+    assert setting("IngressFunction", "Timeout") <= 30, "API Gateway's HTTP API gives up after 30 s"
+
+
+def test_the_request_url_output_and_the_slack_manifest_name_the_ingress_path():
+    (api,) = events("IngressFunction", "HttpApi")
+    output = RAW["Outputs"]["SlackRequestUrl"]["Value"]["Fn::Sub"]
+    assert urlparse(output).path == api["Path"]
+    manifest = yaml.safe_load((REPO / "slack-manifest.yaml").read_text())
+    urls = [c["url"] for c in manifest["features"]["slash_commands"] if c["command"] == "/runbook"]
+    urls.append(manifest["settings"]["interactivity"]["request_url"])
+    assert {urlparse(u).path for u in urls} == {api["Path"]}, "commands and buttons share one URL"
+
+
+def test_the_ingress_invokes_nothing_and_queues_nothing():
+    ingress = FUNCTIONS["IngressFunction"]
+    assert "EventInvokeConfig" not in ingress
+    for _, statement in [(f, s) for f, s in all_statements() if f == "IngressFunction"]:
+        for action in as_list(statement["Action"]):
+            assert action.split(":")[0] in {"dynamodb", "secretsmanager"}, action
+    for function, statement in all_statements():
+        assert not any(a.lower().startswith("lambda:") for a in as_list(statement["Action"])), function
+
+
+# -- stream consumers ---------------------------------------------------------------------------
+
+
+def test_the_worker_and_the_timeline_publisher_consume_the_executions_stream():
+    assert STREAM_CONSUMERS == ["TimelineFunction", "WorkerFunction"]
+
+
+@pytest.mark.parametrize("function", STREAM_CONSUMERS)
+def test_a_stream_consumer_reports_partial_failures_bisects_and_bounds_retries(function):
+    (stream,) = events(function, "DynamoDB")
+    assert stream["Stream"] == {"Fn::GetAtt": ["ExecutionsTable", "StreamArn"]}
+    assert stream["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert stream["BisectBatchOnFunctionError"] is True
+    assert isinstance(stream["MaximumRetryAttempts"], int)
+    assert 0 <= stream["MaximumRetryAttempts"] <= 10, "-1 (the default) retries until the record expires"
+    assert 60 <= stream["MaximumRecordAgeInSeconds"] <= 21_600
+    assert stream["StartingPosition"] in {"TRIM_HORIZON", "LATEST"}
+
+
+@pytest.mark.parametrize("function", STREAM_CONSUMERS)
+def test_what_exhausts_a_consumers_retries_lands_in_an_sqs_queue_of_the_template(function):
+    (stream,) = events(function, "DynamoDB")
+    on_failure = stream["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS", "SAM grants sqs:SendMessage only when Type is set"
+    (queue, attribute) = on_failure["Destination"]["Fn::GetAtt"]
+    assert (RESOURCES[queue]["Type"], attribute) == ("AWS::SQS::Queue", "Arn")
+
+
+@pytest.mark.parametrize("function", STREAM_CONSUMERS)
+def test_a_stream_consumer_filters_to_state_items(function):
+    (stream,) = events(function, "DynamoDB")
+    patterns = [json.loads(f["Pattern"]) for f in stream["FilterCriteria"]["Filters"]]
+    assert 1 <= len(patterns) <= 5, "Lambda allows at most 5 filters per event source mapping"
+    for pattern in patterns:
+        assert pattern["dynamodb"]["NewImage"]["sk"] == {"S": [keys.STATE_SK]}
+
+
+def stream_record(event_name: str = "MODIFY", sk: str = keys.STATE_SK, status: str = "RUNNING") -> dict:
+    record = copy.deepcopy(json.loads((REPO / "events" / "stream-insert.json").read_text())["Records"][0])
+    record["eventName"] = event_name
+    image = record["dynamodb"]["NewImage"]
+    image[keys.SK] = {"S": sk}
+    image["status"] = {"S": status}
+    record["dynamodb"]["Keys"][keys.SK] = {"S": sk}
+    if event_name == "REMOVE":
+        record["dynamodb"]["OldImage"] = record["dynamodb"].pop("NewImage")
+    return record
+
+
+def delivered(function: str, record: dict) -> bool:
+    (stream,) = events(function, "DynamoDB")
+    return filters.matches_any(
+        [json.loads(f["Pattern"]) for f in stream["FilterCriteria"]["Filters"]], record
+    )
+
+
+@pytest.mark.parametrize("status", sorted(s.value for s in Status if not s.terminal))
+@pytest.mark.parametrize("event_name", ["INSERT", "MODIFY"])
+def test_both_consumers_see_every_active_state_transition(event_name, status):
+    record = stream_record(event_name, status=status)
+    assert delivered("WorkerFunction", record)
+    assert delivered("TimelineFunction", record)
+
+
+@pytest.mark.parametrize("status", TERMINAL)
+def test_a_finished_run_reaches_the_timeline_but_not_the_worker(status):
+    record = stream_record("MODIFY", status=status)
+    assert not delivered("WorkerFunction", record)
+    assert delivered("TimelineFunction", record), "the final state is a timeline event"
+
+
+@pytest.mark.parametrize(
+    "sk",
+    ["CLAIM#0000000003", keys.SLACK_SK, "PROGRESS#replay", "OUTPUT#detect", "EFFECT#replay#1", "LOCK"],
+)
+def test_the_bots_own_bookkeeping_items_reach_neither_consumer(sk):
+    record = stream_record("INSERT", sk=sk)
+    assert not delivered("WorkerFunction", record)
+    assert not delivered("TimelineFunction", record)
+
+
+def test_expired_items_removed_by_ttl_reach_neither_consumer():
+    record = stream_record("REMOVE")
+    assert not delivered("WorkerFunction", record)
+    assert not delivered("TimelineFunction", record)
+
+
+# -- time and alarms ----------------------------------------------------------------------------
+
+
+def test_the_sweeper_runs_on_a_schedule():
+    (schedule,) = events("SweeperFunction", "Schedule", "ScheduleV2")
+    expression = schedule.get("ScheduleExpression") or schedule.get("Schedule")
+    assert re.fullmatch(r"rate\(\d+ (minute|minutes)\)|cron\(.+\)", expression), expression
+    assert [s.logical_id for s in TEMPLATE.scheduled_functions()] == ["SweeperFunction"]
+
+
+def test_the_alarm_function_starts_on_cloudwatch_alarms_entering_alarm():
+    (rule,) = events("AlarmFunction", "EventBridgeRule", "CloudWatchEvent")
+    pattern = rule["Pattern"]
+    assert pattern["source"] == ["aws.cloudwatch"]
+    assert pattern["detail-type"] == ["CloudWatch Alarm State Change"]
+    assert pattern["detail"]["state"]["value"] == ["ALARM"]
+    assert TEMPLATE.alarm_function() == ("AlarmFunction", "bot.handlers.alarm.handler")
+
+
+def test_the_alarm_rule_accepts_the_sample_alarm_event():
+    (rule,) = events("AlarmFunction", "EventBridgeRule")
+    sample = json.loads((REPO / "events" / "alarm.json").read_text())
+    assert filters.matches(rule["Pattern"], sample)
+    leaving = copy.deepcopy(sample)
+    leaving["detail"]["state"]["value"] = "OK"
+    assert not filters.matches(rule["Pattern"], leaving)
+
+
+# -- least privilege ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_policies_are_inline_statements_not_broad_managed_policies(function):
+    for policy in FUNCTIONS[function].get("Policies") or []:
+        assert isinstance(policy, dict) and "Statement" in policy, (function, policy)
+
+
+@pytest.mark.parametrize(("function", "statement"), STATEMENTS)
+def test_no_statement_grants_every_action(function, statement):
+    for action in as_list(statement["Action"]):
+        assert action != "*" and action != "dynamodb:*", (function, statement)
+        if action.startswith("dynamodb:"):
+            assert "*" not in action, (function, action)
+
+
+@pytest.mark.parametrize(("function", "statement"), STATEMENTS)
+def test_table_statements_name_the_executions_table_never_every_resource(function, statement):
+    if not any(a.startswith("dynamodb:") for a in as_list(statement["Action"])):
+        return
+    assert statement["Effect"] == "Allow"
+    for resource in as_list(statement["Resource"]):
+        assert resource != "*", (function, statement)
+        if isinstance(resource, str):
+            pytest.fail(f"{function}: a literal table ARN {resource!r} instead of the template's table")
+        if "Fn::GetAtt" in resource:
+            assert resource["Fn::GetAtt"] == ["ExecutionsTable", "Arn"], (function, resource)
+        else:
+            assert re.fullmatch(r"\$\{ExecutionsTable\.Arn\}/index/[\w.-]+", resource["Fn::Sub"]), resource
+
+
+def test_the_sweeper_may_query_the_due_index_and_nothing_else():
+    queries = [s for s in statements("SweeperFunction") if "dynamodb:Query" in as_list(s["Action"])]
+    assert [s["Resource"] for s in queries] == [
+        {"Fn::Sub": f"${{ExecutionsTable.Arn}}/index/{keys.DUE_INDEX}"}
+    ]
