@@ -27,7 +27,14 @@ def schema_problems(doc: YamlDoc, schema_file: str, root: Path = SCHEMA_DIR) -> 
     for error in sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(error.absolute_path)
         where = ".".join(map(str, path)) or "the file"
-        problems.append(f"{doc.path}:{doc.line_of(path)}: {where}: {_message(error)}")
+        line = doc.line_of(path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            # Point at the first unexpected key itself, not at the mapping that holds it.
+            allowed = set(error.schema.get("properties", {}))
+            extra = [k for k in error.instance if k not in allowed]
+            if extra:
+                line = doc.line_of((*path, extra[0]))
+        problems.append(f"{doc.path}:{line}: {where}: {_message(error)}")
     return problems
 
 

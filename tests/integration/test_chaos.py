@@ -156,7 +156,10 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
         assert len(parents) == 1, f"{execution_id}: {len(parents)} parent messages"
         replies = chaos.slack.thread(ex.channel, parents[0]["ts"])[1:]
         seqs = [r["metadata"]["event_payload"]["seq"] for r in replies]
-        assert seqs == [e.seq for e in ex.timeline], f"{execution_id}: events {seqs}"
+        assert seqs == [e.seq for e in ex.timeline], (
+            f"{execution_id}: events {seqs} of {[(e.seq, e.kind.value) for e in ex.timeline]} "
+            f"(version {ex.version}); posts {_posts(execution_id)}"
+        )
 
 
 def _trace(chaos: LocalPipeline) -> None:
@@ -176,3 +179,11 @@ def _trace(chaos: LocalPipeline) -> None:
             )
 
     threading.Thread(target=report, daemon=True).start()
+
+
+def _posts(execution_id: str) -> object:
+    from bot.config import executions_table
+    from bot.store.executions import dynamodb_client
+    from bot.store.slack_posts import PostsStore
+
+    return PostsStore(dynamodb_client(), executions_table()).get(execution_id)

@@ -260,11 +260,6 @@ def test_a_broken_runbook_in_a_library_folder_fails_the_folder(capsys, library):
     assert problems == [f"{path}:{line}: {says}"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: bot/engine/schemas.py reports an additionalProperties error at the enclosing "
-    "mapping's line (error.absolute_path), not at the unexpected key's own line",
-)
 @pytest.mark.parametrize(
     "text",
     [
