@@ -18,6 +18,7 @@ import simpleeval
 from bot.exceptions import RunbookBotError
 
 MAX_EXPRESSION = 1000
+MAX_ITEMS = 10_000  # the largest list or tuple an expression may build
 TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 FUNCTIONS = {
     "len": len,
@@ -28,7 +29,7 @@ FUNCTIONS = {
     "float": float,
     "str": str,
     "abs": abs,
-    "sum": sum,
+    "sum": lambda values, start=0: _sum(values, start),
     "any": any,
     "all": all,
     "bool": bool,
@@ -39,7 +40,31 @@ class ExpressionError(RunbookBotError):
     """An expression that cannot be evaluated; the message says where and what is available."""
 
 
+def _sum(values: Any, start: Any = 0) -> Any:
+    """sum() of numbers only: summing lists is quadratic and would let a short expression hang."""
+    items = list(values)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in [*items, start]):
+        raise ExpressionError("sum() adds numbers only")
+    return sum(items, start)
+
+
+def _mod(left: Any, right: Any) -> Any:
+    if isinstance(left, str):
+        raise ExpressionError("`%` formatting of text is not available; join text with + and str()")
+    return left % right
+
+
+def _mult(left: Any, right: Any) -> Any:
+    for seq, n in ((left, right), (right, left)):
+        if isinstance(seq, list | tuple) and isinstance(n, int) and len(seq) * max(n, 0) > MAX_ITEMS:
+            raise ExpressionError(f"a list of more than {MAX_ITEMS:,} items is not available")
+    return simpleeval.safe_mult(left, right)
+
+
 class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(operators={**simpleeval.DEFAULT_OPERATORS, ast.Mod: _mod, ast.Mult: _mult}, **kwargs)
+
     def _eval_attribute(self, node: ast.Attribute) -> Any:
         if node.attr.startswith("_"):
             raise ExpressionError(f"`{node.attr}`: names starting with _ are not available")
@@ -59,7 +84,10 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         try:
             return base[key]
         except (KeyError, IndexError, TypeError):
-            known = ", ".join(sorted(map(str, base))) if isinstance(base, Mapping) else f"{len(base)} items"
+            if isinstance(base, Mapping):
+                known = ", ".join(sorted(map(str, base))) or "nothing"
+            else:
+                known = f"{len(base)} items" if hasattr(base, "__len__") else type(base).__name__
             raise ExpressionError(f"`{_source(node)}`: no entry {key!r}; available: {known}") from None
 
     def _eval_name(self, node: ast.Name) -> Any:
@@ -81,11 +109,21 @@ def evaluate(expression: str, scope: Mapping[str, Any]) -> Any:
         raise ExpressionError(f"expression is {len(text)} characters long; at most {MAX_EXPRESSION}")
     if not text:
         raise ExpressionError("empty expression")
+    try:
+        ast.parse(text, mode="eval")  # one expression: no statements, no `a = b` typed for `a == b`
+    except SyntaxError as error:
+        problem = _statement_problem(text, error)
+        raise ExpressionError(f"`{text}`{' ' if problem.startswith('is ') else ': '}{problem}") from None
     evaluator = _Evaluator(names=dict(scope), functions=FUNCTIONS)
     try:
         return evaluator.eval(text)
     except ExpressionError:
         raise
+    except simpleeval.OperatorNotDefined as error:
+        op = type(getattr(error, "attr", None)).__name__
+        raise ExpressionError(
+            f"`{text}`: the operator {_OPERATOR_NAMES.get(op, op)} is not available"
+        ) from None
     except SyntaxError as error:
         raise ExpressionError(
             f"`{text}` is not a valid expression: {error.msg} at column {error.offset}"
@@ -157,10 +195,35 @@ def _path(node: ast.AST) -> tuple[str, ...] | None:
             return None
 
 
+def _statement_problem(text: str, error: SyntaxError) -> str:
+    """Say what a non-expression is: statements get their own refusal, typos their syntax error."""
+    try:
+        body = ast.parse(text).body
+    except SyntaxError:
+        return f"is not a valid expression: {error.msg} at column {error.offset}"
+    if len(body) > 1:
+        return f"one expression only, not {len(body)} statements"
+    node = body[0] if body else None
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return "'import' is not allowed"
+    if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+        return "`=` assigns, it does not compare; write `==`"
+    if node is None:
+        return "empty expression"
+    shown: ast.AST = node.value if isinstance(node, ast.Expr) else node  # e.g. `yield 1`
+    return f"{type(shown).__name__} is not available"
+
+
+_OPERATOR_NAMES = {"MatMult": "@", "BitAnd": "&", "BitOr": "|", "BitXor": "^", "Invert": "~"}
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "" if value is None else str(value)
+    try:
+        return "" if value is None else str(value)
+    except ValueError as error:  # e.g. an integer too long to print
+        raise ExpressionError(f"the value cannot be written as text: {error}") from None
 
 
 def _source(node: ast.AST) -> str:

@@ -16,6 +16,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         request = to_bolt_request(event)
     except BadEvent as error:
         return plain_response(400, str(error))
+    timestamp = request.headers.get("x-slack-request-timestamp", [""])[0]
+    if not timestamp.isdigit():
+        # Unsigned or forged: slack_sdk's verifier would raise on int() and answer 500.
+        return plain_response(
+            401, "Not a signed Slack request (x-slack-request-timestamp must be epoch seconds)."
+        )
     return to_lambda_response(_app().dispatch(request))
 
 

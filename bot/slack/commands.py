@@ -101,7 +101,9 @@ class CommandService:
                 f"{partner.name} has no drill_target in its partner file, so it cannot be drilled"
             )
         drill_settings = _drill_settings(partner, given) if drill else {}
-        params = bind_parameters(runbook, partner, {k: v for k, v in given.items() if k not in DRILL_KEYS})
+        params = bind_parameters(
+            runbook, partner, {k: v for k, v in given.items() if not drill or k not in DRILL_KEYS}
+        )
         ex = new_execution(
             grammar.new_execution_id(f"{inv.team_id}:{inv.trigger_id or inv.text}:{inv.user_id}"),
             runbook,

@@ -102,7 +102,7 @@ def parse(text: str) -> Command:
         _no_more(head, rest, 1)
         if rest and not ERROR_CODE.fullmatch(rest[0]):
             raise CommandError(
-                f"`{rest[0]}` is not an error code; codes look like `ProvisionedThroughputExceededException`"
+                f"`{_show(rest[0])}` is not an error code; codes look like `ProvisionedThroughputExceededException`"
             )
         return Errors(rest[0] if rest else None)
     if head == "drill":
@@ -116,6 +116,8 @@ def tokenize(text: str) -> list[str]:
     """Shell-like words: "double" and 'single' quotes (Slack's smart quotes too), backslash escapes."""
     if len(text) > MAX_TEXT:
         raise CommandError(f"the command is {len(text)} characters long; at most {MAX_TEXT} are accepted")
+    # Slack escapes &, < and > in every command's text; people typed the characters.
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     text = "".join(_QUOTES.get(ch, ch) for ch in text).replace("\u00a0", " ")
     bad = next((ch for ch in text if unicodedata.category(ch) in {"Cc", "Cf"} and ch not in " \t\n"), None)
     if bad is not None:
@@ -126,6 +128,7 @@ def tokenize(text: str) -> list[str]:
     current: list[str] = []
     in_word = False
     quote: str | None = None
+    opened_at = 0
     i = 0
     while i < len(text):
         ch = text[i]
@@ -139,7 +142,7 @@ def tokenize(text: str) -> list[str]:
             else:
                 current.append(ch)
         elif ch in "\"'":
-            quote, in_word = ch, True
+            quote, in_word, opened_at = ch, True, i
         elif ch.isspace():
             if in_word:
                 words.append("".join(current))
@@ -149,7 +152,10 @@ def tokenize(text: str) -> list[str]:
             in_word = True
         i += 1
     if quote:
-        raise CommandError(f'a {quote} quote is never closed; close it, e.g. note="two words"')
+        raise CommandError(
+            f"a {quote} quote is never closed: it opens at character {opened_at + 1} "
+            f'(`{_show(text[opened_at:])}`); close it, e.g. note="two words"'
+        )
     if in_word:
         words.append("".join(current))
     return words

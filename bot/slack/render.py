@@ -321,7 +321,7 @@ def help_text(runbook: Runbook | None, runbooks: Mapping[str, Runbook]) -> Messa
         f"Start: `/runbook {runbook.name} <partner> [key=value ...]`",
     ]
     text = "\n".join(p for p in parts if p)
-    return Message(_clip(text, 3000), [section(t) for t in _chunks(text)])
+    return Message(_clip(text, 3000), [section(t) for t in _chunks(text)][:MAX_BLOCKS])
 
 
 def status_text(ex: Execution, runbook: Runbook) -> Message:

@@ -350,12 +350,6 @@ def test_no_function_definitions_or_statements_are_evaluated(expression, says):
     assert says in refusal(expression)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: expressions.py evaluate() hands text to simpleeval, which parses statements and only "
-    "warns: `params.mode = 'x'` (a typo for ==) evaluates to 'x' (truthy) and `1; 2` to 1. The loader's "
-    "references() catches both at validation, so only unvalidated expressions reach this",
-)
 @pytest.mark.parametrize("expression", ["params.mode = 'provisioned'", "1; 2", "1\n2"])
 def test_an_assignment_or_a_second_statement_is_refused(expression):
     refusal(expression)
@@ -391,38 +385,17 @@ def test_huge_results_are_refused_quickly_with_an_expression_error(expression):
     assert time.monotonic() - started < 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="bug: expressions.py bounds * and + on strings (simpleeval MAX_STRING_LENGTH 100,000) but not "
-    "printf-style % formatting: a width or precision builds a string of any size "
-    "('%0999999999d' % 1 allocates 1 GB in ~1 s); a 200,000-character result is returned here",
-)
 @pytest.mark.parametrize("expression", ["'%0200000d' % 1", "'%.200000f' % 1.0", "'%200000s' % params.table"])
 def test_printf_style_formatting_cannot_build_a_string_past_the_size_bound(expression):
     refusal(expression)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TookTooLong,
-    reason="bug: expressions.py has no bound on nested containers or on time: simpleeval checks every "
-    "element of every result (_check_disallowed_items), so `[[1]*100000]*100000` (29 characters) runs "
-    "for hours, and sum() of lists is quadratic; a worker evaluating either never finishes its step",
-)
 @pytest.mark.parametrize("expression", ["[[1]*100000]*100000", "sum([[1]*100000]*1000, [])"])
 def test_nested_repetition_is_refused_quickly(expression):
     with at_most(2), pytest.raises(ExpressionError):
         evaluate(expression, SCOPE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: expressions.py render() converts an expression's value to text (_text -> str) outside "
-    "evaluate's error handling, so '{{ 10 ** 5000 }} items' raises Python's raw ValueError (int too large "
-    "to convert to str) instead of an ExpressionError; the executor then files it as an uncatalogued error",
-)
 def test_a_number_too_large_to_print_in_a_text_template_is_an_expression_error():
     with pytest.raises(ExpressionError):
         render("{{ 10 ** 5000 }} items", SCOPE)
@@ -440,19 +413,9 @@ def test_a_number_too_large_to_print_in_a_text_template_is_an_expression_error()
         "import os",
         pytest.param(
             "1 @ 2",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: expressions.py passes simpleeval's OperatorNotDefined text through, which "
-                "prints the AST node: \"Operator '<ast.MatMult object at 0x7f…>' does not exist\"",
-            ),
         ),
         pytest.param(
             "{}['a']",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: expressions.py _eval_subscript lists an empty mapping as `available: ` "
-                "(nothing after the colon) where _eval_attribute says `available here: nothing`",
-            ),
         ),
     ],
 )

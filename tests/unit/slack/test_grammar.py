@@ -193,11 +193,6 @@ def test_errors_with_something_that_is_not_a_code_shows_what_codes_look_like(cod
     assert "is not an error code" in message and "`ProvisionedThroughputExceededException`" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: grammar.py parse(), the `errors` branch echoes the bad code raw (no _show), so backticks "
-    "break the answer's code span and a 900-character word is repeated in full",
-)
 def test_a_bad_error_code_is_shortened_and_defused_in_the_answer_like_every_other_echoed_word():
     message = refusal("errors " + "a`b" * 300)
     assert "a`b" not in message and len(message) < 300
@@ -361,11 +356,6 @@ def test_an_unterminated_quote_names_the_quote_and_shows_a_closed_example(text, 
     assert f"a {quote} quote is never closed" in message and 'e.g. note="two words"' in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='gap: grammar.py tokenize() reports `a " quote is never closed` without saying where it '
-    "opened, so with several quoted values the person cannot tell which one is open",
-)
 def test_unterminated_quote_says_where_the_quote_opened():
     message = refusal('throttle partner-acme note="fine" reason="open here')
     assert "reason" in message or "column" in message or "open here" in message
@@ -444,11 +434,6 @@ def test_mentions_in_values_are_passed_on_verbatim():
     assert params == {"owner": "<@U123|bob>", "where": "<#C123|ops>"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: grammar.py tokenize() does not decode the &amp; &lt; &gt; that Slack puts in every "
-    "slash command's text, so note=\"a & b\" typed in Slack is bound as 'a &amp; b'",
-)
 @pytest.mark.parametrize(
     ("sent", "typed"), [("a &amp; b", "a & b"), ("x&lt;5", "x<5"), ("x&gt;5", "x>5"), ("&amp;lt;", "&lt;")]
 )
@@ -659,11 +644,6 @@ def test_a_well_formed_start_creates_one_run(service):
     assert len(created) == 1 and next(iter(created)) in message.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: commands.py:104 drops `for`/`faults` (DRILL_KEYS) from every run, not only drills, so "
-    "`/runbook throttle partner-acme for=5m` starts a run and silently ignores for=5m",
-)
 def test_drill_only_keys_on_a_run_that_is_not_a_drill_are_refused_and_nothing_starts(service):
     message, created = answer(service, "throttle partner-acme for=5m")
     assert created == {}

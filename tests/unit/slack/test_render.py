@@ -296,12 +296,6 @@ def test_help_for_a_runbook_stays_within_slacks_limits_for_a_long_description(de
     assert_slack_accepts(render.help_text(runbook_with(description), {"long": runbook_with(description)}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: render.help_text (bot/slack/render.py, the `return Message(... [section(t) for t in "
-    "_chunks(text)])` of help_text) does not cap blocks at MAX_BLOCKS as timeline_text and errors_text do: "
-    "a description of 60 long paragraphs gives 66 section blocks and Slack refuses the answer",
-)
 def test_help_for_a_runbook_with_a_very_long_description_stays_within_fifty_blocks():
     description = "\n".join(f"Paragraph {i}: " + "word " * 700 for i in range(60))
     assert_slack_accepts(render.help_text(runbook_with(description), {}))
