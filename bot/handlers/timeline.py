@@ -12,11 +12,12 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from bot.handlers.records import state_image
 
 logger = Logger()
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    # A processor per invocation: it holds the batch's outcomes, which must never mix with another's.
+    processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
     return dict(
         process_partial_response(
             event=event, record_handler=publish_record, processor=processor, context=context

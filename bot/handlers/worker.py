@@ -7,6 +7,7 @@ them lands in the on-failure queue.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -18,27 +19,27 @@ from bot.handlers.records import state_image
 from bot.store.model import Execution
 
 logger = Logger()
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-_invocation: dict[str, Any] = {}
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    _invocation["context"] = context
+    # A processor per invocation: it holds the batch's outcomes, which must never mix with another's.
+    processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+    remaining = context.get_remaining_time_in_millis if context else (lambda: 60_000)
     response = process_partial_response(
-        event=event, record_handler=advance_record, processor=processor, context=context
+        event=event,
+        record_handler=lambda record: advance_record(record, remaining),
+        processor=processor,
+        context=context,
     )
     return dict(response)
 
 
-def advance_record(record: DynamoDBRecord) -> None:
+def advance_record(record: DynamoDBRecord, remaining_ms: Callable[[], int] = lambda: 60_000) -> None:
     image: Execution | None = state_image(record.raw_event)
     if image is None:
         return  # not a state item: claims, outputs, the publisher's items
-    context = _invocation.get("context")
-    outcome = _executor().advance(
-        image, context.get_remaining_time_in_millis if context else (lambda: 60_000)
-    )
+    outcome = _executor().advance(image, remaining_ms)
     logger.info(
         "advanced",
         extra={
