@@ -98,7 +98,8 @@ def check_runbook(doc: YamlDoc, actions: Mapping[str, Any]) -> list[str]:
                 if message:
                     problem(here, f"step `{step['id']}`: {message}")
 
-    problems += _graph_problems(doc, paths, ids)
+    if len(ids) == len(all_steps):  # with a repeated id the step graph is ambiguous: fix that first
+        problems += _graph_problems(doc, paths, ids)
     return problems
 
 
