@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,10 +67,11 @@ class Ledger:
 
 
 @pytest.fixture(scope="module")
-def ledger() -> Ledger:
+def ledger() -> Iterator[Ledger]:
     action = REGISTRY.get("chaos.effect") or register(Ledger())
     assert isinstance(action, Ledger)
-    return action
+    yield action
+    REGISTRY.pop("chaos.effect", None)  # other tests list the registry's actions
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def channel_thread(pipeline, execution_id: str, channel: str = ACME) -> tuple[di
 
 
 def assert_timeline_in_channel_once_in_order(pipeline, execution_id: str) -> None:
-    assert pipeline.drain(30)
+    assert pipeline.drain(90)
     ex = pipeline.execution(execution_id)
     parent, replies = channel_thread(pipeline, execution_id, ex.channel)
     seqs = [r["metadata"]["event_payload"]["seq"] for r in replies]
