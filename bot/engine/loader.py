@@ -98,9 +98,8 @@ def check_runbook(doc: YamlDoc, actions: Mapping[str, Any]) -> list[str]:
                 if message:
                     problem(here, f"step `{step['id']}`: {message}")
 
-    if len(ids) == len(all_steps):  # with a repeated id the step graph is ambiguous: fix that first
-        problems += _graph_problems(doc, paths, ids)
-    return problems
+    # With a repeated id the step graph is ambiguous: that problem comes first.
+    return problems + (_graph_problems(doc, paths, ids) if len(ids) == len(all_steps) else [])
 
 
 def to_runbook(doc: YamlDoc, raw: bytes) -> Runbook:
