@@ -69,6 +69,12 @@ class EmbeddedAws:
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._moto.start()
         self.moto_url = f"http://127.0.0.1:{port}"
+        # moto keeps its accounts in process-wide state that every server in this process shares:
+        # without a reset a second embedded AWS would start with the first one's tables and streams.
+        import urllib.request
+
+        reset = urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST")  # noqa: S310
+        urllib.request.urlopen(reset, timeout=30).read()  # noqa: S310 - our own loopback server
         self.dynamodb_url = self.moto_url
         if self.engine == "ddblocal":
             self._start_dynamodb_local()
