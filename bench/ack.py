@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 APPS = {
     "runbook-bot": "bot.handlers.ingress",
-    "tutorial": "bench.tutorial_app",
+    "tutorial": "bench._tutorial_app",
 }
 
 CHILD = r"""
