@@ -5,6 +5,8 @@ platform (CPython 3.12 on arm64), never for the machine that ran the build.
 `scripts/test` runs `make sam-build` before pytest, which builds into `.aws-sam/build` (SAM's
 default; the scripts set no variable naming another build folder). That build is used when it is
 newer than every file it is built from; otherwise this module runs `make sam-build` itself.
+Plain `sam build` is also run once in a copy of the checkout with no `.venv`, `.tools` or build
+cache, as a fresh clone is.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def normalize(name: str) -> str:
 
 def build_sources() -> list[Path]:
     """Everything `make sam-build` reads: a build older than any of them is stale."""
-    files = [REPO / n for n in ("template.yaml", "uv.lock", "pyproject.toml", "Makefile")]
+    files = [REPO / n for n in ("template.yaml", "uv.lock", "pyproject.toml", "Makefile", "samconfig.toml")]
     files += [REPO / "scripts" / "build-lambda", *REPO.glob("bot/**/*.py")]
     files += [p for p in REPO.glob("runbooks/**/*") if p.is_file() and ".compiled" not in p.parts]
     return files
@@ -326,3 +328,71 @@ def test_every_wheel_in_the_layer_is_pure_or_tagged_for_lambdas_platform(layer):
 
 def test_the_layer_has_no_bytecode_compiled_here(layer):
     assert not list(layer.rglob("__pycache__"))
+
+
+# -- plain `sam build` from a fresh clone (CONTRACT §6) -------------------------------------------
+
+
+def checkout_files() -> list[Path]:
+    """This working tree as a clone would have it: tracked and untracked files git does not ignore."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [Path(p) for p in listed.split("\0") if p and (REPO / p).is_file()]
+
+
+@pytest.fixture(scope="module")
+def fresh_clone_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, set[Path]]:
+    """`sam build`, exactly as a SAM user types it, in a copy with no .venv, .tools or node_modules,
+    with a build cache of its own: the build must bootstrap its tools from PyPI."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed, so the checkout cannot be listed")
+    ensure_sam()
+    clone = tmp_path_factory.mktemp("fresh") / "runbook-bot"
+    for name in checkout_files():
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, clone / name)
+    before = {p.relative_to(clone) for p in clone.rglob("*")}
+    venv_bin = str(REPO / ".venv" / "bin")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"VIRTUAL_ENV", "PYTHONPATH", "UV_PROJECT_ENVIRONMENT"}
+    }
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    env["RUNBOOK_BOT_BUILD_CACHE"] = str(tmp_path_factory.mktemp("build-cache"))
+    env["SAM_CLI_TELEMETRY"] = "0"
+    uvx = REPO / ".tools" / "bin" / "uvx"
+    result = subprocess.run(
+        [str(uvx), "--from", sam_cli_requirement(), "sam", "build"],
+        cwd=clone,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"`sam build` in a fresh clone failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return clone, result.stdout + result.stderr, before
+
+
+def test_plain_sam_build_builds_a_fresh_clone_without_a_venv(fresh_clone_build):
+    clone, output, _ = fresh_clone_build
+    build = clone / ".aws-sam" / "build"
+    for function in FUNCTIONS:
+        assert sorted(p.name for p in (build / function).iterdir()) == ["bot", "runbooks"], function
+        assert list((build / function / "runbooks" / ".compiled").glob("catalog-*.pickle")), function
+    assert installed(build / "DependenciesLayer" / "python") == runtime_packages()
+    assert "CopySource" not in output, "samconfig.toml builds in source: no copy of the checkout per function"
+
+
+def test_a_fresh_clone_build_leaves_the_checkout_as_it_was(fresh_clone_build):
+    clone, _, before = fresh_clone_build
+    after = {p.relative_to(clone) for p in clone.rglob("*")}
+    added = sorted(str(p) for p in after - before if p.parts[0] != ".aws-sam")
+    assert added == [], "the build's tools live in its cache, never in the checkout"
