@@ -465,3 +465,257 @@ def test_the_sweeper_may_query_the_due_index_and_nothing_else():
     assert [s["Resource"] for s in queries] == [
         {"Fn::Sub": f"${{ExecutionsTable.Arn}}/index/{keys.DUE_INDEX}"}
     ]
+
+
+# -- the bot's own health (CONTRACT §6) --------------------------------------------------------------
+
+ALARMS = {lid: r["Properties"] for lid, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+CONDITIONS = RAW.get("Conditions") or {}
+PSEUDO_PARAMETERS = {"AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::StackName", "AWS::URLSuffix"}
+
+
+def logging_config(function: str) -> dict[str, Any]:
+    """LoggingConfig as SAM deploys it: Globals' map merged with the function's own."""
+    return {**(GLOBAL_FN.get("LoggingConfig") or {}), **(FUNCTIONS[function].get("LoggingConfig") or {})}
+
+
+def dimension(alarm: dict[str, Any], name: str) -> Any:
+    (value,) = [d["Value"] for d in alarm.get("Dimensions", []) if d["Name"] == name]
+    return value
+
+
+def alarms_on(namespace: str, metric: str) -> dict[str, dict[str, Any]]:
+    return {
+        lid: a
+        for lid, a in ALARMS.items()
+        if a.get("Namespace") == namespace and a.get("MetricName") == metric
+    }
+
+
+def function_alarms(metric: str) -> dict[str, dict[str, Any]]:
+    """Function logical id -> the alarm on its AWS/Lambda `metric`."""
+    found: dict[str, dict[str, Any]] = {}
+    for alarm in alarms_on("AWS/Lambda", metric).values():
+        function = dimension(alarm, "FunctionName")["Ref"]
+        assert function not in found, f"two {metric} alarms on {function}"
+        found[function] = alarm
+    return found
+
+
+def sub_references(text: str) -> set[str]:
+    return {m.split(".")[0] for m in re.findall(r"\$\{([^!}][^}]*)\}", text)}
+
+
+def dashboard_body() -> tuple[str, dict[str, Any]]:
+    (dashboard,) = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    text = dashboard["DashboardBody"]["Fn::Sub"]
+    assert isinstance(text, str), "the body is one !Sub string over the template's own names"
+    return text, json.loads(re.sub(r"\$\{([^}]*)\}", r"<\1>", text))
+
+
+def dashboard_metrics() -> list[list[Any]]:
+    _, body = dashboard_body()
+    return [m for w in body["widgets"] if w["type"] == "metric" for m in w["properties"]["metrics"]]
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_function_logs_json_filtered_at_the_powertools_level(function):
+    config = logging_config(function)
+    assert config["LogFormat"] == "JSON"
+    assert set(config["LogGroup"]) == {"Ref"}, "its own group, merged with the JSON format from Globals"
+    level = config["ApplicationLogLevel"]["Fn::FindInMap"]
+    assert level[1] == environment(function)["POWERTOOLS_LOG_LEVEL"], "Lambda filters at Powertools' level"
+    lambda_levels = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"}
+    mapping = RAW["Mappings"][level[0]]
+    for allowed in PARAMETERS["LogLevel"]["AllowedValues"]:
+        assert mapping[allowed][level[2]] in lambda_levels, allowed
+        assert mapping[allowed][level[2]][:4] == allowed[:4], "the same severity under Lambda's name"
+    assert config.get("SystemLogLevel", "INFO") in {"DEBUG", "INFO", "WARN"}
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_function_records_metrics_in_the_templates_namespace(function):
+    assert environment(function)["POWERTOOLS_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
+    assert re.fullmatch(r"[A-Za-z][\w./#:-]{0,254}", PARAMETERS["MetricsNamespace"]["Default"])
+    assert not PARAMETERS["MetricsNamespace"]["Default"].startswith("AWS/"), "AWS/ is reserved for AWS"
+
+
+def test_every_alarm_notifies_the_alarm_topic_or_nobody_when_none_is_given():
+    assert ALARMS, "the template defines the bot's alarms"
+    assert PARAMETERS["AlarmTopicArn"]["Default"] == ""
+    assert CONDITIONS["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+    routed = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    for lid, alarm in ALARMS.items():
+        assert alarm["AlarmActions"] == routed, lid
+        assert alarm["OKActions"] == routed, f"{lid}: a recovery is news too"
+        assert alarm.get("ActionsEnabled", True) is True, lid
+
+
+@pytest.mark.parametrize("alarm", sorted(ALARMS))
+def test_every_alarm_is_well_formed_and_says_what_to_look_at(alarm):
+    props = ALARMS[alarm]
+    assert len(props.get("AlarmDescription", "")) >= 40, "the description is what the on-call reads first"
+    assert props["Period"] in {10, 30} or props["Period"] % 60 == 0
+    assert 1 <= props.get("DatapointsToAlarm", props["EvaluationPeriods"]) <= props["EvaluationPeriods"]
+    assert props["TreatMissingData"] in {"breaching", "notBreaching"}
+    assert "Statistic" in props or "ExtendedStatistic" in props
+
+
+def test_an_alarm_fires_when_anything_reaches_the_stream_on_failure_queue():
+    queues = set()
+    for function in STREAM_CONSUMERS:
+        (stream,) = events(function, "DynamoDB")
+        queues.add(stream["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0])
+    watched = {}
+    for alarm in alarms_on("AWS/SQS", "ApproximateNumberOfMessagesVisible").values():
+        watched[dimension(alarm, "QueueName")["Fn::GetAtt"][0]] = alarm
+    assert set(watched) == queues
+    for alarm in watched.values():
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+        assert alarm["Statistic"] == "Maximum" and alarm["EvaluationPeriods"] == 1
+        assert alarm["TreatMissingData"] == "notBreaching", "an empty queue publishes nothing to worry about"
+
+
+def test_each_stream_mapping_has_an_iterator_age_alarm_well_inside_the_record_age_limit():
+    alarms = function_alarms("IteratorAge")
+    assert sorted(alarms) == STREAM_CONSUMERS
+    for function, alarm in alarms.items():
+        (stream,) = events(function, "DynamoDB")
+        assert alarm["Statistic"] == "Maximum"
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert 0 < alarm["Threshold"] <= stream["MaximumRecordAgeInSeconds"] * 1000 / 10, (
+            "it must fire long before records start expiring into the on-failure queue"
+        )
+
+
+@pytest.mark.parametrize("metric", ["Errors", "Throttles"])
+def test_every_function_has_an_alarm_on_its_errors_and_throttles(metric):
+    alarms = function_alarms(metric)
+    assert sorted(alarms) == sorted(FUNCTIONS)
+    for alarm in alarms.values():
+        assert alarm["Statistic"] == "Sum"
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+        assert alarm["Period"] * alarm["EvaluationPeriods"] <= 900
+
+
+def test_an_alarm_fires_when_the_sweeper_has_not_run_for_five_minutes():
+    (sweeper,) = [s.logical_id for s in TEMPLATE.scheduled_functions()]
+    alarms = function_alarms("Invocations")
+    assert list(alarms) == [sweeper]
+    alarm = alarms[sweeper]
+    assert alarm["Statistic"] == "Sum"
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 1)
+    assert alarm["Period"] * alarm["EvaluationPeriods"] == 300
+    assert alarm.get("DatapointsToAlarm", alarm["EvaluationPeriods"]) == alarm["EvaluationPeriods"], (
+        "one run in the window is enough to stay OK"
+    )
+    assert alarm["TreatMissingData"] == "breaching", "a sweeper that never runs publishes no datapoint at all"
+    (schedule,) = TEMPLATE.scheduled_functions()
+    assert schedule.rate_seconds <= 60, "a healthy sweeper runs several times in the window"
+
+
+def test_the_dashboard_body_is_json_over_the_templates_own_names():
+    text, body = dashboard_body()
+    assert body["widgets"]
+    unknown = sub_references(text) - set(RESOURCES) - set(PARAMETERS) - PSEUDO_PARAMETERS
+    assert unknown - {"ServerlessHttpApi"} == set(), "SAM names the implicit HTTP API ServerlessHttpApi"
+    for widget in body["widgets"]:
+        assert widget["x"] + widget["width"] <= 24, widget
+    cells = set()
+    for widget in body["widgets"]:
+        mine = {
+            (x, y)
+            for x in range(widget["x"], widget["x"] + widget["width"])
+            for y in range(widget["y"], widget["y"] + widget["height"])
+        }
+        assert not cells & mine, f"widgets overlap at {sorted(cells & mine)[:3]}"
+        cells |= mine
+
+
+def test_the_dashboard_shows_every_alarm_and_every_function():
+    _, body = dashboard_body()
+    shown = {a for w in body["widgets"] if w["type"] == "alarm" for a in w["properties"]["alarms"]}
+    assert shown == {f"<{lid}.Arn>" for lid in ALARMS}
+    for metric in ("Invocations", "Errors", "Throttles", "Duration"):
+        charted = {
+            m[3]
+            for m in dashboard_metrics()
+            if isinstance(m[0], str) and m[:3] == ["AWS/Lambda", metric, "FunctionName"]
+        }
+        assert charted == {f"<{f}>" for f in FUNCTIONS}, metric
+    iterator = {m[3] for m in dashboard_metrics() if m[:2] == ["AWS/Lambda", "IteratorAge"]}
+    assert iterator == {f"<{f}>" for f in STREAM_CONSUMERS}
+    queue = [m for m in dashboard_metrics() if m[:2] == ["AWS/SQS", "ApproximateNumberOfMessagesVisible"]]
+    assert [m[3] for m in queue] == ["<StreamFailureQueue.QueueName>"]
+
+
+# -- the Slack request URL's throttling (issue 9) --------------------------------------------------
+
+
+def test_the_slack_request_url_is_throttled_at_a_rate_slack_never_needs():
+    routes = RAW["Globals"]["HttpApi"]["DefaultRouteSettings"]
+    rate, burst = routes["ThrottlingRateLimit"], routes["ThrottlingBurstLimit"]
+    # Slack sends what people type and click: a channel's approvers clicking at once is a burst of
+    # a few dozen; a sustained flood above that is not Slack, and API Gateway answers it with 429.
+    assert 10 <= rate <= 100
+    assert max(rate, 20) <= burst <= 500
+    explicit = [r for r in RESOURCES.values() if r["Type"] == "AWS::Serverless::HttpApi"]
+    assert explicit == [], "the Slack event uses SAM's implicit API, which takes Globals.HttpApi"
+
+
+# -- only what each function uses -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_only_functions_that_talk_to_slack_may_read_the_slack_secret(function):
+    module = FUNCTIONS[function]["Handler"].rpartition(".")[0]
+    source = (REPO / (module.replace(".", "/") + ".py")).read_text()
+    reads = any(a.startswith("secretsmanager:") for s in statements(function) for a in as_list(s["Action"]))
+    assert reads == ("slack_secrets" in source), (
+        f"{function}: {'unused' if reads else 'missing'} secret permission"
+    )
+
+
+def test_the_worker_never_reads_the_slack_secret():
+    actions = {a for s in statements("WorkerFunction") for a in as_list(s["Action"])}
+    assert not {a for a in actions if a.startswith("secretsmanager:")}
+    assert "slack_secrets" not in (REPO / "bot" / "handlers" / "worker.py").read_text()
+
+
+def test_the_roles_that_assume_partner_roles_are_outputs_for_the_partner_template():
+    assuming = sorted(f for f in FUNCTIONS for s in statements(f) if "sts:AssumeRole" in as_list(s["Action"]))
+    outputs = {
+        name: o["Value"]["Fn::GetAtt"]
+        for name, o in RAW["Outputs"].items()
+        if isinstance(o["Value"], dict) and "Fn::GetAtt" in o["Value"] and name.endswith("RoleArn")
+    }
+    assert sorted(v[0] for v in outputs.values()) == sorted(f"{f}Role" for f in assuming)
+    assert all(v[1] == "Arn" for v in outputs.values())
+
+
+# -- partners' alarms reach the alarm function -------------------------------------------------------
+
+
+def test_partner_accounts_may_put_only_cloudwatch_alarm_events_on_the_alarm_functions_bus():
+    (rule,) = events("AlarmFunction", "EventBridgeRule")
+    bus = rule.get("EventBusName", "default")
+    (policy,) = [
+        (r, r["Properties"]) for r in RESOURCES.values() if r["Type"] == "AWS::Events::EventBusPolicy"
+    ]
+    resource, props = policy
+    assert resource["Condition"] == "HasPartnerAccounts"
+    assert CONDITIONS["HasPartnerAccounts"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "PartnerAccountIds"}]}, ""]}]
+    }
+    assert PARAMETERS["PartnerAccountIds"]["Type"] == "CommaDelimitedList"
+    assert PARAMETERS["PartnerAccountIds"]["Default"] == "", "no partner account is trusted by default"
+    assert props["EventBusName"] == bus
+    statement = props["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "events:PutEvents")
+    assert statement["Resource"]["Fn::Sub"].endswith(f":event-bus/{bus}")
+    condition = statement["Condition"]
+    assert condition["StringEquals"]["aws:PrincipalAccount"] == {"Ref": "PartnerAccountIds"}
+    assert [condition["StringEquals"]["events:detail-type"]] == rule["Pattern"]["detail-type"]
+    assert condition["ForAllValues:StringEquals"]["events:source"] == rule["Pattern"]["source"]
+    if statement["Principal"] == "*":
+        assert "aws:PrincipalAccount" in condition["StringEquals"], "only the partners' accounts"
