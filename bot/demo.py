@@ -48,18 +48,27 @@ def seed_demo(session: Any, *, now: float | None = None, orders: int = 2000, mis
             provisioned=(100, ACME_WCU),
             gsi=("by-status", ("status", "S"), ("updated_at", "N")),
         )
-    _table(ddb, report, "acme-failed-writes", [("request_id", "S")], provisioned=None)
+    for name in ("acme-failed-writes", "acme-failed-writes-drill"):
+        _table(ddb, report, name, [("request_id", "S")], provisioned=None)
     for name in ("globex-payments", "globex-payments-drill"):
         _table(ddb, report, name, [("account_id", "S"), ("payment_id", "S")], provisioned=(100, 100))
 
     if "acme-orders" in report.created_tables:
         report.items_written += _orders(ddb, "acme-orders", orders, rng, now)
-        report.missed_writes += _missed_acme(ddb, missed, rng, now)
+        report.missed_writes += _missed_acme(ddb, "acme-orders", "acme-failed-writes", missed, rng, now)
     if "acme-orders-drill" in report.created_tables:
+        # Drills rehearse on resources of their own: a drill table and a drill failed-request store.
         report.items_written += _orders(ddb, "acme-orders-drill", orders // 4, rng, now)
+        report.missed_writes += _missed_acme(
+            ddb, "acme-orders-drill", "acme-failed-writes-drill", missed // 3, rng, now
+        )
+    sqs = session.client("sqs")
     if "globex-payments" in report.created_tables:
         report.items_written += _payments(ddb, "globex-payments", 500, rng, now)
-        report.missed_writes += _missed_globex(session.client("sqs"), 120, rng, now)
+        report.missed_writes += _missed_globex(sqs, "globex-missed-writes", 120, rng, now)
+    if "globex-payments-drill" in report.created_tables:
+        report.items_written += _payments(ddb, "globex-payments-drill", 200, rng, now)
+        report.missed_writes += _missed_globex(sqs, "globex-missed-writes-drill", 40, rng, now)
     cloudwatch = session.client("cloudwatch")
     # The drill target shows the same incident: a drill rehearses detection on what it would see.
     report.metrics = "; ".join(
@@ -143,7 +152,7 @@ def _orders(ddb: Any, table: str, count: int, rng: random.Random, now: float) ->
     return count
 
 
-def _missed_acme(ddb: Any, count: int, rng: random.Random, now: float) -> int:
+def _missed_acme(ddb: Any, table: str, store: str, count: int, rng: random.Random, now: float) -> int:
     """Writes that were throttled during the incident; one in five had landed anyway (retried by the client)."""
     stored = []
     for n in range(count):
@@ -162,9 +171,9 @@ def _missed_acme(ddb: Any, count: int, rng: random.Random, now: float) -> int:
             }
         )
         if n % 5 == 0:
-            _batch(ddb, "acme-orders", [{"PutRequest": {"Item": item}}])
+            _batch(ddb, table, [{"PutRequest": {"Item": item}}])
     for i in range(0, len(stored), 25):
-        _batch(ddb, "acme-failed-writes", stored[i : i + 25])
+        _batch(ddb, store, stored[i : i + 25])
     return count
 
 
@@ -189,8 +198,8 @@ def _payments(ddb: Any, table: str, count: int, rng: random.Random, now: float) 
     return count
 
 
-def _missed_globex(sqs: Any, count: int, rng: random.Random, now: float) -> int:
-    url = sqs.create_queue(QueueName="globex-missed-writes")["QueueUrl"]
+def _missed_globex(sqs: Any, queue: str, count: int, rng: random.Random, now: float) -> int:
+    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
     for start in range(0, count, 10):
         entries = []
         for n in range(start, min(count, start + 10)):

@@ -27,6 +27,11 @@ class TransitionConflict(RunbookBotError):
     """A conditional write lost: someone else moved the execution first. Nothing was changed."""
 
 
+class ClaimHeld(RunbookBotError):
+    """Another writer holds the claim on the run's current version (a worker mid-step). Nothing
+    was changed; whoever holds it moves the run, or its lease runs out and the sweeper does."""
+
+
 class ActionError(RunbookBotError):
     """A step's action failed with a code from the error catalog (runbooks/errors.yaml)."""
 

@@ -30,14 +30,30 @@ class ActionContext:
     checkpoint: dict[str, Any] | None  # what the last invocation saved for this step
     drill: bool = False
     remaining_ms: Callable[[], int] = field(default=lambda: 60_000)
+    stop_at_ms: int | None = None  # a drill's time limit: long steps stop at their next safe point
     clock: Callable[[], float] = field(default=time.time)
     sleep: Callable[[float], None] = field(default=time.sleep)
     # Resumable actions save their cursor after each page; a crash resumes from the last save.
     save_progress: Callable[[dict[str, Any]], None] = field(default=lambda state: None)
 
     def should_checkpoint(self, reserve_ms: int = 5_000) -> bool:
-        """True when the invocation has too little time left to do another unit of work."""
+        """True when the invocation has too little time left to do another unit of work, or the
+        run must stop (a drill past its time limit): the step saves its place and hands back, and
+        the worker ends the run at that boundary."""
+        if self.stop_at_ms is not None and self.clock() * 1000 >= self.stop_at_ms:
+            return True
         return self.remaining_ms() < reserve_ms
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What a risky step would change, computed by the worker (never the ingress) before it asks
+    for approval, and again after approval before the step runs."""
+
+    text: str  # for the approver, stated exactly
+    fingerprint: str = ""  # the material facts (table, setting before → after); a change asks again
+    changes: bool = True  # False: nothing to change, so nothing to approve (the step is skipped)
+    reason: str = ""  # why nothing changes, when it does not
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,15 @@ class Action(Protocol):
     def describe_effect(self, ctx: ActionContext, inputs: dict[str, Any]) -> str:
         """For approval messages: exactly what running this step will change."""
         ...
+
+
+def planned_effect(action: Action, ctx: ActionContext, inputs: dict[str, Any]) -> Effect:
+    """The action's `Effect` when it computes one (risky actions do), else its description."""
+    compute = getattr(action, "effect", None)
+    if compute is not None:
+        effect: Effect = compute(ctx, inputs)
+        return effect
+    return Effect(action.describe_effect(ctx, inputs), fingerprint=action.name)
 
 
 REGISTRY: dict[str, Action] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.actions.base import ActionContext, StepOutcome, register
+from bot.actions.base import ActionContext, Effect, StepOutcome, register
 from bot.exceptions import ActionError
 from bot.store.codec import from_attribute, to_attribute
 
@@ -351,16 +351,27 @@ class SetCapacity:
         )
 
     def describe_effect(self, ctx: ActionContext, inputs: dict[str, Any]) -> str:
+        return self.effect(ctx, inputs).text
+
+    def effect(self, ctx: ActionContext, inputs: dict[str, Any]) -> Effect:
+        name = inputs["table"]
+        table = describe_table(ctx, name)
+        mode, read, write = capacity_of(table)
+        current = {"billing_mode": mode, "read_units": read, "write_units": write}
         try:
-            table = describe_table(ctx, inputs["table"])
-            mode, read, write = capacity_of(table)
             target = self._target(ctx, inputs, table)
-            return (
-                f"changes {inputs['table']} from {_show({'billing_mode': mode, 'read_units': read, 'write_units': write})}"
-                f" to {_show(target)}; the prior setting is kept so on_failure can roll back"
-            )
         except ActionError as error:
-            return f"cannot change {inputs.get('table')}: {error}"
+            return Effect(f"cannot change {name}: {error}", fingerprint=f"{name}:{_show(current)}:refused")
+        fingerprint = f"{name}:{_show(current)}->{_show(target)}"
+        if _same(current, target):
+            return Effect(
+                f"{name} is already {_show(target)}", fingerprint, False, f"{name} is already {_show(target)}"
+            )
+        return Effect(
+            f"changes {name} from {_show(current)} to {_show(target)}; the prior setting is kept so "
+            "on_failure can roll back",
+            fingerprint,
+        )
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -424,7 +435,7 @@ class Preflight:
             if table is None:
                 checks.append((f"table {alias}", False, "not in the partner file"))
                 continue
-            name = partner.drill_target.get(alias, table.name) if ctx.drill else table.name
+            name = table.name  # a drill's partner view names the drill target
             try:
                 described = describe_table(ctx, name)
                 checks.append(

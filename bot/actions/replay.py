@@ -18,7 +18,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bot.actions.base import ActionContext, StepOutcome, register
+from bot.actions.base import ActionContext, Effect, StepOutcome, register
 from bot.actions.dynamodb import capacity_of, describe_table, plain
 from bot.exceptions import ActionError
 
@@ -132,7 +132,9 @@ class Replay:
 
     def budget(self, ctx: ActionContext, inputs: dict[str, Any]) -> float:
         mode, _, write_units = capacity_of(describe_table(ctx, inputs["table"]))
-        share = float(inputs.get("budget_share") or ctx.partner.capacity.replay_budget_share)
+        # The partner's share is a ceiling: a runbook or a person may ask for less, never more.
+        ceiling = ctx.partner.capacity.replay_budget_share
+        share = min(float(inputs.get("budget_share") or ceiling), ceiling)
         if mode == "PAY_PER_REQUEST" or not write_units:
             return float(inputs.get("on_demand_rate") or 200)
         return max(1.0, write_units * share)
@@ -253,15 +255,28 @@ class Replay:
         return "applied"
 
     def describe_effect(self, ctx: ActionContext, inputs: dict[str, Any]) -> str:
+        return self.effect(ctx, inputs).text
+
+    def effect(self, ctx: ActionContext, inputs: dict[str, Any]) -> Effect:
         from bot.actions.dynamodb import _count_missed
 
-        count = _count_missed(ctx) if ctx.partner.failed_requests else 0
-        budget = self.budget(ctx, inputs)
         store = ctx.partner.failed_requests
-        return (
-            f"writes up to {count:,} missed writes from {store.name if store else '?'} into {inputs['table']} "
-            f"at ≤ {budget:,.0f} writes/s (≈ {count / budget:,.0f}s); each write is conditional on its version, "
-            "so writes already there are skipped, never doubled"
+        if store is None:
+            return Effect(f"cannot replay: {ctx.partner.name} has no failed_requests store", "no-store")
+        count = _count_missed(ctx)
+        budget = self.budget(ctx, inputs)
+        about = "about " if store.kind == "sqs" else ""  # SQS counts are approximate
+        # The budget follows the table's capacity: a table changed since approval asks again.
+        fingerprint = f"{store.name}->{inputs['table']}@{budget:.0f}"
+        if count == 0:
+            return Effect(
+                f"{store.name} holds no missed writes", fingerprint, False, f"{store.name} is empty"
+            )
+        return Effect(
+            f"writes up to {about}{count:,} missed writes from {store.name} into {inputs['table']} "
+            f"at ≤ {budget:,.0f} writes/s (≈ {count / budget:,.0f}s); each write is conditional on its "
+            "version, so writes already there are skipped, never doubled",
+            fingerprint,
         )
 
 

@@ -79,7 +79,7 @@ def run_local_drill(
             time.sleep(0.1)
         pipeline.drain(30)
         ex = pipeline.execution(execution_id)
-        injector = session_for(p, ex.drill_faults).injector
+        injector = session_for(p, ex.drill_faults, drill=True).injector
         stats = injector.stats if injector else None
         injected = (
             {

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.actions.base import REGISTRY, ActionContext, StepOutcome
+from bot.actions.base import REGISTRY, ActionContext, Effect, StepOutcome, planned_effect
 from bot.engine import machine
 from bot.engine.model import Runbook, Step
-from bot.exceptions import ActionError, RunbookBotError, TransitionConflict
+from bot.exceptions import ActionError, ClaimHeld, RunbookBotError, TransitionConflict
+from bot.partners.model import DrillTargetMissing
 from bot.store import keys
 from bot.store.codec import to_plain
 from bot.store.executions import ExecutionStore
@@ -69,9 +70,9 @@ class Executor:
     def advance(self, image: Execution, remaining_ms: Callable[[], int]) -> Outcome:
         """Handle the state carried by one stream record."""
         runbook = self._runbook(image)
-        quick = machine.plan(image, runbook, self.now_ms(), self.when, self.effect)
-        if isinstance(quick, machine.Idle):
-            return Outcome(image.execution_id, "idle", quick.reason)
+        idle = machine.idle_reason(image, self.now_ms())
+        if idle:
+            return Outcome(image.execution_id, "idle", idle)
 
         current = self.store.get(image.execution_id)
         if current is None or current.version != image.version:
@@ -83,7 +84,13 @@ class Executor:
         if isinstance(decision, machine.Idle):
             return Outcome(current.execution_id, "idle", decision.reason)
         if isinstance(decision, machine.Move):
-            return self._commit(current, decision.transition, "moved")
+            try:
+                self.store.move(current.execution_id, decision.transition, self.owner, now)
+            except ClaimHeld:
+                return Outcome(current.execution_id, "claimed-elsewhere", f"version {current.version}")
+            except TransitionConflict as conflict:
+                return Outcome(current.execution_id, "conflict", str(conflict))
+            return Outcome(current.execution_id, "moved", decision.transition.status.value)
 
         step = decision.step
         # The claim lasts as long as the step may run (its deadline, or the invocation's end) plus
@@ -126,6 +133,8 @@ class Executor:
             outcome: StepOutcome = action.run(ctx, inputs)
         except ActionError as error:
             return self._failed(ex, step, started, error.code, str(error), error.retryable)
+        except DrillTargetMissing as error:
+            return machine.Failed(started, "DrillTargetMissing", str(error), False)
         except RunbookBotError as error:  # expressions, inputs: the runbook or its data is wrong
             return machine.Failed(started, "InvalidInput", str(error), False)
         except Exception as error:  # every other error becomes a catalogued code on the timeline
@@ -157,7 +166,7 @@ class Executor:
     def _context(
         self, ex: Execution, step: Step, budget: Callable[[], int], *, resumable: bool = False
     ) -> ActionContext:
-        partner = self.catalog.partners[ex.partner]
+        partner = self.partner(ex)
         checkpoint = ex.checkpoint
         save_progress: Callable[[dict[str, Any]], None] = lambda state: None  # noqa: E731
         if resumable:
@@ -173,22 +182,28 @@ class Executor:
             attempt=ex.attempt,
             idempotency_key=keys.idempotency_key(ex.execution_id, step.id, ex.attempt),
             partner=partner,
-            aws=self.sessions(partner, ex),
+            aws=self.sessions(self.catalog.partners[ex.partner], ex),  # the production file: drills guard it
             params=ex.params,
             checkpoint=checkpoint,
             drill=ex.drill,
             remaining_ms=budget,
+            stop_at_ms=ex.drill_until_ms if ex.drill and ex.phase == "main" else None,
             clock=self.clock,
             sleep=self.sleep,
             save_progress=save_progress,
         )
 
+    def partner(self, ex: Execution) -> Partner:
+        """The run's partner; in a drill, its drill view (every table and the store replaced by
+        its drill target). Raises DrillTargetMissing if the partner file lost a drill target."""
+        partner = self.catalog.partners[ex.partner]
+        return partner.for_drill() if ex.drill else partner
+
     def scope(self, ex: Execution) -> dict[str, Any]:
         """What expressions see: params, partner, earlier steps' outputs, the execution."""
-        partner = self.catalog.partners[ex.partner]
         return {
             "params": ex.params,
-            "partner": partner_scope(partner, drill=ex.drill),
+            "partner": partner_scope(self.partner(ex)),
             "steps": {
                 sid: {"outputs": self.store.outputs(ex.execution_id, rec), "outcome": rec.outcome}
                 for sid, rec in ex.steps.items()
@@ -213,16 +228,18 @@ class Executor:
         value = render(text, self.scope(ex)) if "{{" in text else evaluate(text, self.scope(ex))
         return bool(value)
 
-    def effect(self, ex: Execution, step: Step) -> str:
+    def effect(self, ex: Execution, step: Step) -> Effect:
         action = REGISTRY.get(step.action)
         if action is None:
-            return f"runs {step.action}"
+            return Effect(f"runs {step.action}", fingerprint=step.action)
         try:
             inputs = self._inputs(ex, step)
             ctx = self._context(ex, step, lambda: 30_000)
-            return action.describe_effect(ctx, inputs)
+            return planned_effect(action, ctx, inputs)
         except Exception as error:  # the approver must still see what will run
-            return f"runs {step.action} (its effect could not be estimated: {error})"
+            return Effect(
+                f"runs {step.action} (its effect could not be estimated: {error})", fingerprint="unknown"
+            )
 
     def _commit(self, ex: Execution, t: machine.Transition, action: str, step_id: str = "") -> Outcome:
         try:
@@ -241,12 +258,9 @@ class Executor:
             ) from None
 
 
-def partner_scope(partner: Partner, *, drill: bool = False) -> dict[str, Any]:
-    """The partner as expressions see it; in a drill, table names point at the drill targets."""
+def partner_scope(partner: Partner) -> dict[str, Any]:
+    """The partner as expressions see it (a drill passes its drill view)."""
     plain = to_plain(partner)
-    if drill:
-        for alias, table in plain["tables"].items():
-            table["name"] = partner.drill_target.get(alias, table["name"])
     plain.pop("source", None)
     return dict(plain)
 
@@ -280,4 +294,4 @@ def _error_code(error: Exception) -> tuple[str, str]:
 def _default_sessions(partner: Partner, ex: Execution) -> PartnerSession:
     from bot.partners.sessions import session_for
 
-    return session_for(partner, ex.drill_faults if ex.drill else None)
+    return session_for(partner, ex.drill_faults if ex.drill else None, drill=ex.drill)

@@ -116,6 +116,8 @@ def to_runbook(doc: YamlDoc, raw: bytes) -> Runbook:
             pattern=spec.get("pattern"),
             values=tuple(spec.get("values") or ()),
             max_length=int(spec.get("max_length", 256)),
+            refers_to=spec.get("refers_to", ""),
+            partner_limit=spec.get("partner_limit", ""),
         )
         for name, spec in (data.get("parameters") or {}).items()
     )

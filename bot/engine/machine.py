@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.actions.base import Effect
 from bot.engine.model import Risk, Runbook, Step
 from bot.store.model import (
     ACTIVE,
@@ -33,7 +34,9 @@ RETENTION_SECONDS = 90 * 24 * 3600  # finished executions stay this long (TTL)
 _SKIP_LIMIT = 1000  # bounds the walk over skipped steps (the validator forbids cycles anyway)
 
 WhenFn = Callable[[Execution, Step], bool]
-EffectFn = Callable[[Execution, Step], str]
+# None where effects must not be computed (the ingress, the sweeper): a risky step is then only
+# entered, and the worker asks for its approval with the effect it computes itself.
+EffectFn = Callable[[Execution, Step], Effect] | None
 
 
 @dataclass(frozen=True)
@@ -118,18 +121,28 @@ def apply(ex: Execution, t: Transition) -> Execution:
     )
 
 
+def idle_reason(ex: Execution, now_ms: int) -> str | None:
+    """Why this state calls for nothing now, or None when it may (no I/O: the worker's first look)."""
+    if ex.status in TERMINAL:
+        return f"run already {ex.status.value}"
+    if ex.cancel_requested_by or _drill_over(ex, now_ms):
+        return None
+    if ex.status is Status.AWAITING_APPROVAL:
+        return "waiting for an approver"
+    if ex.due_reason == "wake" and ex.due_at_ms is not None and ex.due_at_ms > now_ms:
+        return "sleeping until its wake time"
+    return None
+
+
 def plan(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: EffectFn) -> Plan:
     """What the worker must do for this state of `ex`, if anything."""
-    if ex.status in TERMINAL:
-        return Idle(f"run already {ex.status.value}")
+    idle = idle_reason(ex, now_ms)
+    if idle:
+        return Idle(idle)
     if ex.cancel_requested_by:
         return Move(_end(ex, runbook, now_ms, Status.CANCELLED, []))
     if _drill_over(ex, now_ms):
         return Move(_drill_time_limit(ex, runbook, now_ms, when, effect))
-    if ex.status is Status.AWAITING_APPROVAL:
-        return Idle("waiting for an approver")
-    if ex.due_reason == "wake" and ex.due_at_ms is not None and ex.due_at_ms > now_ms:
-        return Idle("sleeping until its wake time")
     if ex.status is Status.PENDING:
         first = runbook.step(ex.cursor) if ex.cursor else None
         if first is None or first.risk is Risk.HIGH or not when(ex, first):
@@ -139,8 +152,12 @@ def plan(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: Eff
         return Move(_finish(ex, runbook, now_ms, []))
     step = runbook.step(ex.cursor)
     if step.risk is Risk.HIGH and step.id not in ex.approved_steps:
-        # Reached only when a cursor was set without passing through _enter (never, but safe).
-        return Idle(f"step {step.id} needs approval first")
+        # Entered where effects are not computed (a rejection, an expiry): ask for approval now.
+        return Move(_enter(ex, runbook, step.id, now_ms, [], [], when, effect))
+    if step.risk is Risk.HIGH and effect is not None and _first_start(ex, step):
+        recheck = _recheck_approved(ex, runbook, step, now_ms, when, effect)
+        if recheck is not None:
+            return Move(recheck)
     return Execute(step)
 
 
@@ -347,7 +364,7 @@ def decide(
         [event],
         [],
         Status.FAILED,
-        {"code": "ApprovalRejected", "message": f"<@{approver}> rejected {step.id}", "step": step.id},
+        {"code": "ApprovalRejected", "message": f"rejected {_title(step)}", "step": step.id, "by": approver},
         when,
         effect,
     )
@@ -465,24 +482,23 @@ def _enter(
 ) -> Transition:
     """Move the cursor to `step_id`, skipping steps whose `when` is false, asking for approval."""
     view = _view(ex, records, step_id)
+    planned: Effect | None = None
     for _ in range(_SKIP_LIMIT):
         if step_id is None:
             return _finish(view, runbook, now_ms, events, records)
         step = runbook.step(step_id)
-        if when(view, step):
+        skipped = ""
+        if not when(view, step):
+            skipped = "skipped: its condition is false"
+        elif step.risk is Risk.HIGH and step.id not in ex.approved_steps and effect is not None:
+            planned = effect(view, step)
+            if planned.changes:
+                break
+            skipped = f"skipped: nothing to change ({planned.reason or planned.text})"
+        else:
             break
-        record = StepRecord(step.id, "skipped", 0, now_ms, now_ms)
-        records.append(record)
-        events.append(
-            _event(
-                ex,
-                len(events),
-                now_ms,
-                EventKind.STEP_SKIPPED,
-                "skipped: its condition is false",
-                step_id=step.id,
-            )
-        )
+        records.append(StepRecord(step.id, "skipped", 0, now_ms, now_ms))
+        events.append(_event(ex, len(events), now_ms, EventKind.STEP_SKIPPED, skipped, step_id=step.id))
         step_id = _next_id(runbook, step, ex.phase)
         view = _view(ex, records, step_id)
     else:
@@ -495,32 +511,95 @@ def _enter(
         "step_started_at_ms": 0,
         "resumes": 0,
     }
-    if step.risk is Risk.HIGH and step.id not in ex.approved_steps:
-        expires = now_ms + _approval_timeout_ms(ex)
-        approval = Approval(step.id, now_ms, expires, effect(view, step))
-        events.append(
-            _event(
-                ex,
-                len(events),
-                now_ms,
-                EventKind.APPROVAL_REQUESTED,
-                f"needs approval: {approval.effect}",
-                step_id=step.id,
-                figures={"expires_at_ms": expires},
-            )
-        )
-        return _transition(
-            ex,
-            now_ms,
-            Status.AWAITING_APPROVAL,
-            events,
-            records,
-            **fresh,
-            approval=approval,
-            due_at_ms=expires,
-            due_reason="expiry",
-        )
+    if planned is not None:
+        return _ask_approval(ex, step, planned, now_ms, events, records, **fresh)
     return _transition(ex, now_ms, Status.RUNNING, events, records, **fresh, **_stuck(step, now_ms))
+
+
+def _ask_approval(
+    ex: Execution,
+    step: Step,
+    planned: Effect,
+    now_ms: int,
+    events: list[TimelineEvent],
+    records: list[StepRecord],
+    *,
+    changed_from: str = "",
+    **changes: Any,
+) -> Transition:
+    expires = now_ms + _approval_timeout_ms(ex)
+    text = planned.text
+    if changed_from:
+        text = f"{planned.text} (changed since it was approved: it was {changed_from})"
+    approval = Approval(step.id, now_ms, expires, text, fingerprint=planned.fingerprint)
+    events.append(
+        _event(
+            ex,
+            len(events),
+            now_ms,
+            EventKind.APPROVAL_REQUESTED,
+            f"needs approval: {approval.effect}",
+            step_id=step.id,
+            figures={"expires_at_ms": expires},
+        )
+    )
+    return _transition(
+        ex,
+        now_ms,
+        Status.AWAITING_APPROVAL,
+        events,
+        records,
+        **changes,
+        approval=approval,
+        due_at_ms=expires,
+        due_reason="expiry",
+    )
+
+
+def _first_start(ex: Execution, step: Step) -> bool:
+    """The approved step has not begun: no attempt, checkpoint or restart yet."""
+    return (
+        ex.approval is not None
+        and ex.approval.step_id == step.id
+        and ex.approval.decision == "approved"
+        and ex.attempt == 1
+        and not ex.step_started_at_ms
+        and ex.checkpoint is None
+        and not ex.resumes
+    )
+
+
+def _recheck_approved(
+    ex: Execution, runbook: Runbook, step: Step, now_ms: int, when: WhenFn, effect: EffectFn
+) -> Transition | None:
+    """After approval, before the step runs: the effect computed again. None if it is what was
+    approved; a skip if there is nothing to change any more; else a new approval showing both."""
+    assert ex.approval is not None and effect is not None
+    now_effect: Effect = effect(ex, step)
+    if not now_effect.changes:
+        record = StepRecord(step.id, "skipped", 0, now_ms, now_ms)
+        event = _event(
+            ex,
+            0,
+            now_ms,
+            EventKind.STEP_SKIPPED,
+            f"skipped: nothing to change any more ({now_effect.reason or now_effect.text})",
+            step_id=step.id,
+        )
+        return _enter(ex, runbook, _next_id(runbook, step, ex.phase), now_ms, [event], [record], when, effect)
+    if now_effect.fingerprint == ex.approval.fingerprint:
+        return None
+    approved = tuple(s for s in ex.approved_steps if s != step.id)
+    return _ask_approval(
+        ex,
+        step,
+        now_effect,
+        now_ms,
+        [],
+        [],
+        changed_from=ex.approval.effect,
+        approved_steps=approved,
+    )
 
 
 def _finish(
@@ -584,7 +663,7 @@ def _end(
     )
     elapsed = now_ms - ex.created_at_ms
     if status is Status.CANCELLED:
-        summary = f"run cancelled by <@{ex.cancel_requested_by}> after {done} step(s)"
+        summary = f"run cancelled after {done} step(s)"
         actor = ex.cancel_requested_by
     elif status is Status.SUCCEEDED:
         summary, actor = f"{runbook.title}: succeeded, {done} step(s) done", ""
@@ -731,6 +810,9 @@ def _title(step: Step) -> str:
 
 
 def _started_summary(ex: Execution, runbook: Runbook) -> str:
-    origin = f"<@{ex.requested_by}>" if ex.trigger == "slash" else ex.requested_by
+    """Plain text: who started it is the event's actor (rendered as a mention from that field)."""
     label = "drill" if ex.drill else "run"
-    return f"{runbook.title}: {label} started by {origin} for {ex.partner}"
+    summary = f"{runbook.title}: {label} started for {ex.partner}"
+    if ex.forced_over:
+        summary += f"; forced past the table lock held by {ex.forced_over} (force=true by an approver)"
+    return summary

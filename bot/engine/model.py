@@ -33,6 +33,10 @@ class Parameter:
     pattern: str | None = None
     values: tuple[str, ...] = ()  # for enum
     max_length: int = 256
+    refers_to: str = ""  # table | index | key_attribute: checked against the partner file at start
+    partner_limit: str = (
+        ""  # a partner capacity limit that caps it (replay_budget_share, max_write_units, ...)
+    )
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ class AlarmStart:
 
 def start_for_alarm(event: dict[str, Any], store: Any, catalog: Any, now_ms: int) -> list[AlarmStart]:
     from bot.engine.params import bind_parameters
-    from bot.slack.commands import new_execution
+    from bot.engine.starts import new_execution, run_locks
     from bot.slack.grammar import new_execution_id
+    from bot.store import keys
 
     detail = event.get("detail") or {}
     alarm_name = str(detail.get("alarmName") or "")
@@ -62,7 +63,12 @@ def start_for_alarm(event: dict[str, Any], store: Any, catalog: Any, now_ms: int
                 now_ms=now_ms,
                 trigger="alarm",
             )
-            holder = store.create_exclusive(ex)
+            # One active run per partner+runbook (a flapping alarm), and per table it may change.
+            locks = [
+                keys.active_run_key(partner.name, runbook.name),
+                *run_locks(runbook, partner, params, drill=False),
+            ]
+            holder = store.create_locked(ex, locks)
             starts.append(
                 AlarmStart(
                     alarm_name, partner.name, runbook.name, ex.execution_id, holder is None, holder or ""

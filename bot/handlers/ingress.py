@@ -30,7 +30,7 @@ def _app() -> Any:
     """Built on the first request, once per sandbox: secrets, table client, catalog loader."""
     from bot.catalog import load_catalog
     from bot.config import slack_secrets
-    from bot.slack.app import build_app, group_members
+    from bot.slack.app import build_app
     from bot.slack.commands import CommandService
     from bot.slack.decisions import DecisionService
     from bot.store import lean
@@ -50,5 +50,5 @@ def _app() -> Any:
     return build_app(
         slack_secrets(),
         commands,
-        lambda client: DecisionService(store, load_catalog, executor, group_members(client), now_ms),
+        lambda client, members: DecisionService(store, load_catalog, executor, members, now_ms),
     )

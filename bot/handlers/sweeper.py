@@ -7,6 +7,7 @@ the same conditional write as every other transition.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from bot.engine import machine
-from bot.exceptions import TransitionConflict
+from bot.exceptions import ClaimHeld, TransitionConflict
 
 logger = Logger()
 # A run whose step nobody has claimed is waiting for its stream record, not stuck, for this long:
@@ -27,11 +28,17 @@ class SweepReport:
     examined: int = 0
     moved: dict[str, int] = field(default_factory=dict)
     conflicts: int = 0
-    waiting: int = 0  # past their progress deadline, but a worker holds the step or its record is queued
+    waiting: int = 0  # due, but a worker holds the step, or its record is still queued
 
 
-def sweep(store: Any, catalog: Any, executor: Any, now_ms: int, limit: int = 200) -> SweepReport:
+def sweep(
+    store: Any, catalog: Any, executor: Any, now_ms: int, limit: int = 200, owner: str = ""
+) -> SweepReport:
+    """Move every run that is due, each under the same claim rule as the worker: a run whose
+    current version a live worker holds is never moved, whatever the due reason (a wake, an
+    expiry, a stuck step, a drill's time limit); that worker moves it at its next step boundary."""
     report = SweepReport()
+    owner = owner or f"sweeper-{uuid.uuid4().hex[:12]}"
     for execution_id in list(store.due(now_ms, limit)):
         report.examined += 1
         ex = store.get(execution_id)
@@ -41,11 +48,16 @@ def sweep(store: Any, catalog: Any, executor: Any, now_ms: int, limit: int = 200
         if _still_working(store, ex, now_ms):
             report.waiting += 1
             continue
-        t = machine.on_due(ex, runbook, now_ms, executor.when, executor.effect)
+        # No effects here: a risky step the sweeper enters is asked for by the worker, which
+        # computes its effect (the sweeper never calls a partner's AWS).
+        t = machine.on_due(ex, runbook, now_ms, executor.when, None)
         if t is None:
             continue
         try:
-            store.commit(execution_id, t)
+            store.move(execution_id, t, owner, now_ms)
+        except ClaimHeld:
+            report.waiting += 1
+            continue
         except TransitionConflict:
             report.conflicts += 1
             continue
@@ -55,14 +67,16 @@ def sweep(store: Any, catalog: Any, executor: Any, now_ms: int, limit: int = 200
 
 
 def _still_working(store: Any, ex: Any, now_ms: int) -> bool:
-    """A "stuck" run that is only slow: its worker's lease runs, or its record is still on the way."""
+    """A "stuck" run that is only slow: its record is still on the way to a worker.
+
+    (A run whose worker holds a live claim is left alone by the claim itself, in `store.move`.)
+    """
     if ex.due_reason != "stuck" or ex.due_at_ms is None or ex.due_at_ms > now_ms:
         return False
     if ex.drill and ex.drill_until_ms and now_ms >= ex.drill_until_ms:
-        return False  # the drill's time is up, whatever its worker is doing
-    lease_until = store.claim_lease(ex.execution_id, ex.version)
-    if lease_until is not None:
-        return bool(lease_until > now_ms)
+        return False  # the drill's time is up: end it, unless a worker holds the step (the claim decides)
+    if store.claim_lease(ex.execution_id, ex.version) is not None:
+        return False  # claimed once: the claim's lease says whether its worker is still there
     return bool(now_ms - ex.updated_at_ms < QUEUED_PATIENCE_MS)
 
 

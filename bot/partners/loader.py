@@ -10,6 +10,7 @@ from bot.engine.schemas import schema_problems
 from bot.engine.yamlfile import YamlDoc, YamlProblem, load_yaml
 from bot.exceptions import CatalogError, RunbookBotError
 from bot.partners.model import (
+    DRILL_STORE,
     AlarmMapping,
     CapacityLimits,
     FailedRequestStore,
@@ -53,9 +54,7 @@ def check_partner(doc: YamlDoc, runbooks: Mapping[str, Any] | None = None) -> li
             ("failed_requests", "target_table"),
             f"failed_requests.target_table `{store['target_table']}` is not a table alias ({', '.join(tables)})",
         )
-    for alias in data.get("drill_target") or {}:
-        if alias not in tables:
-            problem(("drill_target", alias), f"drill_target names `{alias}`, which is not a table alias")
+    _check_drill_targets(data, problem)
     drill = data.get("drill") or {}
     if "faults" in drill:
         from bot.drills.faults import FaultSpec
@@ -91,13 +90,46 @@ def check_partner(doc: YamlDoc, runbooks: Mapping[str, Any] | None = None) -> li
                         f"runbook `{name}` has no parameter `{param}` ({', '.join(known) or 'none'})",
                     )
                     continue
-                from bot.engine.params import coerce
+                from bot.engine.params import check_partner_value, coerce, within_limit
 
                 try:
-                    coerce(known[param], value)
+                    typed = coerce(known[param], value)
+                    if not problems:  # the partner is whole enough to check against
+                        partner = to_partner(doc)
+                        check_partner_value(known[param], typed, partner)
+                        within_limit(known[param], typed, partner, lower=False)
                 except ValueError as error:
                     problem(("overrides", name, param), f"override `{name}.{param}`: {error}")
     return problems
+
+
+def _check_drill_targets(data: dict[str, Any], problem: Any) -> None:
+    """A drill must resolve every table and the store to a resource of its own, never production."""
+    tables, store = data["tables"], data.get("failed_requests")
+    targets = data.get("drill_target") or {}
+    production = {t["name"] for t in tables.values()} | ({store["name"]} if store else set())
+    if DRILL_STORE in tables:
+        problem(
+            ("tables", DRILL_STORE),
+            f"`{DRILL_STORE}` is reserved for the store's drill target; rename the alias",
+        )
+    valid = [*tables, *([DRILL_STORE] if store else [])]
+    for key, target in targets.items():
+        if key not in valid:
+            problem(("drill_target", key), f"drill_target names `{key}`; valid keys: {', '.join(valid)}")
+        elif target in production:
+            problem(
+                ("drill_target", key),
+                f"drill_target `{key}` is `{target}`, a production resource; a drill needs its own",
+            )
+    if targets:
+        missing = [key for key in valid if not targets.get(key)]
+        if missing:
+            problem(
+                ("drill_target",),
+                f"drill_target must cover every table alias and the failed-request store; missing: "
+                f"{', '.join(missing)} (a drill must never fall back to production)",
+            )
 
 
 def to_partner(doc: YamlDoc) -> Partner:

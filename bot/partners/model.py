@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from bot.exceptions import RunbookBotError
+
+DRILL_STORE = "failed_requests"  # the drill_target key of the failed-request store
+
+
+class DrillTargetMissing(RunbookBotError):
+    """A drill would touch a partner resource that has no drill target; nothing was started."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,8 @@ class Partner:
     alarms: tuple[AlarmMapping, ...] = ()
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # runbook -> param -> value
     approval_timeout_minutes: int = 30
-    drill_target: dict[str, str] = field(default_factory=dict)  # table alias -> drill table name
+    # table alias -> drill table; "failed_requests" -> the drill's failed-request store
+    drill_target: dict[str, str] = field(default_factory=dict)
     drill_faults: str = "throttle=0.2,timeout=0.02"  # faults a drill injects unless told otherwise
     drill_time_limit_seconds: int = 600
     source: str = ""
@@ -89,3 +99,47 @@ class Partner:
 
     def may_run_in(self, channel_id: str) -> bool:
         return not self.channels or channel_id in self.channels
+
+    def production_resources(self) -> frozenset[str]:
+        """Names of every production table and store: what a drill must never touch."""
+        names = {t.name for t in self.tables.values()}
+        if self.failed_requests:
+            names.add(self.failed_requests.name)
+        return frozenset(names)
+
+    def drill_gaps(self) -> list[str]:
+        """What a drill would touch that has no drill target (empty: the partner can be drilled)."""
+        gaps = [
+            f"table alias `{alias}` ({table.name})"
+            for alias, table in self.tables.items()
+            if not self.drill_target.get(alias)
+        ]
+        if self.failed_requests and not self.drill_target.get(DRILL_STORE):
+            gaps.append(f"the failed-request store `{DRILL_STORE}` ({self.failed_requests.name})")
+        return gaps
+
+    def for_drill(self) -> Partner:
+        """This partner as a drill sees it: every table and the failed-request store replaced by
+        its drill target, so nothing a step names can resolve to production.
+
+        Raises DrillTargetMissing, naming each gap, when anything lacks a drill target.
+        """
+        gaps = self.drill_gaps()
+        if gaps:
+            example = ", ".join(f"{alias}: {table.name}-drill" for alias, table in self.tables.items()) + (
+                f", {DRILL_STORE}: {self.failed_requests.name}-drill" if self.failed_requests else ""
+            )
+            raise DrillTargetMissing(
+                f"{self.name} cannot be drilled: no drill target for {', '.join(gaps)}. Add them to "
+                f"drill_target in its partner file, e.g. `drill_target: {{{example}}}`"
+            )
+        tables = {
+            alias: dataclasses.replace(table, name=self.drill_target[alias])
+            for alias, table in self.tables.items()
+        }
+        store = (
+            dataclasses.replace(self.failed_requests, name=self.drill_target[DRILL_STORE])
+            if self.failed_requests
+            else None
+        )
+        return dataclasses.replace(self, tables=tables, failed_requests=store)

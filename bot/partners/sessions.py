@@ -6,6 +6,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from bot.exceptions import ActionError
 from bot.partners.model import Partner
 
 if TYPE_CHECKING:
@@ -14,12 +15,62 @@ if TYPE_CHECKING:
 REFRESH_BEFORE_SECONDS = 300
 
 
+class DrillGuard:
+    """Refuses, before it is sent, any request of a drill that names a production resource.
+
+    The drill's partner view already resolves every table and store to its drill target; this
+    is the second lock on the door: whatever a runbook or an action names, a drill's clients
+    cannot reach a production table, queue or metric.
+    """
+
+    def __init__(self, production: frozenset[str]) -> None:
+        self.production = production
+
+    def install(self, client: Any) -> None:
+        client.meta.events.register("before-parameter-build", self.check)
+
+    def check(self, params: dict[str, Any], model: Any = None, **_: Any) -> None:
+        touched = sorted(self.production & set(_resource_names(params)))
+        if touched:
+            operation = getattr(model, "name", "a request")
+            raise ActionError(
+                "DrillTouchesProduction",
+                f"a drill tried {operation} on production {', '.join(touched)}; refused before it was "
+                "sent. Drills act only on the partner's drill_target resources",
+                retryable=False,
+            )
+
+
+def _resource_names(value: Any) -> list[str]:
+    """Every table, queue and metric-dimension name a request's parameters carry."""
+    names: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in {"TableName", "QueueName", "GlobalTableName"} and isinstance(item, str):
+                names.append(item)
+            elif key == "QueueUrl" and isinstance(item, str):
+                names.append(item.rstrip("/").rsplit("/", 1)[-1])
+            elif key == "RequestItems" and isinstance(item, dict):
+                names += [str(k) for k in item]
+            elif key == "Name" and item == "TableName" and isinstance(value.get("Value"), str):
+                names.append(value["Value"])
+            else:
+                names += _resource_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            names += _resource_names(item)
+    return names
+
+
 class PartnerSession:
     """boto3 clients for one partner, cached per service; assumed-role credentials refreshed early."""
 
-    def __init__(self, partner: Partner, injector: FaultInjector | None = None) -> None:
+    def __init__(
+        self, partner: Partner, injector: FaultInjector | None = None, guard: DrillGuard | None = None
+    ) -> None:
         self.partner = partner
         self.injector = injector  # a drill's faults, installed on every DynamoDB client
+        self.guard = guard  # a drill's refusal of production resources, on every client
         self._clients: dict[str, Any] = {}
         self._session: Any = None
         self._expires_at = 0.0
@@ -41,6 +92,8 @@ class PartnerSession:
                         retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10
                     ),
                 )
+                if self.guard is not None:
+                    self.guard.install(self._clients[service])
                 if self.injector is not None and service == "dynamodb":
                     self.injector.install(self._clients[service])
             return self._clients[service]
@@ -64,20 +117,29 @@ class PartnerSession:
         )
 
 
-_SESSIONS: dict[tuple[str, tuple[tuple[str, float], ...]], PartnerSession] = {}
+_SESSIONS: dict[tuple[str, bool, tuple[tuple[str, float], ...]], tuple[Partner, PartnerSession]] = {}
 
 
-def session_for(partner: Partner, faults: dict[str, float] | None = None) -> PartnerSession:
-    """The partner's cached session; a drill's faults get a session (and clients) of their own."""
-    key = (partner.name, tuple(sorted((faults or {}).items())))
-    session = _SESSIONS.get(key)
-    if session is None or session.partner != partner:
-        injector = None
-        if faults:
-            from bot.drills.faults import FaultInjector, FaultSpec
+def session_for(
+    partner: Partner, faults: dict[str, float] | None = None, *, drill: bool = False
+) -> PartnerSession:
+    """The partner's cached session. A drill gets a session (and clients) of its own: the
+    partner's drill view (raises DrillTargetMissing when something has no drill target), its
+    faults, and a guard that refuses every production resource."""
+    key = (partner.name, drill, tuple(sorted((faults or {}).items())))
+    cached = _SESSIONS.get(key)
+    if cached is not None and cached[0] == partner:
+        return cached[1]
+    injector = None
+    if faults:
+        from bot.drills.faults import FaultInjector, FaultSpec
 
-            injector = FaultInjector(FaultSpec.from_dict(faults), seed=partner.name)
-        session = _SESSIONS[key] = PartnerSession(partner, injector)
+        injector = FaultInjector(FaultSpec.from_dict(faults), seed=partner.name)
+    if drill:
+        session = PartnerSession(partner.for_drill(), injector, DrillGuard(partner.production_resources()))
+    else:
+        session = PartnerSession(partner, injector)
+    _SESSIONS[key] = (partner, session)
     return session
 
 

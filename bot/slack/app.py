@@ -7,8 +7,11 @@ directly instead of letting it call `auth.test`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -16,18 +19,21 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
 from bot.config import SlackSecrets
+from bot.exceptions import RunbookBotError
 from bot.slack.client import slack_client
 from bot.slack.commands import CommandService, Invocation
-from bot.slack.decisions import DecisionService
+from bot.slack.decisions import DecisionResult, DecisionService
 
 logger = logging.getLogger(__name__)
 GROUP_CACHE_SECONDS = 300
+GROUP_LOOKUP_SECONDS = 1.2  # a click's whole answer must stay inside Slack's 3 seconds
+CLICK_REPLY_SECONDS = 1
 
 
 def build_app(
     secrets: SlackSecrets,
     commands: CommandService,
-    decisions: Callable[[WebClient], DecisionService],
+    decisions: Callable[[WebClient, Callable[[str], frozenset[str]]], DecisionService],
 ) -> App:
     client = slack_client(secrets.bot_token)
     # Bolt warns that SLACK_BOT_TOKEN is unused when `authorize` is given: that is the point.
@@ -48,7 +54,13 @@ def build_app(
         ssl_check_enabled=True,
         logger=bolt_logger,
     )
-    decider = decisions(client)
+    members = group_members(client)
+    commands.members_of = members
+    decider = decisions(client, members)
+    # Refusals to a click go out on a client that never sleeps on Retry-After and gives up fast:
+    # the click's HTTP answer waits for the listener, and Slack wants it within 3 seconds.
+    click_client = WebClient(token=secrets.bot_token, base_url=client.base_url, timeout=CLICK_REPLY_SECONDS)
+    click_client.retry_handlers = []
 
     @app.command("/runbook")
     def runbook_command(ack: Ack, command: dict[str, Any]) -> None:
@@ -71,25 +83,71 @@ def build_app(
         channel = str(
             (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
         )
-        result = decider.decide(
-            user_id, str(action.get("value") or ""), approve=action.get("action_id") == "approve"
-        )
+        try:
+            result = decider.decide(
+                user_id, str(action.get("value") or ""), approve=action.get("action_id") == "approve"
+            )
+        except MembershipUnknown as unknown:
+            result = DecisionResult(False, str(unknown))
+        except Exception:  # never a 500 to Slack: the click changed nothing, say so
+            logger.exception("approval click failed", extra={"user": user_id})
+            result = DecisionResult(False, "Runbook Bot hit an internal error; nothing changed. Try again.")
         if not result.decided and channel and user_id:
-            client.chat_postEphemeral(channel=channel, user=user_id, text=result.explanation)
+            try:
+                click_client.chat_postEphemeral(channel=channel, user=user_id, text=result.explanation)
+            except Exception:  # Slack slow or rate-limited: the refusal is lost, the decision is not
+                logger.warning("could not tell the clicker why nothing changed", extra={"user": user_id})
 
     return app
 
 
-def group_members(client: WebClient) -> Callable[[str], frozenset[str]]:
-    """Members of a Slack user group, cached per sandbox for a few minutes."""
+class MembershipUnknown(RunbookBotError):
+    """A user group's members could not be read in time; the click is refused, nothing changed."""
+
+
+def group_members(
+    client: WebClient, timeout_s: float = GROUP_LOOKUP_SECONDS
+) -> Callable[[str], frozenset[str]]:
+    """Members of a Slack user group, cached per sandbox for a few minutes.
+
+    A lookup is time-boxed: `usergroups.users.list` is tier 2 and may answer 429 with a long
+    Retry-After, while a click must be answered within Slack's 3 seconds. A lookup that does not
+    finish in time raises MembershipUnknown ("try again in a moment"); it goes on in the
+    background and fills the cache for the next click.
+    """
     cache: dict[str, tuple[float, frozenset[str]]] = {}
+    pending: dict[str, Future[frozenset[str]]] = {}
+    lock = threading.Lock()
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="usergroups")
+
+    def fetch(group_id: str) -> frozenset[str]:
+        users = frozenset(client.usergroups_users_list(usergroup=group_id).get("users") or [])
+        with lock:
+            cache[group_id] = (time.monotonic(), users)
+            pending.pop(group_id, None)
+        return users
 
     def members_of(group_id: str) -> frozenset[str]:
-        hit = cache.get(group_id)
-        if hit and time.monotonic() - hit[0] < GROUP_CACHE_SECONDS:
-            return hit[1]
-        users = frozenset(client.usergroups_users_list(usergroup=group_id).get("users") or [])
-        cache[group_id] = (time.monotonic(), users)
-        return users
+        with lock:
+            hit = cache.get(group_id)
+            if hit and time.monotonic() - hit[0] < GROUP_CACHE_SECONDS:
+                return hit[1]
+            future = pending.get(group_id)
+            if future is None or future.done():
+                future = pending[group_id] = pool.submit(fetch, group_id)
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            raise MembershipUnknown(
+                "Slack is slow to say who is in the approvers' group right now; nothing changed. "
+                "Try again in a moment"
+            ) from None
+        except Exception:
+            with lock:
+                pending.pop(group_id, None)
+            logger.warning("could not read user group members", extra={"group": group_id})
+            raise MembershipUnknown(
+                "Slack did not say who is in the approvers' group; nothing changed. Try again in a moment"
+            ) from None
 
     return members_of

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.engine import machine
 from bot.exceptions import CommandError, RunbookBotError
+from bot.partners.model import DrillTargetMissing
 from bot.slack import grammar, render
-from bot.store.model import Execution, Status
+from bot.store.model import Execution
+from bot.text import escape
 
 if TYPE_CHECKING:
     from bot.catalog import Catalog
@@ -48,11 +49,17 @@ class Invocation:
 
 class CommandService:
     def __init__(
-        self, store: ExecutionStore, catalog: Callable[[], Catalog], now_ms: Callable[[], int]
+        self,
+        store: ExecutionStore,
+        catalog: Callable[[], Catalog],
+        now_ms: Callable[[], int],
+        members_of: Callable[[str], frozenset[str]] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.now_ms = now_ms
+        # Members of a Slack user group (approvers named S…); the app gives a cached, time-boxed one.
+        self.members_of = members_of or (lambda group: frozenset())
 
     def answer(self, inv: Invocation) -> render.Message:
         try:
@@ -74,10 +81,10 @@ class CommandService:
                 runbook = self._runbook(command.runbook) if command.runbook else None
                 return render.help_text(runbook, catalog.runbooks)
             case grammar.Status():
-                ex = self._execution(command.execution_id)
+                ex = self._visible_execution(command.execution_id, inv)
                 return render.status_text(ex, self._runbook(ex.runbook))
             case grammar.Timeline():
-                return render.timeline_text(self._execution(command.execution_id))
+                return render.timeline_text(self._visible_execution(command.execution_id, inv))
             case grammar.Cancel():
                 return self._cancel(command.execution_id, inv)
             case grammar.Errors():
@@ -90,22 +97,38 @@ class CommandService:
         self, runbook_name: str, partner_name: str, given: dict[str, str], inv: Invocation, *, drill: bool
     ) -> render.Message:
         from bot.engine.params import bind_parameters
+        from bot.engine.starts import new_execution, run_locks
 
         runbook = self._runbook(runbook_name)
         partner = self._partner(partner_name)
         if not partner.may_run_in(inv.channel_id):
             channels = ", ".join(f"<#{c}>" for c in partner.channels)
             raise CommandError(f"{partner.name}'s runbooks run in {channels}; start it there")
-        if drill and not partner.drill_target:
-            raise CommandError(
-                f"{partner.name} has no drill_target in its partner file, so it cannot be drilled"
-            )
+        if drill and partner.drill_gaps():
+            try:
+                partner.for_drill()
+            except DrillTargetMissing as error:
+                raise CommandError(str(error)) from None
+        force = _force(given)
         drill_settings = _drill_settings(partner, given) if drill else {}
-        params = bind_parameters(
-            runbook, partner, {k: v for k, v in given.items() if not drill or k not in DRILL_KEYS}
-        )
+        reserved = (DRILL_KEYS if drill else set()) | {FORCE_KEY}
+        params = bind_parameters(runbook, partner, {k: v for k, v in given.items() if k not in reserved})
+        locks = run_locks(runbook, partner, params, drill=drill)
+        execution_id = grammar.new_execution_id(f"{inv.team_id}:{inv.trigger_id or inv.text}:{inv.user_id}")
+        holder = next((h for h in map(self.store.lock_holder, locks) if h and h != execution_id), None)
+        if holder and not force:
+            raise CommandError(
+                f"`{holder}` is already running on a table this run would change; two runs never change "
+                f"one table at once. Follow it with `/runbook status {holder}`, cancel it with "
+                f"`/runbook cancel {holder}`, or (approvers only) add `force=true` to start anyway"
+            )
+        if force and not self._is_approver(inv.user_id, partner):
+            raise CommandError(
+                f"only {partner.display_name}'s approvers may use force=true: "
+                + ", ".join(f"<!subteam^{a}>" if a.startswith("S") else f"<@{a}>" for a in partner.approvers)
+            )
         ex = new_execution(
-            grammar.new_execution_id(f"{inv.team_id}:{inv.trigger_id or inv.text}:{inv.user_id}"),
+            execution_id,
             runbook,
             partner,
             params,
@@ -114,16 +137,23 @@ class CommandService:
             now_ms=self.now_ms(),
             trigger="drill" if drill else "slash",
             drill=drill,
+            forced_over=holder or "",
             **drill_settings,
         )
-        if not self.store.create(ex):
+        held = self.store.create_locked(ex, locks, force=force)
+        if held == ex.execution_id:
             logger.info("redelivered start request", extra={"execution_id": ex.execution_id})
-        return render.started(ex.execution_id, runbook.name, partner.name)
+        elif held:  # another start took the lock between our look and our write
+            raise CommandError(
+                f"`{held}` has just started on a table this run would change; follow it with "
+                f"`/runbook status {held}`"
+            )
+        return render.started(ex)
 
     def _cancel(self, execution_id: str, inv: Invocation) -> render.Message:
-        ex = self._execution(execution_id)
+        ex = self._visible_execution(execution_id, inv)
         partner = self._partner(ex.partner)
-        if inv.user_id != ex.requested_by and inv.user_id not in partner.approvers:
+        if inv.user_id != ex.requested_by and not self._is_approver(inv.user_id, partner):
             raise CommandError(
                 f"only the requester <@{ex.requested_by}> or {partner.display_name}'s approvers may cancel "
                 f"{execution_id}"
@@ -134,6 +164,32 @@ class CommandService:
             raise CommandError(f"{execution_id} is already being cancelled or has just ended")
         return render.refusal(
             f"Cancelling {execution_id}: it stops at its next step boundary (a step in flight finishes first)."
+        )
+
+    # -- who may see and do what -------------------------------------------------------------
+
+    def _is_approver(self, user_id: str, partner: Partner) -> bool:
+        from bot.slack.approvals import is_approver
+
+        return is_approver(user_id, partner, self.members_of)
+
+    def _visible_execution(self, execution_id: str, inv: Invocation) -> Execution:
+        """A run, for someone who may see it: in the partner's channels, or in a DM (or any other
+        channel) only to its requester and the partner's approvers."""
+        ex = self._execution(execution_id)
+        partner = self.catalog().partners.get(ex.partner)
+        if partner is None or (partner.channels and inv.channel_id in partner.channels):
+            return ex
+        if not partner.channels and inv.channel_id == ex.channel:
+            return ex
+        if inv.channel_id.startswith("D") and (
+            inv.user_id == ex.requested_by or self._is_approver(inv.user_id, partner)
+        ):
+            return ex
+        where = ", ".join(f"<#{c}>" for c in partner.channels or (ex.channel,))
+        raise CommandError(
+            f"{execution_id} belongs to {partner.display_name}; ask in {where} (or, as its requester or "
+            "an approver, in a direct message with Runbook Bot)"
         )
 
     # -- lookups with answers people can act on ---------------------------------------------
@@ -160,6 +216,18 @@ class CommandService:
         return ex
 
 
+FORCE_KEY = "force"
+
+
+def _force(given: dict[str, str]) -> bool:
+    raw = given.get(FORCE_KEY)
+    if raw is None:
+        return False
+    if raw.lower() not in {"true", "yes", "1"}:
+        raise CommandError(f"force={escape(raw)}: write force=true (approvers only) or leave it out")
+    return True
+
+
 DRILL_KEYS = {"faults", "for"}
 
 
@@ -179,46 +247,3 @@ def _drill_settings(partner: Partner, given: dict[str, str]) -> dict[str, Any]:
     if not 0 < seconds <= 6 * 3600:
         raise CommandError(f"for={given.get('for')}: a drill may run from 1s to 6h")
     return {"drill_faults": faults.as_dict(), "drill_seconds": seconds}
-
-
-def new_execution(
-    execution_id: str,
-    runbook: Runbook,
-    partner: Partner,
-    params: dict[str, Any],
-    *,
-    requested_by: str,
-    channel: str,
-    now_ms: int,
-    trigger: str,
-    drill: bool = False,
-    drill_faults: dict[str, float] | None = None,
-    drill_seconds: int = 0,
-) -> Execution:
-    """A run as it is first written: PENDING at version 0, its first step at the cursor."""
-    return Execution(
-        execution_id=execution_id,
-        runbook=runbook.name,
-        runbook_version=runbook.version,
-        partner=partner.name,
-        status=Status.PENDING,
-        version=0,
-        params=params,
-        requested_by=requested_by,
-        channel=channel,
-        created_at_ms=now_ms,
-        updated_at_ms=now_ms,
-        trigger=trigger,
-        drill=drill,
-        drill_faults=dict(drill_faults or {}),
-        drill_until_ms=now_ms + drill_seconds * 1000 if drill and drill_seconds else None,
-        cursor=runbook.steps[0].id if runbook.steps else None,
-        total_steps=len(runbook.steps),
-        sla_response_minutes=partner.sla.response_minutes,
-        sla_resolution_minutes=partner.sla.resolution_minutes,
-        sla_warn_at=partner.sla.warn_at,
-        approval_timeout_minutes=partner.approval_timeout_minutes,
-        # If no worker picks the run up (a lost record), the sweeper wakes it after the grace period.
-        due_at_ms=now_ms + machine.GRACE_MS,
-        due_reason="stuck",
-    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.engine import machine
-from bot.exceptions import CommandError, TransitionConflict
+from bot.exceptions import ClaimHeld, CommandError, TransitionConflict
 from bot.slack.approvals import parse_button_value, refusal
 
 if TYPE_CHECKING:
@@ -57,9 +57,16 @@ class DecisionService:
         if why_not:
             return DecisionResult(False, why_not)
         executor = self.executor()
-        t = machine.decide(ex, runbook, user_id, approve, self.now_ms(), executor.when, executor.effect)
+        now = self.now_ms()
+        t = machine.decide(ex, runbook, user_id, approve, now, executor.when, None)
         try:
-            self.store.commit(ex.execution_id, t)
+            self.store.move(ex.execution_id, t, f"click-{user_id}", now)
+        except ClaimHeld:
+            return DecisionResult(
+                False,
+                "the run is changing right now (its approval may be expiring); nothing changed. "
+                "Look at the thread in a moment",
+            )
         except TransitionConflict:
             current = self.store.get(ex.execution_id)
             approval = current.approval if current else None

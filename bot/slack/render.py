@@ -15,6 +15,9 @@ from typing import Any
 from bot.engine.durations import format_duration
 from bot.engine.model import Risk, Runbook
 from bot.store.model import EventKind, Execution, Status, TimelineEvent
+from bot.text import escape
+
+__all__ = ["Message", "escape"]
 
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
@@ -58,11 +61,6 @@ class Message:
 
 
 # -- primitives --------------------------------------------------------------------------------
-
-
-def escape(text: str) -> str:
-    """Slack's three escapes, for text that came from people or data, not our own markup."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def mention(actor: str) -> str:
@@ -132,7 +130,8 @@ def parent_message(ex: Execution, runbook_title: str, partner_display: str, now_
     if ex.status is Status.AWAITING_APPROVAL and ex.approval:
         status += f" — `{escape(ex.approval.step_id)}` needs an approver"
     if ex.error and ex.status.terminal:
-        status += f" — `{escape(ex.error.get('code', ''))}`: {escape(ex.error.get('message', ''))}"
+        by = f" by {mention(ex.error['by'])}" if ex.error.get("by") else ""
+        status += f" — `{escape(ex.error.get('code', ''))}`: {escape(ex.error.get('message', ''))}{by}"
     origin = mention(ex.requested_by)
     blocks = [
         header(f"{drill}{runbook_title} · {partner_display}"),
@@ -143,9 +142,10 @@ def parent_message(ex: Execution, runbook_title: str, partner_display: str, now_
             f"partner `{escape(ex.partner)}`",
             f"started by {origin} {date_token(ex.created_at_ms)}",
             sla_text(ex, now_ms),
+            *([escape(drill_label(ex))] if ex.drill else []),
         ),
     ]
-    text = (
+    text = escape(
         f"{drill}{runbook_title} for {partner_display} ({ex.execution_id}): {ex.status.value}, "
         f"step {done} of {total}, elapsed {elapsed}; {sla_text(ex, now_ms)}"
     )
@@ -157,7 +157,8 @@ def timeline_reply(
 ) -> Message:
     emoji = EVENT_EMOJI.get(event.kind, ":small_blue_diamond:")
     title = f"*{escape(step_title)}* — " if step_title else ""
-    line = f"{emoji} {title}{_mrkdwn_summary(event.summary)}"
+    drill = "`[DRILL]` " if ex.drill else ""
+    line = f"{drill}{emoji} {title}{_mrkdwn_summary(event.summary)}"
     if event.duration_ms is not None and event.kind in {EventKind.STEP_FINISHED, EventKind.STEP_FAILED}:
         line += f" _({format_duration(event.duration_ms / 1000)})_"
     details: list[str] = []
@@ -176,10 +177,10 @@ def timeline_reply(
     blocks.append(
         context(f"{who}{date_token(event.at_ms, '{time_secs}')} · #{event.seq} · `{ex.execution_id}`")
     )
-    text = f"{event.kind.value.replace('_', ' ')}: {step_title + ' — ' if step_title else ''}{event.summary}"
+    text = f"{'[DRILL] ' if ex.drill else ''}{event.kind.value.replace('_', ' ')}: {step_title + ' — ' if step_title else ''}{event.summary}"
     if event.error_code:
         text += f" [{event.error_code}]"
-    return Message(_clip(text, 3000), blocks)
+    return Message(_clip(escape(text), 3000), blocks)
 
 
 def approval_request(
@@ -196,9 +197,10 @@ def approval_request(
         {"execution_id": ex.execution_id, "step_id": step_id, "version": version}, separators=(",", ":")
     )
     who = ", ".join(mention(a) for a in approvers) or "(no approvers configured)"
+    drill = f"*{escape(drill_label(ex))}*\n" if ex.drill else ""
     blocks = [
         section(
-            f":raised_hand: *Approval needed: {escape(step_title or step_id)}*\n{_mrkdwn_summary(effect)}"
+            f"{drill}:raised_hand: *Approval needed: {escape(step_title or step_id)}*\n{_mrkdwn_summary(effect)}"
         ),
         context(
             f"Who may decide: {who} (not the requester, {mention(ex.requested_by)})",
@@ -232,7 +234,8 @@ def approval_request(
             ],
         },
     ]
-    text = f"Approval needed for {step_title or step_id} ({ex.execution_id}): {effect}"
+    text = f"{drill_label(ex) + ' ' if ex.drill else ''}Approval needed for {step_title or step_id} ({ex.execution_id}): {effect}"
+    text = escape(text)
     return Message(_clip(text, 3000), blocks)
 
 
@@ -248,13 +251,15 @@ def approval_decided(
     emoji = {"approved": ":heavy_check_mark:", "rejected": ":no_entry:"}.get(decision, ":hourglass:")
     by = f" by {mention(decided_by)}" if decided_by else ""
     blocks = [
-        section(f"{emoji} *{escape(step_title or step_id)}: {decision}{by}*\n{_mrkdwn_summary(effect)}"),
+        section(
+            f"{'`[DRILL]` ' if ex.drill else ''}{emoji} *{escape(step_title or step_id)}: {decision}{by}*\n"
+            f"{_mrkdwn_summary(effect)}"
+        ),
         context(f"{decision} {date_token(decided_at_ms)}", f"`{ex.execution_id}`"),
     ]
-    return Message(
-        f"{step_title or step_id} {decision}{by.replace('<@', '@').replace('>', '')} ({ex.execution_id})",
-        blocks,
-    )
+    drill = "[DRILL] " if ex.drill else ""
+    plain_by = f" by @{decided_by}" if decided_by else ""  # no ping from a notification's text
+    return Message(escape(f"{drill}{step_title or step_id} {decision}{plain_by} ({ex.execution_id})"), blocks)
 
 
 # -- answers to commands ------------------------------------------------------------------------
@@ -264,12 +269,30 @@ def refusal(reason: str) -> Message:
     return Message(_clip(reason, 3000), [section(reason)])
 
 
-def started(execution_id: str, runbook: str, partner: str) -> Message:
+def started(ex: Execution) -> Message:
+    what = "drill of" if ex.drill else ""
     text = (
-        f"Started `{runbook}` for `{partner}`: execution `{execution_id}`. "
-        f"Progress is in the channel's thread; `/runbook status {execution_id}` any time."
+        f"Started {what + ' ' if what else ''}`{ex.runbook}` for `{ex.partner}`: execution `{ex.execution_id}`. "
+        f"Progress is in the channel's thread; `/runbook status {ex.execution_id}` any time."
     )
+    if ex.drill:
+        text += f"\n{drill_label(ex)}: against the drill targets only, never production."
+    if ex.forced_over:
+        text += f"\nForced past the table lock of `{ex.forced_over}`; the timeline says so."
     return Message(text, [section(f":rocket: {text}")])
+
+
+def drill_label(ex: Execution) -> str:
+    """`[DRILL] faults throttle=20%, timeout=2% · time limit 10m 00s`, or "" for a real run."""
+    if not ex.drill:
+        return ""
+    faults = ", ".join(f"{k}={v:.0%}" for k, v in sorted(ex.drill_faults.items())) or "none"
+    limit = (
+        f" · time limit {format_duration(((ex.drill_until_ms or 0) - ex.created_at_ms) / 1000)}"
+        if ex.drill_until_ms
+        else ""
+    )
+    return f"[DRILL] faults {faults}{limit}"
 
 
 def run_list(runbooks: Mapping[str, Runbook], partners: Mapping[str, Any], channel_id: str) -> Message:
@@ -368,11 +391,9 @@ def errors_text(catalog: Any, code: str | None) -> Message:
 
 
 def _mrkdwn_summary(text: str) -> str:
-    """Our summaries carry mentions (<@U…>) on purpose; everything else is escaped."""
-    import re
-
-    parts = re.split(r"(<@[UW][A-Z0-9]+>|<!subteam\^S[A-Z0-9]+>)", str(text))
-    return "".join(p if i % 2 else escape(p) for i, p in enumerate(parts))
+    """Summaries are plain text (they quote parameters, partner data and AWS errors): escaped
+    whole. Mentions come only from structured fields (an event's actor, an error's `by`)."""
+    return escape(text)
 
 
 def _figure(value: Any) -> str:

@@ -9,11 +9,12 @@ from functools import cache
 from typing import Any
 
 from bot.config import executions_table
-from bot.exceptions import TransitionConflict
+from bot.exceptions import ClaimHeld, TransitionConflict
 from bot.store import keys
 from bot.store.codec import from_attribute, from_item, size_of, to_attribute, to_item, to_plain
 from bot.store.model import Execution, Status, StepRecord
 
+MOVE_LEASE_MS = 15_000  # a claim for a transition that runs no step (sweeper, click, worker move)
 SPILL_BYTES = 8_192  # step outputs larger than this live in their own item, not the state item
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
@@ -53,54 +54,64 @@ class ExecutionStore:
             return False
         return True
 
-    def create_exclusive(self, ex: Execution) -> str | None:
-        """Create `ex` unless a run of the same runbook for the partner is active.
+    def create_locked(self, ex: Execution, locks: list[dict[str, str]], *, force: bool = False) -> str | None:
+        """Create `ex` holding `locks` (keys from `keys`), unless an active run holds one of them.
 
-        Returns None when created, else the id of the active run that holds the lock. A lock
-        whose run has ended is taken over in the same transaction.
+        Returns None when created, else the id of the active run that holds a lock: `ex`'s own
+        id when a redelivered request created it already. A lock whose run has ended is taken over in the same
+        transaction; with `force`, so is an active run's (the caller states that on the timeline).
         """
-        lock = keys.active_run_key(ex.partner, ex.runbook)
-        lock_item = {k: {"S": v} for k, v in lock.items()} | {"execution_id": {"S": ex.execution_id}}
-        current = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True).get("Item")
-        lock_condition: dict[str, Any] = {
-            "ConditionExpression": "attribute_not_exists(#pk)",
-            "ExpressionAttributeNames": {"#pk": keys.PK},
-        }
-        if current:
-            held_by = current["execution_id"]["S"]
-            running = self.get(held_by)
-            if running is not None and not running.status.terminal:
-                return held_by
-            lock_condition = {
-                "ConditionExpression": "execution_id = :held",
-                "ExpressionAttributeValues": {":held": {"S": held_by}},
-            }
-        try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": lock_item,
-                            **lock_condition,
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": to_item(ex),
-                            "ConditionExpression": "attribute_not_exists(#pk)",
-                            "ExpressionAttributeNames": {"#pk": keys.PK},
-                        }
-                    },
-                ]
-            )
-        except self.client.exceptions.TransactionCanceledException:
-            again = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True).get(
+        if not locks:
+            return None if self.create(ex) else ex.execution_id
+        puts: list[dict[str, Any]] = []
+        for lock in locks:
+            current = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True).get(
                 "Item"
             )
-            return again["execution_id"]["S"] if again else ex.execution_id
+            condition: dict[str, Any] = {
+                "ConditionExpression": "attribute_not_exists(#pk)",
+                "ExpressionAttributeNames": {"#pk": keys.PK},
+            }
+            if current:
+                held_by = current["execution_id"]["S"]
+                if held_by == ex.execution_id:
+                    return held_by  # a redelivered start: this run holds it already
+                running = self.get(held_by)
+                if running is not None and not running.status.terminal and not force:
+                    return held_by
+                condition = {
+                    "ConditionExpression": "execution_id = :held",
+                    "ExpressionAttributeValues": {":held": {"S": held_by}},
+                }
+            item = _key(lock) | {"execution_id": {"S": ex.execution_id}}
+            puts.append({"Put": {"TableName": self.table, "Item": item, **condition}})
+        state = {
+            "Put": {
+                "TableName": self.table,
+                "Item": to_item(ex),
+                "ConditionExpression": "attribute_not_exists(#pk)",
+                "ExpressionAttributeNames": {"#pk": keys.PK},
+            }
+        }
+        try:
+            self.client.transact_write_items(TransactItems=[*puts, state])
+        except self.client.exceptions.TransactionCanceledException:
+            for lock in locks:  # someone took a lock between our read and write, or this is a redelivery
+                again = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True)
+                holder = (again.get("Item") or {}).get("execution_id", {}).get("S", "")
+                if holder:
+                    return holder
+            return ex.execution_id if self.get(ex.execution_id) else None
         return None
+
+    def lock_holder(self, lock: dict[str, str]) -> str | None:
+        """The id of the active run holding `lock`, or None when it is free (or its run ended)."""
+        item = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        held_by = str(item["execution_id"]["S"])
+        running = self.get(held_by)
+        return held_by if running is not None and not running.status.terminal else None
 
     def get(self, execution_id: str, *, consistent: bool = True) -> Execution | None:
         item = self.client.get_item(
@@ -195,16 +206,21 @@ class ExecutionStore:
             return None
         return from_item(result["Attributes"])
 
-    # -- claims: one worker per (execution, version) ---------------------------------------
+    # -- claims: who may move a run from a version -------------------------------------------
 
     def claim(self, execution_id: str, version: int, owner: str, now_ms: int, lease_ms: int) -> bool:
-        """Take the right to run the step at `version`; False if another worker holds it."""
-        key = {keys.PK: keys.execution_pk(execution_id), keys.SK: f"CLAIM#{version:010d}"}
+        """Take the right to move the run from `version`; False while someone else's lease runs.
+
+        The one rule for every writer of a transition (the worker running a step, the sweeper,
+        an approval click): claim the version, then commit. Whoever holds a live claim is the
+        only one that may move the run, so a step is never run by two workers at once and the
+        sweeper never moves a run from under a working step.
+        """
         try:
             self.client.put_item(
                 TableName=self.table,
                 Item={
-                    **_key(key),
+                    **_key(keys.claim_key(execution_id, version)),
                     "owner": {"S": owner},
                     "lease_until_ms": {"N": str(now_ms + lease_ms)},
                     keys.TTL_ATTRIBUTE: {"N": str(now_ms // 1000 + 86_400)},
@@ -217,19 +233,35 @@ class ExecutionStore:
             return False
         return True
 
+    def move(self, execution_id: str, t: Any, owner: str, now_ms: int, lease_ms: int = MOVE_LEASE_MS) -> None:
+        """Claim `t.from_version`, then commit `t`: a transition that runs no step.
+
+        Raises ClaimHeld while another writer (a worker mid-step) holds the version, and
+        TransitionConflict if the run moved first; the claim is given back on a conflict.
+        """
+        if not self.claim(execution_id, t.from_version, owner, now_ms, lease_ms):
+            raise ClaimHeld(
+                f"execution {execution_id} at version {t.from_version} is being moved by another worker"
+            )
+        try:
+            self.commit(execution_id, t)
+        except TransitionConflict:
+            self.release(execution_id, t.from_version, owner)
+            raise
+
     def claim_lease(self, execution_id: str, version: int) -> int | None:
         """Until when the step at `version` is claimed (epoch ms), or None if no worker claimed it."""
-        key = {keys.PK: keys.execution_pk(execution_id), keys.SK: f"CLAIM#{version:010d}"}
-        item = self.client.get_item(TableName=self.table, Key=_key(key), ConsistentRead=True).get("Item")
+        item = self.client.get_item(
+            TableName=self.table, Key=_key(keys.claim_key(execution_id, version)), ConsistentRead=True
+        ).get("Item")
         return int(item["lease_until_ms"]["N"]) if item else None
 
     def release(self, execution_id: str, version: int, owner: str) -> None:
         """Give a claim back after a failure we caught, so a retried record can take it at once."""
-        key = {keys.PK: keys.execution_pk(execution_id), keys.SK: f"CLAIM#{version:010d}"}
         with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
             self.client.delete_item(
                 TableName=self.table,
-                Key=_key(key),
+                Key=_key(keys.claim_key(execution_id, version)),
                 ConditionExpression="#owner = :owner",
                 ExpressionAttributeNames={"#owner": "owner"},
                 ExpressionAttributeValues={":owner": {"S": owner}},

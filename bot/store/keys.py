@@ -37,14 +37,19 @@ def progress_key(execution_id: str, step_id: str) -> dict[str, str]:
     return {PK: execution_pk(execution_id), SK: f"PROGRESS#{step_id}"}
 
 
-def effect_key(execution_id: str, step_id: str, attempt: int) -> dict[str, str]:
-    """An action's record of an effect it made, keyed by its idempotency key."""
-    return {PK: execution_pk(execution_id), SK: f"EFFECT#{step_id}#{attempt}"}
+def claim_key(execution_id: str, version: int) -> dict[str, str]:
+    """Who may move the run from `version`: the worker running its step, the sweeper, a click."""
+    return {PK: execution_pk(execution_id), SK: f"CLAIM#{version:010d}"}
 
 
 def active_run_key(partner: str, runbook: str) -> dict[str, str]:
     """Held while a run of `runbook` for `partner` is active: alarm flaps never start a second."""
     return {PK: f"ACTIVE#{partner}#{runbook}", SK: "LOCK"}
+
+
+def table_lock_key(partner: str, table: str) -> dict[str, str]:
+    """Held while a run that may change `table` (a partner's table, by its real name) is active."""
+    return {PK: f"TABLE#{partner}#{table}", SK: "LOCK"}
 
 
 def idempotency_key(execution_id: str, step_id: str, attempt: int) -> str:

@@ -84,6 +84,7 @@ class Approval:
     decision: str = ""  # "" | approved | rejected | expired
     decided_by: str = ""
     decided_at_ms: int = 0
+    fingerprint: str = ""  # the material facts of the effect; a change after approval asks again
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class Execution:
     created_at_ms: int
     updated_at_ms: int
     trigger: str = "slash"  # slash | alarm | drill
+    forced_over: str = ""  # the active run whose table lock an approver overrode with force=true
     drill: bool = False
     drill_faults: dict[str, float] = field(default_factory=dict)  # injected on the partner's clients
     drill_until_ms: int | None = None  # a drill's time limit: it ends TIMED_OUT at this time

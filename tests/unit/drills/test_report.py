@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from bot.actions.base import Effect
 from bot.drills.report import judge
 from bot.engine import machine
 from bot.engine.model import Risk, Runbook, Step
@@ -90,7 +91,7 @@ def no_when(ex, step):
 
 
 def effect(ex, step):
-    return "runs"
+    return Effect("runs")
 
 
 def test_a_drill_past_its_time_limit_ends_timed_out_through_its_rollback():

@@ -27,11 +27,16 @@ from bot.engine.expressions import (
 )
 
 
+def _acme(drill: bool):
+    acme = load_catalog().partners["partner-acme"]
+    return acme.for_drill() if drill else acme
+
+
 def scope(*, drill: bool = False) -> dict:
     """What the executor hands expressions mid-run (Executor.scope), with the demo partner."""
     return {
         "params": {"table": "orders", "window": 900, "mode": "on-demand", "write_units": 400, "dry": False},
-        "partner": partner_scope(load_catalog().partners["partner-acme"], drill=drill),
+        "partner": partner_scope(_acme(drill)),
         "steps": {
             "detect": {
                 "outputs": {

@@ -294,9 +294,19 @@ PARTNERS = {
         "sla: 'resolution_minutes' is a required property",
     ),
     "drill-target-unknown-alias": (
-        "drill_target: {orders: acme-orders-drill}",
-        "drill_target:\n  ledger: acme-ledger-drill  #!",
-        "drill_target names `ledger`, which is not a table alias",
+        "drill_target: {orders: acme-orders-drill, failed_requests: acme-failed-writes-drill}",
+        "drill_target:\n  orders: acme-orders-drill\n  failed_requests: acme-failed-writes-drill\n  ledger: acme-ledger-drill  #!",
+        "drill_target names `ledger`; valid keys: orders, failed_requests",
+    ),
+    "drill-target-missing-store": (
+        "drill_target: {orders: acme-orders-drill, failed_requests: acme-failed-writes-drill}",
+        "drill_target:  #!\n  orders: acme-orders-drill",
+        "drill_target must cover every table alias and the failed-request store; missing: failed_requests",
+    ),
+    "drill-target-is-production": (
+        "drill_target: {orders: acme-orders-drill, failed_requests: acme-failed-writes-drill}",
+        "drill_target:\n  orders: acme-orders-drill\n  failed_requests: acme-failed-writes  #!",
+        "drill_target `failed_requests` is `acme-failed-writes`, a production resource",
     ),
     "drill-unknown-fault": (
         'drill: {faults: "throttle=0.2,timeout=0.02", time_limit: 10m}',

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.actions.base import Effect
 from bot.engine import machine
 from bot.engine.model import RetryPolicy, Risk, Runbook, Step
 from bot.store.model import ACTIVE, TERMINAL, Approval, EventKind, Execution, Status
@@ -49,7 +50,7 @@ def always(ex, s):
 
 
 def effect(ex, s):
-    return f"runs {s.action}"
+    return Effect(f"runs {s.action}", fingerprint=s.action)
 
 
 def succeed(now=T0, **kw):
@@ -158,7 +159,7 @@ def test_high_risk_step_waits_for_approval_with_expiry():
     rb = runbook(step("detect"), step("replay", risk=Risk.HIGH), step("verify"))
     ex = run_to_end(rb, execution(rb, approval_timeout_minutes=30))
     assert ex.status is Status.AWAITING_APPROVAL
-    assert ex.approval == Approval("replay", T0, T0 + 30 * 60_000, "runs notify")
+    assert ex.approval == Approval("replay", T0, T0 + 30 * 60_000, "runs notify", fingerprint="notify")
     assert ex.due_reason == "expiry" and ex.due_at_ms == T0 + 30 * 60_000
     assert ex.timeline[-1].kind is EventKind.APPROVAL_REQUESTED
 

@@ -605,12 +605,23 @@ class InMemoryExecutions:
 
     def __init__(self) -> None:
         self.created: dict[str, object] = {}
+        self.locks: dict[str, str] = {}
 
     def create(self, ex) -> bool:
         if ex.execution_id in self.created:
             return False
         self.created[ex.execution_id] = ex
         return True
+
+    def lock_holder(self, lock) -> str | None:
+        return self.locks.get(lock["pk"])
+
+    def create_locked(self, ex, locks, *, force: bool = False) -> str | None:
+        held = {self.locks.get(lock["pk"]) for lock in locks} - {None}
+        if held and not force:
+            return held.pop()
+        self.locks.update({lock["pk"]: ex.execution_id for lock in locks})
+        return None if self.create(ex) else ex.execution_id
 
     def get(self, execution_id: str, *, consistent: bool = True):
         return self.created.get(execution_id)

@@ -119,6 +119,12 @@ def assert_slack_accepts(message: render.Message) -> None:
                     assert len(confirm["confirm"]["text"]) <= 30 and len(confirm["deny"]["text"]) <= 30
 
 
+def _drill(ex):
+    return dataclasses.replace(
+        ex, drill=True, drill_faults={"throttle": 0.3, "timeout": 0.05}, drill_until_ms=ex.created_at_ms + 120_000
+    )
+
+
 def every_message() -> list[tuple[str, render.Message]]:
     ex = execution(
         status=Status.AWAITING_APPROVAL,
@@ -132,7 +138,8 @@ def every_message() -> list[tuple[str, render.Message]]:
         ("status", render.status_text(ex, THROTTLE)),
         ("timeline", render.timeline_text(ex)),
         ("refusal", render.refusal("no runbook named `x`; runbooks: throttle")),
-        ("started", render.started("rb-k3j7q2m4xa", "throttle", "partner-acme")),
+        ("started", render.started(execution(execution_id="rb-k3j7q2m4xa"))),
+        ("started drill", render.started(_drill(execution(execution_id="rb-k3j7q2m4xa")))),
         ("list", render.run_list(CATALOG.runbooks, CATALOG.partners, "C0ACMEOPS")),
         ("list elsewhere", render.run_list(CATALOG.runbooks, CATALOG.partners, "C0NOWHERE")),
         ("help", render.help_text(None, CATALOG.runbooks)),
@@ -494,8 +501,30 @@ def test_a_breached_sla_says_by_how_much():
 
 
 def test_the_start_answer_names_the_new_execution_and_how_to_follow_it():
-    message = render.started("rb-k3j7q2m4xa", "throttle", "partner-acme")
+    message = render.started(execution(execution_id="rb-k3j7q2m4xa"))
     assert "execution `rb-k3j7q2m4xa`" in message.text and "/runbook status rb-k3j7q2m4xa" in message.text
+    assert "drill" not in message.text.lower()
+
+
+def test_every_drill_message_says_it_is_a_drill_with_its_faults_and_time_limit():
+    ex = _drill(
+        execution(
+            status=Status.AWAITING_APPROVAL,
+            approval=Approval("replay", T0, T0 + 1_800_000, "writes 300"),
+        )
+    )
+    started = render.started(ex)
+    assert started.text.startswith("Started drill of `throttle`")
+    assert "[DRILL] faults throttle=30%, timeout=5% · time limit 2m 00s" in started.text
+    parent = render.parent_message(ex, "Throttled requests", "Acme Logistics", T0)
+    assert parent.text.startswith("[DRILL]") and "[DRILL]" in parent.blocks[0]["text"]["text"]
+    reply = render.timeline_reply(ex, event(seq=1, at_ms=T0))
+    assert reply.text.startswith("[DRILL]") and "[DRILL]" in reply.blocks[0]["text"]["text"]
+    request = approval_request(ex)
+    assert request.text.startswith("[DRILL] faults throttle=30%, timeout=5% · time limit 2m 00s")
+    assert "[DRILL] faults throttle=30%" in request.blocks[0]["text"]["text"]
+    decided = render.approval_decided(ex, "replay", "Replay", "writes 300", "approved", "U0ACMELEAD", T0)
+    assert decided.text.startswith("[DRILL]") and "[DRILL]" in decided.blocks[0]["text"]["text"]
 
 
 def test_the_timeline_answer_keeps_the_last_forty_events_and_says_so():
@@ -516,10 +545,13 @@ def test_the_list_answer_says_where_elsewhere_partners_may_run():
     assert "`partner-acme`" in text and "*Elsewhere*: `partner-globex` in <#C0GLOBEXOPS>" in text
 
 
-def test_timeline_summaries_keep_mentions_and_escape_everything_else():
+def test_timeline_summaries_never_carry_live_mentions_only_the_actor_is_one():
     reply = render.timeline_reply(
-        execution(), event(summary="approved by <@U0ACMELEAD> for <!subteam^S0ONCALL>; <!here> & <b>")
+        execution(),
+        event(summary="approved by <@U0ACMELEAD> for <!subteam^S0ONCALL>; <!here> & <b>", actor="U0ACMESRE"),
     )
     text = reply.blocks[0]["text"]["text"]
-    assert "<@U0ACMELEAD>" in text and "<!subteam^S0ONCALL>" in text
+    assert "&lt;@U0ACMELEAD&gt;" in text and "&lt;!subteam^S0ONCALL&gt;" in text
     assert "&lt;!here&gt; &amp; &lt;b&gt;" in text
+    assert "<@U0ACMESRE>" in reply.blocks[-1]["elements"][0]["text"], "the actor, from its own field"
+    assert "<" not in reply.text.replace("&lt;", ""), "the notification text is escaped too"
