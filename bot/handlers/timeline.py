@@ -12,10 +12,13 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from bot.handlers.records import state_image
 
 logger = Logger()
+RECORDING_MARGIN_SECONDS = 5  # Slack retries stop this long before the function's end
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    publisher = _publisher()
+    publisher.budget.reset(context.get_remaining_time_in_millis() / 1000 - RECORDING_MARGIN_SECONDS)
     # A processor per invocation: it holds the batch's outcomes, which must never mix with another's.
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
     return dict(
@@ -29,7 +32,7 @@ def publish_record(record: DynamoDBRecord) -> None:
     image = state_image(record.raw_event)
     if image is None:
         return
-    result = _publisher().publish(image)
+    result = _publisher().publish(image, response_url=_response_url(record.raw_event))
     logger.info(
         "published",
         extra={
@@ -37,21 +40,30 @@ def publish_record(record: DynamoDBRecord) -> None:
             "posted": result.posted,
             "recovered": result.recovered,
             "parent_updated": result.parent_updated,
+            "unreachable": result.unreachable,
         },
     )
+
+
+def _response_url(record: dict[str, Any]) -> str:
+    """The slash command's response_url, when the state item carries one."""
+    image = (record.get("dynamodb") or {}).get("NewImage") or {}
+    return str((image.get("response_url") or {}).get("S") or "")
 
 
 @cache
 def _publisher() -> Any:
     from bot.catalog import load_catalog
     from bot.config import executions_table, slack_secrets
-    from bot.slack.client import slack_client
+    from bot.slack.client import RetryBudget, slack_client
     from bot.slack.publisher import Publisher
     from bot.store.executions import dynamodb_client
     from bot.store.slack_posts import PostsStore
 
+    budget = RetryBudget()
     return Publisher(
-        slack_client(slack_secrets().bot_token),
+        slack_client(slack_secrets().bot_token, rate_limit_retries=10, budget=budget),
         PostsStore(dynamodb_client(), executions_table()),
         load_catalog,
+        budget=budget,
     )

@@ -1,20 +1,119 @@
-"""A local stand-in of Slack's Web API, on 127.0.0.1, for `SLACK_API_URL`.
+"""A local stand-in of Slack's Web API, on 127.0.0.1, for `SLACK_API_URL`. As strict as Slack.
 
-Answers the methods the bot calls in Slack's documented shapes, keeps channels with messages and
-threads in order, records every call, and injects what real Slack does: latency, 429 with
-Retry-After, 5xx. Deterministic under a seed.
+Answers the methods the bot calls in Slack's documented shapes, keeps conversations with messages
+and threads in order, records every call, and refuses what Slack refuses:
+- scopes: each method needs the scopes Slack's OpenAPI spec names (`WEB_API_METHODS`); the token
+  holds those `slack-manifest.yaml` declares, else `missing_scope` with `needed` and `provided`;
+- membership: the bot is a member of the demo partners' channels (runbooks/partners/*.yaml) and
+  of DMs it opens; `C0GENERAL` exists without it (`not_in_channel`), `C0ACMEOLD` is archived
+  (`is_archived`), any other id is `channel_not_found`;
+- Block Kit: every message's blocks parse with `slack_sdk.models.blocks` within Slack's limits
+  (50 blocks, 3,000 characters of section text, ...), else `invalid_blocks`; text over 40,000
+  characters is `msg_too_long`;
+- rate limits: per-method tiers (2: 20/min, 3: 50/min, 4: 100/min, with bursts of a minute's
+  worth), `chat.postMessage` about one per second per channel with short bursts, and for apps
+  outside the Marketplace `conversations.history`/`replies` at 1 request per minute and 15
+  items; over a limit the answer is HTTP 429 with `Retry-After`.
+
+A fault switch (`fail`) makes any method answer any error, before its effect or after it (the
+answer lost, as when Slack posts and then answers 500 or the connection drops). `time_scale`
+runs the limits faster than real time: at 0.02 a minute of Slack's limits passes in 1.2 s, and
+`Retry-After` carries the scaled seconds with decimals (real Slack sends whole seconds). The
+default comes from `SLACK_STAND_IN_TIME_SCALE` (1: real time). Deterministic under a seed.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
+import os
 import random
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST_PATH = ROOT / "slack-manifest.yaml"
+PARTNERS_DIR = ROOT / "runbooks" / "partners"
+OUTSIDE_CHANNEL = "C0GENERAL"  # exists; the bot was never invited
+ARCHIVED_CHANNEL = "C0ACMEOLD"  # the bot was a member; the channel is archived
+BOT_USER = "U0RUNBOOKBOT"
+MAX_TEXT = 40_000
+MAX_BLOCKS = 50
+HISTORY_ITEMS_OUTSIDE_MARKETPLACE = 15
+TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
+POSTS_PER_SECOND_PER_CHANNEL = 1.0
+POST_BURST = 4
+
+
+@dataclass(frozen=True)
+class WebApiMethod:
+    """What Slack's OpenAPI spec (slackapi/slack-api-specs, web-api/slack_web_openapi_v2.json)
+    says a method needs from a bot token, and its rate-limit tier (0: Slack's special limits).
+
+    `scopes` are granular bot scopes; the spec's `chat:write:bot` is `chat:write` for bot tokens.
+    Where the scope depends on the conversation (`conversations.history`: `channels:history` for
+    public channels, `groups:history` for private ones, `im:history` for DMs), `scopes` lists the
+    ones the bot needs for the conversations it uses: its partners' channels, public or private."""
+
+    scopes: tuple[str, ...]
+    tier: int
+    errors: frozenset[str] = frozenset()  # the method's own errors in the spec
+
+
+_COMMON_ERRORS = frozenset(
+    {
+        "not_authed",
+        "invalid_auth",
+        "account_inactive",
+        "token_revoked",
+        "missing_scope",
+        "ratelimited",
+        "fatal_error",
+        "internal_error",
+        "request_timeout",
+    }
+)
+_BLOCK_ERRORS = frozenset({"invalid_blocks", "msg_too_long", "no_text"})
+
+WEB_API_METHODS: dict[str, WebApiMethod] = {
+    "auth.test": WebApiMethod((), 0),
+    "chat.postMessage": WebApiMethod(
+        ("chat:write",),
+        0,
+        frozenset({"channel_not_found", "not_in_channel", "is_archived", "thread_not_found"}) | _BLOCK_ERRORS,
+    ),
+    "chat.update": WebApiMethod(
+        ("chat:write",),
+        3,
+        frozenset({"channel_not_found", "is_inactive", "message_not_found", "cant_update_message"})
+        | _BLOCK_ERRORS,
+    ),
+    "chat.postEphemeral": WebApiMethod(
+        ("chat:write",),
+        4,
+        frozenset({"channel_not_found", "is_archived", "user_not_in_channel"}) | _BLOCK_ERRORS,
+    ),
+    "conversations.history": WebApiMethod(
+        ("channels:history", "groups:history"), 3, frozenset({"channel_not_found", "not_in_channel"})
+    ),
+    "conversations.replies": WebApiMethod(
+        ("channels:history", "groups:history"),
+        3,
+        frozenset({"channel_not_found", "not_in_channel", "thread_not_found"}),
+    ),
+    "conversations.open": WebApiMethod(("im:write",), 3, frozenset({"user_not_found", "channel_not_found"})),
+    "usergroups.users.list": WebApiMethod(("usergroups:read",), 2, frozenset({"no_such_subteam"})),
+    "users.info": WebApiMethod(("users:read",), 4, frozenset({"user_not_found"})),
+}
+_HISTORY_SCOPE = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
 
 
 @dataclass(frozen=True)
@@ -28,9 +127,66 @@ class Call:
 
 
 @dataclass
-class _Channel:
+class Fault:
+    """One switch of `SlackStandIn.fail`: `error` (answered with HTTP 200, `ok: false`) or
+    `status` (429, 5xx), or `disconnect` (the connection closes unanswered); `lost` performs the
+    call first, so the effect happens and only the answer is lost."""
+
+    method: str
+    error: str = ""
+    status: int = 200
+    disconnect: bool = False
+    lost: bool = False
+    times: int | None = 1  # None: until cleared
+    channel: str = ""
+    retry_after: float = 1.0
+
+
+@dataclass
+class Conversation:
+    id: str
+    name: str
+    member: bool = True
+    archived: bool = False
+    user: str = ""  # the other person of a DM
     messages: list[dict[str, Any]] = field(default_factory=list)  # top-level, oldest first
     replies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # thread_ts -> replies
+
+
+class _Disconnect(Exception):
+    """Close the connection without an answer."""
+
+
+class _Bucket:
+    """A token bucket in simulated seconds."""
+
+    def __init__(self, per_second: float, burst: float) -> None:
+        self.per_second, self.burst = per_second, burst
+        self.tokens, self.at = burst, time.monotonic()
+
+    def take(self, scale: float) -> float:
+        """Seconds (simulated) to wait before a token is free; 0 and a token taken when free."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) / scale * self.per_second)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.per_second
+
+
+def manifest_scopes(path: Path = MANIFEST_PATH) -> tuple[str, ...]:
+    manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return tuple(manifest["oauth_config"]["scopes"]["bot"])
+
+
+def partner_channels(directory: Path = PARTNERS_DIR) -> list[str]:
+    found: list[str] = []
+    for path in sorted(directory.glob("*.yaml")):
+        for channel in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("channels") or []:
+            if str(channel) not in found:
+                found.append(str(channel))
+    return found
 
 
 class SlackStandIn:
@@ -43,19 +199,35 @@ class SlackStandIn:
         seed: int = 0,
         usergroups: dict[str, list[str]] | None = None,
         retry_after: int = 0,
+        scopes: tuple[str, ...] | None = None,
+        member_of: list[str] | None = None,
+        time_scale: float | None = None,
+        rate_limits: bool = True,
+        marketplace: bool = False,
     ) -> None:
         self.token = token
         self.fault_rate = fault_rate
         self.latency_ms = latency_ms
         self.retry_after = retry_after
         self.usergroups = {k: list(v) for k, v in (usergroups or {}).items()}
+        self.scopes = tuple(manifest_scopes() if scopes is None else scopes)
+        self.time_scale = float(
+            time_scale if time_scale is not None else os.environ.get("SLACK_STAND_IN_TIME_SCALE") or 1.0
+        )
+        self.rate_limits = rate_limits
+        self.marketplace = marketplace
         self.calls: list[Call] = []
+        self.responses: list[dict[str, Any]] = []  # what the bot sent to response_urls
+        self.faults: list[Fault] = []
+        self._member_of = list(partner_channels() if member_of is None else member_of)
         self._rng = random.Random(seed)
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[str, Conversation] = {}
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._lock = threading.RLock()
         self._seq = 0
         self.changed = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
+        self._workspace()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -70,6 +242,11 @@ class SlackStandIn:
         assert self._server is not None, "start() the stand-in first"
         return f"http://127.0.0.1:{self._server.server_address[1]}/api/"
 
+    def response_url(self, name: str = "local") -> str:
+        """A response_url that lands here (Slack's are https://hooks.slack.com/...)."""
+        assert self._server is not None, "start() the stand-in first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hooks/{name}"
+
     def stop(self) -> None:
         if self._server:
             self._server.shutdown()
@@ -79,20 +256,91 @@ class SlackStandIn:
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.responses.clear()
+            self.faults.clear()
             self._channels.clear()
+            self._buckets.clear()
+            self._workspace()
+
+    # -- the workspace, as tests arrange it ----------------------------------------------------------
+
+    def add_channel(
+        self, channel: str, *, member: bool = True, archived: bool = False, name: str = ""
+    ) -> None:
+        with self._lock:
+            self._channels[channel] = Conversation(
+                channel, name or channel.lower(), member=member, archived=archived
+            )
+
+    def invite(self, channel: str) -> None:
+        """Someone typed `/invite @runbook-bot` in the channel."""
+        with self._lock:
+            self._channels.setdefault(channel, Conversation(channel, channel.lower())).member = True
+
+    def remove(self, channel: str) -> None:
+        """Someone removed the bot from the channel."""
+        with self._lock:
+            self._channels.setdefault(channel, Conversation(channel, channel.lower())).member = False
+
+    def archive(self, channel: str) -> None:
+        with self._lock:
+            self._channels.setdefault(channel, Conversation(channel, channel.lower())).archived = True
+
+    def say(self, channel: str, text: str, *, user: str = "U0SOMEONE", at: float | None = None) -> str:
+        """A person's message in the channel (no API call, no limits); `at` sets its time."""
+        with self._lock:
+            ts = self._next_ts() if at is None else f"{at:.6f}"
+            message = {"type": "message", "user": user, "ts": ts, "text": text}
+            conversation = self._channels[channel]
+            bisect.insort(conversation.messages, message, key=_ts)
+            return ts
+
+    def fail(
+        self,
+        method: str,
+        error: str = "",
+        *,
+        status: int = 200,
+        disconnect: bool = False,
+        lost: bool = False,
+        times: int | None = 1,
+        channel: str = "",
+        retry_after: float = 1.0,
+    ) -> None:
+        """Make `method` (or "*": any) answer `error`, `status` or a dropped connection.
+
+        Refuses an error code Slack does not document for the method, so tests stay realistic."""
+        if error and method != "*":
+            known = WEB_API_METHODS[method].errors | _COMMON_ERRORS
+            if error not in known:
+                raise ValueError(f"Slack's {method} never answers {error!r}; it answers {sorted(known)}")
+        with self._lock:
+            self.faults.append(Fault(method, error, status, disconnect, lost, times, channel, retry_after))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.faults.clear()
 
     # -- what tests and the playground read ----------------------------------------------------------
 
     def messages(self, channel: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(m) for m in self._channel(channel).messages]
+            conversation = self._channels.get(channel)
+            return [dict(m) for m in conversation.messages] if conversation else []
 
     def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
         """Like conversations.replies: the parent first, then its replies in order."""
         with self._lock:
-            ch = self._channel(channel)
-            parent = [dict(m) for m in ch.messages if m["ts"] == ts]
-            return parent + [dict(r) for r in ch.replies.get(ts, [])]
+            conversation = self._channels.get(channel)
+            if conversation is None:
+                return []
+            parent = [dict(m) for m in conversation.messages if m["ts"] == ts]
+            return parent + [dict(r) for r in conversation.replies.get(ts, [])]
+
+    def dms(self, user: str) -> list[dict[str, Any]]:
+        """Messages the bot sent to `user` in their DM."""
+        with self._lock:
+            return [dict(m) for c in self._channels.values() if c.user == user for m in c.messages]
 
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -123,16 +371,101 @@ class SlackStandIn:
                     )
                 status = self._rng.choice([500, 502, 503])
                 return self._record(method, args, status, {"ok": False, "error": "internal_error"})
+            fault = self._fault(method, args)
+            if fault and not fault.lost:
+                return self._faulted(method, args, fault)
+            if not token:
+                return self._record(method, args, 200, {"ok": False, "error": "not_authed"})
             if token != self.token:
-                return self._record(
-                    method, args, 200, {"ok": False, "error": "invalid_auth" if token else "not_authed"}
-                )
+                return self._record(method, args, 200, {"ok": False, "error": "invalid_auth"})
+            spec = WEB_API_METHODS.get(method)
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
-            if handler is None:
+            if spec is None or handler is None:
                 return self._record(method, args, 200, {"ok": False, "error": "unknown_method"})
+            missing = self._missing_scope(method, spec, args)
+            if missing:
+                return self._record(method, args, 200, missing)
+            wait = self._rate_limited(method, spec, args)
+            if wait:
+                return self._record(
+                    method, args, 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": wait}
+                )
             body = handler(args)
             self.changed.notify_all()
+            if fault:
+                return self._faulted(method, args, fault)
             return self._record(method, args, 200, body)
+
+    def _fault(self, method: str, args: dict[str, Any]) -> Fault | None:
+        for fault in self.faults:
+            if fault.method not in {method, "*"}:
+                continue
+            if fault.channel and fault.channel != str(args.get("channel") or ""):
+                continue
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+            return fault
+        return None
+
+    def _faulted(
+        self, method: str, args: dict[str, Any], fault: Fault
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if fault.disconnect:
+            self._record(method, args, 0, {"ok": False, "error": "disconnected"})
+            raise _Disconnect
+        status = fault.status
+        error = fault.error or ("ratelimited" if status == 429 else "internal_error" if status >= 500 else "")
+        body: dict[str, Any] = {"ok": False, "error": error}
+        if error == "missing_scope":
+            body.update(needed=WEB_API_METHODS[method].scopes[0], provided=",".join(self.scopes))
+        headers = {"Retry-After": self._retry_after(fault.retry_after)} if status == 429 else {}
+        return self._record(method, args, status, body, headers)
+
+    def _missing_scope(self, method: str, spec: WebApiMethod, args: dict[str, Any]) -> dict[str, Any] | None:
+        needed = spec.scopes
+        if method in {"conversations.history", "conversations.replies"}:
+            kind = self._kind(str(args.get("channel") or ""))
+            needed = (_HISTORY_SCOPE.get(kind, "channels:history"),)
+        for scope in needed:
+            if scope not in self.scopes:
+                return {
+                    "ok": False,
+                    "error": "missing_scope",
+                    "needed": scope,
+                    "provided": ",".join(self.scopes),
+                }
+        return None
+
+    def _kind(self, channel: str) -> str:
+        conversation = self._channels.get(channel)
+        if conversation is not None and conversation.user:
+            return "D"
+        return channel[:1]
+
+    def _rate_limited(self, method: str, spec: WebApiMethod, args: dict[str, Any]) -> str:
+        """The Retry-After header if this call is over the method's limit, else ""."""
+        if not self.rate_limits or method == "auth.test":
+            return ""
+        if method == "chat.postMessage":
+            key = (method, str(args.get("channel") or ""))
+            per_second, burst = POSTS_PER_SECOND_PER_CHANNEL, float(POST_BURST)
+        elif method in {"conversations.history", "conversations.replies"} and not self.marketplace:
+            key, per_second, burst = (method, ""), 1 / 60, 1.0
+        else:
+            per_minute = TIER_PER_MINUTE[spec.tier]
+            key, per_second, burst = (method, ""), per_minute / 60, float(per_minute)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(per_second, burst)
+        wait = bucket.take(self.time_scale)
+        return self._retry_after(wait) if wait else ""
+
+    def _retry_after(self, seconds: float) -> str:
+        if self.time_scale == 1.0:
+            return str(max(1, math.ceil(seconds)))
+        return f"{seconds * self.time_scale:.3f}"
 
     def _record(
         self,
@@ -154,54 +487,87 @@ class SlackStandIn:
             "team": "Local",
             "user": "runbook-bot",
             "team_id": "T0LOCAL",
-            "user_id": "U0RUNBOOKBOT",
+            "user_id": BOT_USER,
             "bot_id": "B0RUNBOOKBOT",
         }
 
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel") or "")
-        if not channel:
-            return {"ok": False, "error": "channel_not_found"}
-        if not args.get("text") and not args.get("blocks"):
-            return {"ok": False, "error": "no_text"}
+        conversation, refused = self._writable(channel, not_member="not_in_channel", archived="is_archived")
+        if refused:
+            return refused
+        invalid = _invalid_message(args)
+        if invalid:
+            return invalid
         message = self._message(args)
-        ch = self._channel(channel)
         thread_ts = args.get("thread_ts")
         if thread_ts:
-            parent = next((m for m in ch.messages if m["ts"] == thread_ts), None)
+            parent = next((m for m in conversation.messages if m["ts"] == thread_ts), None)
             if parent is None:
                 return {"ok": False, "error": "thread_not_found"}
             message["thread_ts"] = thread_ts
-            ch.replies.setdefault(thread_ts, []).append(message)
-            parent["reply_count"] = len(ch.replies[thread_ts])
+            conversation.replies.setdefault(thread_ts, []).append(message)
+            parent["reply_count"] = len(conversation.replies[thread_ts])
             parent["thread_ts"] = thread_ts
         else:
-            ch.messages.append(message)
+            bisect.insort(conversation.messages, message, key=_ts)
         return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
 
     def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
-        ch = self._channel(channel)
-        for message in [*ch.messages, *(r for replies in ch.replies.values() for r in replies)]:
+        conversation, refused = self._writable(
+            channel, not_member="channel_not_found", archived="is_inactive"
+        )
+        if refused:
+            return refused
+        invalid = _invalid_message(args)
+        if invalid:
+            return invalid
+        everything = [
+            *conversation.messages,
+            *(r for replies in conversation.replies.values() for r in replies),
+        ]
+        for message in everything:
             if message["ts"] == ts:
+                if message.get("user") != BOT_USER:
+                    return {"ok": False, "error": "cant_update_message"}
                 message["text"] = args.get("text", message.get("text", ""))
                 if "blocks" in args:
                     message["blocks"] = _json(args["blocks"]) or []
-                message["edited"] = {"user": "U0RUNBOOKBOT", "ts": self._next_ts()}
+                message["edited"] = {"user": BOT_USER, "ts": self._next_ts()}
                 return {"ok": True, "channel": channel, "ts": ts, "text": message["text"], "message": message}
         return {"ok": False, "error": "message_not_found"}
 
     def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel") or "")
+        _, refused = self._writable(channel, not_member="channel_not_found", archived="is_archived")
+        if refused:
+            return refused
         if not args.get("user"):
             return {"ok": False, "error": "user_not_in_channel"}
+        invalid = _invalid_message(args)
+        if invalid:
+            return invalid
         return {"ok": True, "message_ts": self._next_ts()}
 
+    def _m_conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = str(args.get("users") or "").split(",")[0].strip()
+        if not user.startswith(("U", "W")):
+            return {"ok": False, "error": "user_not_found"}
+        channel = "D" + user[1:]
+        if channel not in self._channels:
+            self._channels[channel] = Conversation(channel, "", user=user)
+        return {"ok": True, "channel": {"id": channel}}
+
     def _m_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
-        ch = self._channel(str(args.get("channel") or ""))
-        limit = min(int(args.get("limit") or 100), 999)
+        conversation, refused = self._readable(str(args.get("channel") or ""))
+        if refused:
+            return refused
+        limit = self._history_limit(args, 100)
         oldest = float(args.get("oldest") or 0)
+        latest = float(args.get("latest") or "inf")
         start = int(args.get("cursor") or 0)
-        newest_first = [m for m in reversed(ch.messages) if float(m["ts"]) > oldest]
+        newest_first = [m for m in reversed(conversation.messages) if oldest < float(m["ts"]) <= latest]
         page = newest_first[start : start + limit]
         more = start + limit < len(newest_first)
         return {
@@ -213,18 +579,24 @@ class SlackStandIn:
 
     def _m_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
+        _, refused = self._readable(channel)
+        if refused:
+            return refused
         thread = self.thread(channel, ts)
         if not thread:
             return {"ok": False, "error": "thread_not_found"}
-        limit = int(args.get("limit") or 1000)
+        oldest = float(args.get("oldest") or 0)
+        # Like Slack: the parent comes first on every page; `oldest` narrows the replies.
+        replies = [m for m in thread[1:] if float(m["ts"]) > oldest]
+        limit = self._history_limit(args, 1000)
         start = int(args.get("cursor") or 0)
-        page = thread[start : start + limit]
-        more = start + limit < len(thread)
+        page = [thread[0], *replies[start : start + max(0, limit - 1)]]
+        more = start + limit - 1 < len(replies)
         return {
             "ok": True,
             "messages": [self._shown(m, args) for m in page],
             "has_more": more,
-            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+            "response_metadata": {"next_cursor": str(start + limit - 1) if more else ""},
         }
 
     def _m_usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -237,12 +609,51 @@ class SlackStandIn:
         user = str(args.get("user") or "")
         return {"ok": True, "user": {"id": user, "name": user.lower(), "real_name": user, "tz": "UTC"}}
 
+    def _hook(self, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """A POST to a response_url: Slack answers 200 "ok" and shows the message to the user."""
+        with self._lock:
+            self.responses.append({"hook": name, **body})
+            self.changed.notify_all()
+        return 200, {"ok": True}, {}
+
     # -- helpers -----------------------------------------------------------------------------------------
+
+    def _writable(
+        self, channel: str, *, not_member: str, archived: str
+    ) -> tuple[Conversation, dict[str, Any] | None]:
+        conversation = self._channels.get(channel)
+        if conversation is None:
+            return Conversation(channel, ""), {"ok": False, "error": "channel_not_found"}
+        if conversation.archived:
+            return conversation, {"ok": False, "error": archived}
+        if not conversation.member:
+            return conversation, {"ok": False, "error": not_member}
+        return conversation, None
+
+    def _readable(self, channel: str) -> tuple[Conversation, dict[str, Any] | None]:
+        conversation = self._channels.get(channel)
+        if conversation is None:
+            return Conversation(channel, ""), {"ok": False, "error": "channel_not_found"}
+        if not conversation.member:
+            return conversation, {"ok": False, "error": "not_in_channel"}
+        return conversation, None
+
+    def _history_limit(self, args: dict[str, Any], default: int) -> int:
+        limit = max(1, min(int(args.get("limit") or default), 999))
+        return limit if self.marketplace else min(limit, HISTORY_ITEMS_OUTSIDE_MARKETPLACE)
+
+    def _workspace(self) -> None:
+        for channel in self._member_of:
+            self._channels[channel] = Conversation(channel, channel.lower())
+        self._channels.setdefault(OUTSIDE_CHANNEL, Conversation(OUTSIDE_CHANNEL, "general", member=False))
+        self._channels.setdefault(
+            ARCHIVED_CHANNEL, Conversation(ARCHIVED_CHANNEL, "acme-ops-old", archived=True)
+        )
 
     def _message(self, args: dict[str, Any]) -> dict[str, Any]:
         message: dict[str, Any] = {
             "type": "message",
-            "user": "U0RUNBOOKBOT",
+            "user": BOT_USER,
             "bot_id": "B0RUNBOOKBOT",
             "ts": self._next_ts(),
             "text": str(args.get("text") or ""),
@@ -260,9 +671,6 @@ class SlackStandIn:
         if str(args.get("include_all_metadata", "")).lower() not in {"1", "true"}:
             shown.pop("metadata", None)
         return shown
-
-    def _channel(self, channel: str) -> _Channel:
-        return self._channels.setdefault(channel, _Channel())
 
     def _next_ts(self) -> str:
         """Like Slack's: epoch seconds with a unique 6-digit suffix, increasing with real time."""
@@ -291,10 +699,17 @@ class SlackStandIn:
                 self._answer(parsed.path, args)
 
             def _answer(self, path: str, args: dict[str, Any]) -> None:
-                method = path.rsplit("/", 1)[-1]
-                auth = self.headers.get("authorization") or ""
-                token = auth.removeprefix("Bearer ").strip() or args.pop("token", None)
-                status, body, headers = stand_in._call(method, args, token)
+                try:
+                    if path.startswith("/hooks/"):
+                        status, body, headers = stand_in._hook(path.removeprefix("/hooks/"), args)
+                    else:
+                        method = path.rsplit("/", 1)[-1]
+                        auth = self.headers.get("authorization") or ""
+                        token = auth.removeprefix("Bearer ").strip() or args.pop("token", None)
+                        status, body, headers = stand_in._call(method, args, token)
+                except _Disconnect:
+                    self.close_connection = True
+                    return
                 payload = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json; charset=utf-8")
@@ -308,6 +723,49 @@ class SlackStandIn:
                 return
 
         return Request
+
+
+def _invalid_message(args: dict[str, Any]) -> dict[str, Any] | None:
+    """Slack's checks of a message: some text or blocks, text within 40,000 characters, blocks that
+    parse as Block Kit within its limits."""
+    from slack_sdk.errors import SlackObjectFormationError
+    from slack_sdk.models.blocks import Block
+
+    text = str(args.get("text") or "")
+    raw_blocks = args.get("blocks")
+    blocks = _json(raw_blocks) if raw_blocks else None
+    if not text and not blocks:
+        return {"ok": False, "error": "no_text"}
+    if len(text) > MAX_TEXT:
+        return {"ok": False, "error": "msg_too_long"}
+    if raw_blocks and not isinstance(blocks, list):
+        return _invalid_blocks("blocks must be a JSON array")
+    problems: list[str] = []
+    if blocks and len(blocks) > MAX_BLOCKS:
+        problems.append(f"no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]")
+    for i, raw in enumerate(blocks or []):
+        try:
+            block = Block.parse(raw) if isinstance(raw, dict) else None
+            if block is None:
+                problems.append(f"unknown or missing block type [json-pointer:/blocks/{i}/type]")
+                continue
+            block.validate_json()
+        except (SlackObjectFormationError, KeyError, TypeError, ValueError) as error:
+            problems.append(f"{error} [json-pointer:/blocks/{i}]")
+    return _invalid_blocks(*problems) if problems else None
+
+
+def _invalid_blocks(*problems: str) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error": "invalid_blocks",
+        "errors": list(problems),
+        "response_metadata": {"messages": [f"[ERROR] {p}" for p in problems]},
+    }
+
+
+def _ts(message: dict[str, Any]) -> float:
+    return float(message["ts"])
 
 
 def _json(value: Any) -> Any:

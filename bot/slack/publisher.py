@@ -1,10 +1,19 @@
 """The incident timeline in the channel: one parent message per run, one reply per event.
 
-Exactly once, in order, whatever the stream and Slack do. Before posting events the publisher
-claims them in its own item (`attempting_through`); a publisher that stopped after posting but
-before recording finds its posts again by their message metadata (execution id + seq) and
-does not post them twice. Slack's 429/5xx are retried in-process by the client; past that the
-record fails and the stream delivers it again.
+Exactly once, in order, whatever the stream and Slack do. Each event is claimed in the
+publisher's own item (`attempting_through`) before it is posted and recorded with its `ts` right
+after, so at most one post is ever unaccounted for. A post whose answer was lost (5xx, timeout,
+dropped connection: Slack may have posted it) or that a stopped publisher never recorded is
+looked for by its message metadata (execution id + seq) with one `conversations.replies` or
+`conversations.history` call of at most 15 items, never re-sent blindly.
+
+Errors by kind: 429 and 5xx on other calls are retried in-process by the client within the
+function's time; past that the record fails and the stream delivers it again. Errors no retry can
+fix (the bot is not in the channel, the channel is gone or archived, the token or a scope is
+missing) never block the stream: the item records that the channel cannot be reached and why,
+the requester is told once how to fix it (through the run's response_url while it lasts, else a
+DM), and the timeline catches up in order when the run next changes. A message Slack refuses
+(`invalid_blocks`, `msg_too_long`) is sent again as its text alone.
 """
 
 from __future__ import annotations
@@ -13,12 +22,19 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from slack_sdk.errors import SlackApiError
+
+from bot.config import slack_api_url
 from bot.slack import render
 from bot.slack.approvals import approvers_text
+from bot.slack.client import MESSAGE_ERRORS, RetryBudget, answer_lost, error_code, is_permanent
 from bot.store.model import EventKind, Execution, TimelineEvent
 from bot.store.slack_posts import Posts, PostsStore
 
@@ -30,17 +46,54 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 METADATA_TYPE = "runbook_timeline_event"
 _DECISIONS = {EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_REJECTED, EventKind.APPROVAL_EXPIRED}
+LOOKUP_ITEMS = 15  # what Slack gives apps outside the Marketplace per history/replies call
+SEND_ATTEMPTS = 3  # a post whose answer was lost and that is not in the channel is sent again
+CLOCK_SKEW_SECONDS = 2
+PARENT_WINDOW_SECONDS = 70  # a post lands within the publishing function's time (60 s) of its send
+RESPONSE_URL_SECONDS = 30 * 60  # Slack honours a response_url for 30 minutes
+TEXT_ALONE_LIMIT = 3_000
+_GONE_MESSAGE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 
 
 class PublisherConflict(RuntimeError):
     """Another publisher moved this execution's posts first; the record is retried."""
 
 
+class SlackUnanswered(RuntimeError):
+    """Slack never answered a post and it is not in the channel; the record is retried."""
+
+
+class ChannelUnreachable(Exception):
+    """Slack refused in a way no retry fixes: the channel, the app or the message must change."""
+
+    def __init__(self, code: str, needed: str = "") -> None:
+        super().__init__(code)
+        self.code = code
+        self.needed = needed
+
+
 @dataclass(frozen=True)
 class PublishResult:
     posted: int
-    recovered: int  # found already in the thread after an earlier publisher stopped
+    recovered: int  # found already in the thread (a lost answer, or a publisher that stopped)
     parent_updated: bool
+    unreachable: str = ""  # why the channel refused (a Slack error code); "" when it took everything
+
+
+@dataclass
+class _Tally:
+    posted: int = 0
+    recovered: int = 0
+    lookups: list[str] = field(default_factory=list)
+
+
+def post_json(url: str, body: dict[str, Any]) -> None:
+    """POST to a response_url (Slack's hooks, not the Web API)."""
+    request = urllib.request.Request(  # noqa: S310 - the URL is checked by _answerable
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+        answer.read()
 
 
 class Publisher:
@@ -49,106 +102,111 @@ class Publisher:
         slack: WebClient,
         posts: PostsStore,
         catalog: Callable[[], Catalog],
+        *,
+        clock: Callable[[], float] = time.time,
+        respond: Callable[[str, dict[str, Any]], None] = post_json,
+        budget: RetryBudget | None = None,
     ) -> None:
         self.slack = slack
+        self.budget = budget or RetryBudget()  # the time `slack`'s retries may take; the handler sets it
         self.posts = posts
         self.catalog = catalog
+        self.clock = clock
+        self.respond = respond
 
-    def publish(self, ex: Execution) -> PublishResult:
+    def publish(self, ex: Execution, response_url: str = "") -> PublishResult:
+        """Bring the run's parent and thread up to date; `response_url` is the run's own, if any."""
         state = self.posts.get(ex.execution_id)
-        recovered = 0
-        if not state.parent_ts:
-            state = self._ensure_parent(ex, state)
-        pending = [e for e in ex.timeline if e.seq > state.posted_seq]
-        posted = 0
-        if pending:
-            through = pending[-1].seq
-            claimed = self.posts.save(
-                ex.execution_id,
-                state,
-                replace(state, attempting_through=max(through, state.attempting_through)),
-            )
-            if claimed is None:
-                raise PublisherConflict(f"posts of {ex.execution_id} moved while publishing; retrying")
-            already = self._already_posted(ex, state) if state.attempting_through > state.posted_seq else {}
-            approval_ts = dict(state.approval_ts)
-            for event in pending:
-                ts = already.get(event.seq)
-                if ts:
-                    recovered += 1
-                else:
-                    ts = self._post_event(ex, claimed, event)
-                    posted += 1
-                if event.kind is EventKind.APPROVAL_REQUESTED and event.step_id:
-                    approval_ts[event.step_id] = ts
-                if event.kind in _DECISIONS and event.step_id in approval_ts:
-                    self._close_approval(ex, claimed.channel, approval_ts[event.step_id], event)
-            done = self.posts.save(
-                ex.execution_id, claimed, replace(claimed, posted_seq=through, approval_ts=approval_ts)
-            )
-            if done is None:
-                raise PublisherConflict(f"posts of {ex.execution_id} moved while publishing; retrying")
-            state = done
-        return PublishResult(posted, recovered, self._refresh_parent(ex, state))
+        tally = _Tally()
+        try:
+            if not state.parent_ts:
+                state = self._ensure_parent(ex, state, tally)
+            state = self._post_pending(ex, state, tally)
+            updated = self._refresh_parent(ex, state)
+        except ChannelUnreachable as refused:
+            self._unreachable(ex, refused, response_url)
+            return PublishResult(tally.posted, tally.recovered, False, refused.code)
+        if state.unreachable:
+            self._save(ex, state, replace(state, unreachable="", unreachable_since_ms=0))
+        return PublishResult(tally.posted, tally.recovered, updated)
+
+    def _save(self, ex: Execution, before: Posts, after: Posts) -> Posts:
+        saved = self.posts.save(ex.execution_id, before, after)
+        if saved is None:
+            raise PublisherConflict(f"posts of {ex.execution_id} moved while publishing; retrying")
+        return saved
 
     # -- the parent message ----------------------------------------------------------------
 
-    def _ensure_parent(self, ex: Execution, state: Posts) -> Posts:
-        channel = ex.channel or self._default_channel(ex)
-        ts = self._find_parent(ex, channel) if state.parent_attempted else ""
-        if not ts:
-            attempted = self.posts.save(
-                ex.execution_id, state, replace(state, channel=channel, parent_attempted=True)
+    def _ensure_parent(self, ex: Execution, state: Posts, tally: _Tally) -> Posts:
+        channel = state.channel or ex.channel or self._default_channel(ex)
+        ts = self._find_parent(ex, channel, state, tally) if state.parent_attempted else ""
+        if ts:
+            tally.recovered += 1
+        else:
+            state = self._save(
+                ex,
+                state,
+                replace(
+                    state,
+                    channel=channel,
+                    parent_attempted=True,
+                    parent_attempt_at_ms=int(self.clock() * 1000),
+                ),
             )
-            if attempted is None:
-                raise PublisherConflict(f"parent of {ex.execution_id} is being posted by another publisher")
-            state = attempted
-            message = self._parent(ex)
-            answer = self.slack.chat_postMessage(
-                channel=channel,
-                text=message.text,
-                blocks=message.blocks,
-                unfurl_links=False,
-                metadata={
-                    "event_type": METADATA_TYPE,
-                    "event_payload": {"execution_id": ex.execution_id, "seq": 0},
-                },
+            attempted = state
+            ts = self._post(
+                channel,
+                self._parent(ex),
+                _metadata(ex, 0),
+                lambda: self._find_parent(ex, channel, attempted, tally),
+                tally,
             )
-            ts = str(answer["ts"])
         with_parent = replace(
             state,
             channel=channel,
             parent_ts=ts,
             parent_attempted=True,
+            last_ts=state.last_ts or ts,
             parent_digest=_digest(self._parent(ex)),
         )
-        if not self.posts.save(ex.execution_id, state, with_parent):
-            raise PublisherConflict(f"parent of {ex.execution_id} was recorded by another publisher")
-        return with_parent
+        return self._save(ex, state, with_parent)
 
-    def _find_parent(self, ex: Execution, channel: str) -> str:
-        """The parent we may have posted before a crash: only messages since the run began, every page."""
-        oldest = f"{ex.created_at_ms / 1000 - 60:.6f}"  # a minute of slack for clock skew
-        cursor = ""
-        while True:
-            history = self.slack.conversations_history(
-                channel=channel, oldest=oldest, limit=200, include_all_metadata=True, cursor=cursor or None
+    def _find_parent(self, ex: Execution, channel: str, state: Posts, tally: _Tally) -> str:
+        """The parent we may have posted: one history call over the time it can have landed in."""
+        tally.lookups.append("conversations.history")
+        if state.parent_attempt_at_ms:
+            sent = state.parent_attempt_at_ms / 1000
+            window = {
+                "oldest": f"{sent - CLOCK_SKEW_SECONDS:.6f}",
+                "latest": f"{sent + PARENT_WINDOW_SECONDS:.6f}",
+            }
+        else:  # recorded before attempts had a time: since the run began
+            window = {"oldest": f"{ex.created_at_ms / 1000 - 60:.6f}"}
+        history = self._call(
+            self.slack.conversations_history,
+            channel=channel,
+            limit=LOOKUP_ITEMS,
+            inclusive=True,
+            include_all_metadata=True,
+            **window,
+        )
+        for message in history.get("messages") or []:
+            if _event_key(message) == (ex.execution_id, 0):
+                return str(message["ts"])
+        if history.get("has_more"):
+            logger.warning(
+                "parent not among the newest messages of its window; posting it again may show it twice",
+                extra={"execution_id": ex.execution_id, "channel": channel},
             )
-            for message in history.get("messages") or []:
-                if _event_key(message) == (ex.execution_id, 0):
-                    return str(message["ts"])
-            cursor = ((history.get("response_metadata") or {}).get("next_cursor")) or ""
-            if not history.get("has_more") or not cursor:
-                return ""
+        return ""
 
     def _refresh_parent(self, ex: Execution, state: Posts) -> bool:
         message = self._parent(ex)
         digest = _digest(message)
         if digest == state.parent_digest:
             return False
-        self.slack.chat_update(
-            channel=state.channel, ts=state.parent_ts, text=message.text, blocks=message.blocks
-        )
+        self._update(state.channel, state.parent_ts, message)
         # Best effort: a lost digest only costs one more chat.update next time.
         self.posts.save(ex.execution_id, state, replace(state, parent_digest=digest))
         return True
@@ -168,21 +226,71 @@ class Publisher:
 
     # -- events ----------------------------------------------------------------------------
 
-    def _post_event(self, ex: Execution, state: Posts, event: TimelineEvent) -> str:
-        message = self._event_message(ex, event)
-        answer = self.slack.chat_postMessage(
-            channel=state.channel,
+    def _post_pending(self, ex: Execution, state: Posts, tally: _Tally) -> Posts:
+        pending = [e for e in ex.timeline if e.seq > state.posted_seq]
+        if not pending:
+            return state
+        # Something claimed and never recorded: a publisher stopped, or Slack's answer was lost.
+        already = self._find_replies(ex, state, tally) if state.attempting_through > state.posted_seq else {}
+        if state.attempting_through < pending[0].seq:
+            state = self._save(ex, state, replace(state, attempting_through=pending[0].seq))
+        approval_ts = dict(state.approval_ts)
+        for i, event in enumerate(pending):
+            ts = already.get(event.seq, "")
+            if ts:
+                tally.recovered += 1
+            else:
+                ts = self._post_event(ex, state, event, tally)
+            if event.kind is EventKind.APPROVAL_REQUESTED and event.step_id:
+                approval_ts[event.step_id] = ts
+            if event.kind in _DECISIONS and event.step_id in approval_ts:
+                self._close_approval(ex, state.channel, approval_ts[event.step_id], event)
+            following = pending[i + 1].seq if i + 1 < len(pending) else event.seq
+            # One write records this post and claims the next.
+            state = self._save(
+                ex,
+                state,
+                replace(
+                    state,
+                    posted_seq=event.seq,
+                    last_ts=ts,
+                    attempting_through=max(following, state.attempting_through),
+                    approval_ts=dict(approval_ts),
+                    unreachable="",
+                    unreachable_since_ms=0,
+                ),
+            )
+        return state
+
+    def _post_event(self, ex: Execution, state: Posts, event: TimelineEvent, tally: _Tally) -> str:
+        before = self._post(
+            state.channel,
+            self._event_message(ex, event),
+            _metadata(ex, event.seq),
+            lambda: self._find_replies(ex, state, tally).get(event.seq, ""),
+            tally,
             thread_ts=state.parent_ts,
-            text=message.text,
-            blocks=message.blocks,
-            unfurl_links=False,
             reply_broadcast=event.kind is EventKind.APPROVAL_REQUESTED,
-            metadata={
-                "event_type": METADATA_TYPE,
-                "event_payload": {"execution_id": ex.execution_id, "seq": event.seq},
-            },
         )
-        return str(answer["ts"])
+        return before
+
+    def _find_replies(self, ex: Execution, state: Posts, tally: _Tally) -> dict[int, str]:
+        """This run's replies after the last one recorded: one call, at most 15 items."""
+        tally.lookups.append("conversations.replies")
+        page = self._call(
+            self.slack.conversations_replies,
+            channel=state.channel,
+            ts=state.parent_ts,
+            oldest=state.last_ts or state.parent_ts,
+            limit=LOOKUP_ITEMS,
+            include_all_metadata=True,
+        )
+        found: dict[int, str] = {}
+        for message in page.get("messages") or []:
+            key = _event_key(message)
+            if key and key[0] == ex.execution_id and key[1] > 0:
+                found[key[1]] = str(message["ts"])
+        return found
 
     def _event_message(self, ex: Execution, event: TimelineEvent) -> render.Message:
         catalog = self.catalog()
@@ -225,33 +333,198 @@ class Publisher:
         message = render.approval_decided(
             ex, event.step_id, title, effect, decision, event.actor, event.at_ms
         )
-        self.slack.chat_update(channel=channel, ts=ts, text=message.text, blocks=message.blocks)
+        self._update(channel, ts, message)
 
-    def _already_posted(self, ex: Execution, state: Posts) -> dict[int, str]:
-        """Events of this run already in the thread (by metadata), found after a publisher stopped."""
-        found: dict[int, str] = {}
-        cursor = None
-        while True:
-            page = self.slack.conversations_replies(
-                channel=state.channel,
-                ts=state.parent_ts,
-                include_all_metadata=True,
-                limit=200,
-                **({"cursor": cursor} if cursor else {}),
+    # -- talking to Slack --------------------------------------------------------------------
+
+    def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except SlackApiError as error:
+            if is_permanent(error):
+                needed = (
+                    str(error.response.get("needed") or "") if isinstance(error.response.data, dict) else ""
+                )
+                raise ChannelUnreachable(error_code(error), needed) from error
+            raise
+
+    def _post(
+        self,
+        channel: str,
+        message: render.Message,
+        metadata: dict[str, Any],
+        find: Callable[[], str],
+        tally: _Tally,
+        **extra: Any,
+    ) -> str:
+        """chat.postMessage exactly once: after a lost answer, look (`find`) before sending again."""
+        for _ in range(SEND_ATTEMPTS):
+            try:
+                answer = self._call(
+                    self.slack.chat_postMessage,
+                    channel=channel,
+                    text=message.text,
+                    blocks=message.blocks,
+                    unfurl_links=False,
+                    metadata=metadata,
+                    **extra,
+                )
+                tally.posted += 1
+                return str(answer["ts"])
+            except ChannelUnreachable as refused:
+                if refused.code in MESSAGE_ERRORS and message.blocks:
+                    logger.error(
+                        "Slack refused a message; sending its text alone", extra={"error": refused.code}
+                    )
+                    message = _text_alone(message)
+                    continue
+                raise
+            except Exception as error:
+                if not answer_lost(error):
+                    raise
+                logger.warning(
+                    "Slack's answer to a post was lost; looking for it", extra={"error": str(error)}
+                )
+                ts = find()
+                if ts:
+                    tally.recovered += 1
+                    return ts
+        raise SlackUnanswered(
+            f"Slack did not answer {SEND_ATTEMPTS} posts to {channel}; the record is retried"
+        )
+
+    def _update(self, channel: str, ts: str, message: render.Message) -> None:
+        for candidate in (message, _text_alone(message)):
+            try:
+                self._call(
+                    self.slack.chat_update,
+                    channel=channel,
+                    ts=ts,
+                    text=candidate.text,
+                    blocks=candidate.blocks,
+                )
+                return
+            except ChannelUnreachable as refused:
+                if refused.code not in MESSAGE_ERRORS or not candidate.blocks:
+                    raise
+                logger.error("Slack refused an update; sending its text alone", extra={"error": refused.code})
+            except SlackApiError as error:
+                if error_code(error) not in _GONE_MESSAGE:
+                    raise
+                logger.warning(
+                    "message to update is gone", extra={"channel": channel, "error": error_code(error)}
+                )
+                return
+
+    # -- a channel that cannot be reached ------------------------------------------------------
+
+    def _unreachable(self, ex: Execution, refused: ChannelUnreachable, response_url: str) -> None:
+        state = self.posts.get(ex.execution_id)
+        channel = state.channel or ex.channel
+        logger.warning(
+            "channel cannot be reached; the timeline waits",
+            extra={"execution_id": ex.execution_id, "channel": channel, "error": refused.code},
+        )
+        told = state.requester_told or self._tell_requester(ex, channel, refused, response_url)
+        after = replace(
+            state,
+            channel=channel,
+            unreachable=refused.code,
+            unreachable_since_ms=state.unreachable_since_ms or int(self.clock() * 1000),
+            requester_told=told,
+        )
+        if after != state and self.posts.save(ex.execution_id, state, after) is None:
+            logger.info(
+                "posts moved while recording an unreachable channel", extra={"execution_id": ex.execution_id}
             )
-            for message in page.get("messages") or []:
-                key = _event_key(message)
-                if key and key[0] == ex.execution_id and key[1] > 0:
-                    found[key[1]] = str(message["ts"])
-            cursor = ((page.get("response_metadata") or {}).get("next_cursor")) or None
-            if not cursor:
-                return found
+
+    def _tell_requester(
+        self, ex: Execution, channel: str, refused: ChannelUnreachable, response_url: str
+    ) -> bool:
+        text = unreachable_text(ex, channel, refused.code, refused.needed)
+        age = self.clock() - ex.created_at_ms / 1000
+        if response_url and age < RESPONSE_URL_SECONDS and _answerable(response_url):
+            try:
+                self.respond(
+                    response_url, {"response_type": "ephemeral", "replace_original": False, "text": text}
+                )
+                return True
+            except Exception:  # an expired or used-up response_url: a DM instead
+                logger.warning(
+                    "response_url refused; telling the requester by DM",
+                    extra={"execution_id": ex.execution_id},
+                )
+        if not ex.requested_by.startswith(("U", "W")):
+            return False  # an alarm started it: nobody to tell but the channel itself
+        try:
+            dm = self.slack.conversations_open(users=ex.requested_by)
+            self.slack.chat_postMessage(channel=str(dm["channel"]["id"]), text=text, unfurl_links=False)
+        except Exception as error:
+            logger.warning(
+                "could not tell the requester",
+                extra={"execution_id": ex.execution_id, "error": error_code(error)},
+            )
+            return False
+        return True
 
     def _default_channel(self, ex: Execution) -> str:
         partner = self.catalog().partners.get(ex.partner)
         if partner and partner.channels:
             return partner.channels[0]
         raise ValueError(f"execution {ex.execution_id} has no channel and its partner names none")
+
+
+_FIXES = {
+    "not_in_channel": "Invite the bot: type `/invite @runbook-bot` in <#{channel}>.",
+    "channel_not_found": (
+        "The channel does not exist or is private without the bot: invite @runbook-bot to <#{channel}>, "
+        "or fix `channels` in the partner file."
+    ),
+    "is_archived": (
+        "<#{channel}> is archived: unarchive it, or name a live channel in the partner file's `channels` "
+        "and invite @runbook-bot there."
+    ),
+    "missing_scope": "The Slack app lacks the scope `{needed}`: add it to the app (slack-manifest.yaml) and reinstall it.",
+    "token_revoked": (
+        "The bot's Slack token is no longer valid: reinstall the app and store the new token in the bot's secret."
+    ),
+    "msg_too_long": "Slack refused the message itself; the timeline stays in the table: `/runbook timeline {execution}`.",
+}
+_FIXES["is_inactive"] = _FIXES["is_archived"]
+_FIXES["invalid_blocks"] = _FIXES["msg_too_long"]
+for _code in ("account_inactive", "invalid_auth", "not_authed"):
+    _FIXES[_code] = _FIXES["token_revoked"]
+
+
+def unreachable_text(ex: Execution, channel: str, code: str, needed: str = "") -> str:
+    """What the requester reads: what is wrong, how to fix it, and that the run goes on."""
+    fix = _FIXES.get(code, "Check the Slack app's installation and the partner file's `channels`.")
+    return (
+        f"Runbook Bot cannot post the timeline of run `{ex.execution_id}` ({ex.runbook} for {ex.partner}) "
+        f"in <#{channel}>: Slack answers `{code}`. "
+        + fix.format(channel=channel, needed=needed or "channels:history", execution=ex.execution_id)
+        + " The run goes on; its timeline catches up in the channel when the run next changes."
+    )
+
+
+def _answerable(response_url: str) -> bool:
+    """Slack's own hooks, or the Slack that SLACK_API_URL names (the local stand-in)."""
+    url = urllib.parse.urlsplit(response_url)
+    api = urllib.parse.urlsplit(slack_api_url())
+    return (url.scheme == "https" and url.hostname == "hooks.slack.com") or (
+        (url.scheme, url.netloc) == (api.scheme, api.netloc)
+    )
+
+
+def _text_alone(message: render.Message) -> render.Message:
+    text = (
+        message.text if len(message.text) <= TEXT_ALONE_LIMIT else message.text[: TEXT_ALONE_LIMIT - 1] + "…"
+    )
+    return render.Message(text or "(a timeline event Slack could not show)")
+
+
+def _metadata(ex: Execution, seq: int) -> dict[str, Any]:
+    return {"event_type": METADATA_TYPE, "event_payload": {"execution_id": ex.execution_id, "seq": seq}}
 
 
 def _approval_version(ex: Execution, event: TimelineEvent) -> int:

@@ -11,16 +11,25 @@ from bot.store.codec import from_attribute, to_attribute
 
 @dataclass(frozen=True)
 class Posts:
-    """`posted_seq`: every event up to it is in the thread. `attempting_through`: events up to it
-    may have been posted by a publisher that stopped before recording them (look before posting)."""
+    """`posted_seq`: every event up to it is in the thread, the last one at `last_ts`.
+    `attempting_through`: events up to it may have been posted by a publisher that stopped (or
+    lost Slack's answer) before recording them: look in the thread after `last_ts` before posting.
+    `parent_attempt_at_ms`: when the parent was last sent, to look for it in a narrow window.
+    `unreachable`: why the channel refused the last post (a Slack error code), "" when it took it;
+    `requester_told`: the requester has been told how to fix it (once per run)."""
 
     channel: str = ""
     parent_ts: str = ""
     parent_attempted: bool = False
+    parent_attempt_at_ms: int = 0
     posted_seq: int = 0
     attempting_through: int = 0
+    last_ts: str = ""
     approval_ts: dict[str, str] = field(default_factory=dict)
     parent_digest: str = ""
+    unreachable: str = ""
+    unreachable_since_ms: int = 0
+    requester_told: bool = False
     exists: bool = False
 
 
@@ -40,10 +49,15 @@ class PostsStore:
             channel=str(data.get("channel", "")),
             parent_ts=str(data.get("parent_ts", "")),
             parent_attempted=bool(data.get("parent_attempted", False)),
+            parent_attempt_at_ms=int(data.get("parent_attempt_at_ms", 0)),
             posted_seq=int(data.get("posted_seq", 0)),
             attempting_through=int(data.get("attempting_through", 0)),
+            last_ts=str(data.get("last_ts", "")),
             approval_ts=dict(data.get("approval_ts") or {}),
             parent_digest=str(data.get("parent_digest", "")),
+            unreachable=str(data.get("unreachable", "")),
+            unreachable_since_ms=int(data.get("unreachable_since_ms", 0)),
+            requester_told=bool(data.get("requester_told", False)),
             exists=True,
         )
 
@@ -54,10 +68,15 @@ class PostsStore:
             "channel": {"S": after.channel},
             "parent_ts": {"S": after.parent_ts},
             "parent_attempted": {"BOOL": after.parent_attempted},
+            "parent_attempt_at_ms": {"N": str(after.parent_attempt_at_ms)},
             "posted_seq": {"N": str(after.posted_seq)},
             "attempting_through": {"N": str(after.attempting_through)},
+            "last_ts": {"S": after.last_ts},
             "approval_ts": to_attribute(after.approval_ts),
             "parent_digest": {"S": after.parent_digest},
+            "unreachable": {"S": after.unreachable},
+            "unreachable_since_ms": {"N": str(after.unreachable_since_ms)},
+            "requester_told": {"BOOL": after.requester_told},
         }
         if before.exists:
             condition = "posted_seq = :seq AND attempting_through = :through AND parent_ts = :parent"

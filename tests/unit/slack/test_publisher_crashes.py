@@ -98,13 +98,32 @@ def test_a_crash_right_after_a_post_never_doubles_it(executions_table, slack, cr
     assert_once_in_order(slack, ex)
 
 
-def test_the_parent_is_found_again_in_a_busy_channel(executions_table, slack):
+def test_the_parent_is_found_again_with_one_short_lookup_in_a_busy_channel(executions_table, slack):
     ex = run(2)
     client = slack_client("xoxb-test")
+    now = time.time()
+    for i in range(450):  # people talked before the run began
+        slack.say(CHANNEL, f"chatter {i}", at=now - 900 + i)
     with pytest.raises(Crash):
         publisher(CrashAfterPost(client, 1), executions_table).publish(ex)
-    for i in range(450):  # other runs and people keep the channel busy before the retry
-        client.chat_postMessage(channel=CHANNEL, text=f"chatter {i}")
+    for i in range(450):  # and go on talking before the publisher comes back
+        slack.say(CHANNEL, f"chatter {i}", at=now + 120 + i)
     result = publisher(client, executions_table).publish(ex)
-    assert result.posted == 2
+    assert (result.posted, result.recovered) == (2, 1)
+    lookups = [c for c in slack.calls if c.method.startswith("conversations.")]
+    assert [c.method for c in lookups] == ["conversations.history"]
+    assert int(lookups[0].args["limit"]) <= 15
+    assert_once_in_order(slack, ex)
+
+
+def test_a_reply_posted_before_a_crash_is_found_with_one_short_lookup(executions_table, slack):
+    ex = run(6)
+    client = slack_client("xoxb-test")
+    with pytest.raises(Crash):
+        publisher(CrashAfterPost(client, 4), executions_table).publish(ex)
+    result = publisher(client, executions_table).publish(ex)
+    assert (result.posted, result.recovered) == (3, 1)
+    lookups = [c for c in slack.calls if c.method.startswith("conversations.")]
+    assert [c.method for c in lookups] == ["conversations.replies"]
+    assert int(lookups[0].args["limit"]) <= 15
     assert_once_in_order(slack, ex)
