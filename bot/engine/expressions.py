@@ -19,6 +19,7 @@ from bot.exceptions import RunbookBotError
 
 MAX_EXPRESSION = 1000
 MAX_ITEMS = 10_000  # the largest list or tuple an expression may build
+MAX_INT_BITS = 1_024  # the largest whole number an expression may make (about 10**308)
 TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 FUNCTIONS = {
     "len": len,
@@ -58,12 +59,46 @@ def _mult(left: Any, right: Any) -> Any:
     for seq, n in ((left, right), (right, left)):
         if isinstance(seq, list | tuple) and isinstance(n, int) and len(seq) * max(n, 0) > MAX_ITEMS:
             raise ExpressionError(f"a list of more than {MAX_ITEMS:,} items is not available")
+    if _whole(left) and _whole(right) and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+        raise simpleeval.NumberTooHigh(_TOO_BIG)
     return simpleeval.safe_mult(left, right)
+
+
+_TOO_BIG = f"a whole number above 2**{MAX_INT_BITS} is not available; runbooks count items and units"
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pow(base: Any, exponent: Any) -> Any:
+    """Powers whose result stays a sensible size: 9**4000000 would take seconds to even multiply."""
+    if _whole(base) and _whole(exponent) and exponent > 0 and abs(base) > 1:
+        if abs(base).bit_length() * exponent > MAX_INT_BITS + 64:
+            raise simpleeval.NumberTooHigh(_TOO_BIG)
+    elif isinstance(exponent, int | float) and abs(exponent) > MAX_INT_BITS:
+        raise simpleeval.NumberTooHigh(f"an exponent above {MAX_INT_BITS} is not available")
+    return base**exponent
+
+
+def _lshift(value: Any, shift: Any) -> Any:
+    if _whole(value) and _whole(shift) and abs(value).bit_length() + shift > MAX_INT_BITS:
+        raise simpleeval.NumberTooHigh(_TOO_BIG)
+    return value << shift
 
 
 class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(operators={**simpleeval.DEFAULT_OPERATORS, ast.Mod: _mod, ast.Mult: _mult}, **kwargs)
+        super().__init__(
+            operators={
+                **simpleeval.DEFAULT_OPERATORS,
+                ast.Mod: _mod,
+                ast.Mult: _mult,
+                ast.Pow: _pow,
+                ast.LShift: _lshift,
+            },
+            **kwargs,
+        )
 
     def _eval_attribute(self, node: ast.Attribute) -> Any:
         if node.attr.startswith("_"):

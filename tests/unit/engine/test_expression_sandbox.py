@@ -67,3 +67,21 @@ def test_no_text_escapes_the_sandbox_as_anything_but_an_expression_error(text):
         evaluate(text, SCOPE)
     except ExpressionError as error:
         assert str(error)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["9**4000000 * 9**4000000", "2**5000", "(10**300) * (10**300)", "1 << 5000", "7**7**7"],
+)
+def test_huge_whole_numbers_are_refused_at_once(expression):
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ExpressionError, match="whole number above"):
+        evaluate(expression, {})
+    assert time.perf_counter() - started < 0.5
+
+
+def test_ordinary_arithmetic_still_works():
+    assert evaluate("2**10 * 1000 + (3 << 4)", {}) == 1024 * 1000 + 48
+    assert evaluate("0.5 ** 2", {}) == 0.25
