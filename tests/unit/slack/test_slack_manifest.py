@@ -1,0 +1,94 @@
+"""The manifest asks for exactly the scopes the code's Slack calls need, per Slack's own spec.
+
+`slack_web_api_spec.json` is an extract of Slack's OpenAPI spec (slackapi/slack-api-specs,
+web-api/slack_web_openapi_v2_without_examples.json): each method the bot or the stand-in knows,
+with the scopes and errors the spec names.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import yaml
+from slack_sdk import WebClient
+
+from bot.local.slack_api import WEB_API_METHODS
+
+ROOT = Path(__file__).resolve().parents[3]
+SPEC = json.loads((Path(__file__).with_name("slack_web_api_spec.json")).read_text(encoding="utf-8"))[
+    "methods"
+]
+# The spec predates granular bot scopes: its `chat:write:bot` is `chat:write` for a bot token.
+GRANULAR = {"chat:write:bot": "chat:write"}
+# Errors Slack documents today that the 2020 spec does not list for the method.
+DOCUMENTED_SINCE = {
+    "chat.postMessage": {"invalid_blocks", "thread_not_found"},
+    "chat.update": {"invalid_blocks"},
+    "chat.postEphemeral": {"invalid_blocks"},
+    "conversations.history": {"not_in_channel"},
+    "conversations.replies": {"not_in_channel"},
+    "usergroups.users.list": {"no_such_subteam"},
+    "users.info": set(),
+    "conversations.open": set(),
+    "auth.test": set(),
+}
+MANIFEST_ONLY = {"commands"}  # the slash command itself, not a Web API call
+
+
+def methods_the_bot_calls() -> set[str]:
+    """`client.chat_postMessage` and `api_call("chat.postMessage")` anywhere in bot/ (the local
+    tools in bot/local talk to the stand-in, not to Slack for the bot)."""
+    found: set[str] = set()
+    for path in (ROOT / "bot").rglob("*.py"):
+        if "local" in path.relative_to(ROOT / "bot").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "api_call"
+            ):
+                if node.args and isinstance(node.args[0], ast.Constant):
+                    found.add(str(node.args[0].value))
+            elif isinstance(
+                node, ast.Attribute
+            ):  # called, or handed on to be called (`self._call(c.chat_update, ...)`)
+                name = node.attr
+                if "_" in name and not name.startswith("_") and callable(getattr(WebClient, name, None)):
+                    found.add(name.replace("_", "."))
+    return found
+
+
+def manifest_scopes() -> set[str]:
+    manifest = yaml.safe_load((ROOT / "slack-manifest.yaml").read_text(encoding="utf-8"))
+    return set(manifest["oauth_config"]["scopes"]["bot"])
+
+
+def test_the_code_calls_the_methods_the_publisher_and_the_buttons_need():
+    called = methods_the_bot_calls()
+    assert {"chat.postMessage", "chat.update", "conversations.history", "conversations.replies"} <= called
+    assert {"conversations.open", "chat.postEphemeral", "usergroups.users.list"} <= called
+
+
+def test_every_method_the_bot_calls_is_one_the_stand_in_answers_as_slack_would():
+    assert methods_the_bot_calls() <= set(WEB_API_METHODS)
+
+
+def test_the_manifest_asks_for_exactly_the_scopes_of_the_methods_the_code_calls():
+    needed = {scope for method in methods_the_bot_calls() for scope in WEB_API_METHODS[method].scopes}
+    assert manifest_scopes() == needed | MANIFEST_ONLY
+
+
+def test_the_stand_ins_scopes_are_the_ones_slacks_spec_names():
+    for method, known in WEB_API_METHODS.items():
+        spec_scopes = {GRANULAR.get(s, s) for s in SPEC[method]["scopes"]} - {"none"}
+        assert set(known.scopes) <= spec_scopes, method
+        assert bool(known.scopes) == bool(spec_scopes), method
+
+
+def test_the_stand_in_answers_only_errors_slack_documents_for_the_method():
+    for method, known in WEB_API_METHODS.items():
+        documented = set(SPEC[method]["errors"]) | DOCUMENTED_SINCE[method]
+        assert known.errors - {"no_text", "msg_too_long"} <= documented, method
