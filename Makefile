@@ -48,6 +48,7 @@ typecheck: deps
 
 sam-validate: | $(UV)
 	$(TOOLS)/bin/uvx --from $(SAM_CLI) sam validate --lint --region us-east-1
+	$(TOOLS)/bin/uvx --from $(SAM_CLI) sam validate --lint --region us-east-1 --template deploy/partner-role.yaml
 
 sam-build: | $(UV)
 	$(TOOLS)/bin/uvx --from $(SAM_CLI) sam build --build-in-source --region us-east-1
