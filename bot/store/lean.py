@@ -3,7 +3,8 @@
 Why not boto3 here: importing botocore costs ~0.45 s, longer than Bolt itself, and Slack's
 3-second budget starts on a cold start. This client speaks the same wire protocol with the same
 parameter names as boto3's low-level client (`put_item(TableName=..., Item=...)`), signs with
-SigV4 (checked against botocore's signer in the tests), reuses one keep-alive connection, and
+SigV4 (checked against botocore's signer in the tests), reuses keep-alive connections (one per
+request in flight: `runbook-bot dev` and `serve` call it from many request threads at once), and
 raises `client.exceptions.<Code>` like boto3 does. Credentials and endpoints come from the
 standard variables (Lambda sets AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN); when
 they are absent it falls back to botocore's credential chain.
@@ -17,10 +18,13 @@ import http.client
 import json
 import os
 import random
+import threading
 import time
 import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
+
+_IDLE_CONNECTIONS = 8  # kept open for reuse; a burst beyond this opens (then closes) extra ones
 
 _RETRYABLE = {
     "ProvisionedThroughputExceededException",
@@ -143,7 +147,10 @@ class LeanJsonClient:
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.exceptions = _Exceptions()
-        self._conn: http.client.HTTPConnection | None = None
+        # An HTTPConnection carries one request at a time: each call takes an idle one (or opens
+        # one) and gives it back when its answer is read. Lambda calls one at a time: one connection.
+        self._idle: list[http.client.HTTPConnection] = []
+        self._idle_lock = threading.Lock()
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(params, separators=(",", ":")).encode()
@@ -151,7 +158,6 @@ class LeanJsonClient:
             try:
                 status, payload = self._send(operation, body)
             except (OSError, http.client.HTTPException):
-                self._close()
                 if attempt == self.max_attempts:
                     raise
                 time.sleep(_backoff(attempt))
@@ -189,22 +195,38 @@ class LeanJsonClient:
             session_token=token,
             now=datetime.now(UTC),
         )
-        conn = self._connection()
-        conn.request("POST", urllib.parse.urlsplit(self.endpoint).path or "/", body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
+        conn = self._take()
+        try:
+            conn.request("POST", urllib.parse.urlsplit(self.endpoint).path or "/", body=body, headers=headers)
+            response = conn.getresponse()
+            answer = response.status, response.read()
+        except BaseException:
+            conn.close()  # a half-used connection is never reused
+            raise
+        self._give_back(conn)
+        return answer
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            parts = urllib.parse.urlsplit(self.endpoint)
-            cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            self._conn = cls(parts.netloc, timeout=self.timeout)
-        return self._conn
+    def _take(self) -> http.client.HTTPConnection:
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()
+        parts = urllib.parse.urlsplit(self.endpoint)
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        return cls(parts.netloc, timeout=self.timeout)
 
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._idle_lock:
+            if len(self._idle) < _IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close the idle connections (calls after this open new ones)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 def dynamodb() -> LeanJsonClient:
