@@ -140,6 +140,7 @@ class Fault:
     times: int | None = 1  # None: until cleared
     channel: str = ""
     retry_after: float = 1.0
+    skip: int = 0  # calls that go through before this fault starts
 
 
 @dataclass
@@ -306,8 +307,11 @@ class SlackStandIn:
         times: int | None = 1,
         channel: str = "",
         retry_after: float = 1.0,
+        skip: int = 0,
     ) -> None:
-        """Make `method` (or "*": any) answer `error`, `status` or a dropped connection.
+        """Make `method` (or "*": any) answer `error`, `status` or a dropped connection, `times`
+        times after `skip` matching calls went through. Faults queue: the next starts counting its
+        `skip` when the one before it is used up.
 
         Refuses an error code Slack does not document for the method, so tests stay realistic."""
         if error and method != "*":
@@ -315,7 +319,9 @@ class SlackStandIn:
             if error not in known:
                 raise ValueError(f"Slack's {method} never answers {error!r}; it answers {sorted(known)}")
         with self._lock:
-            self.faults.append(Fault(method, error, status, disconnect, lost, times, channel, retry_after))
+            self.faults.append(
+                Fault(method, error, status, disconnect, lost, times, channel, retry_after, skip)
+            )
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -371,8 +377,8 @@ class SlackStandIn:
                     )
                 status = self._rng.choice([500, 502, 503])
                 return self._record(method, args, status, {"ok": False, "error": "internal_error"})
-            fault = self._fault(method, args)
-            if fault and not fault.lost:
+            fault = self._fault(method, args, lost=False)
+            if fault:
                 return self._faulted(method, args, fault)
             if not token:
                 return self._record(method, args, 200, {"ok": False, "error": "not_authed"})
@@ -392,16 +398,22 @@ class SlackStandIn:
                 )
             body = handler(args)
             self.changed.notify_all()
-            if fault:
-                return self._faulted(method, args, fault)
+            lost = self._fault(method, args, lost=True) if body.get("ok") else None
+            if lost:
+                return self._faulted(method, args, lost)
             return self._record(method, args, 200, body)
 
-    def _fault(self, method: str, args: dict[str, Any]) -> Fault | None:
+    def _fault(self, method: str, args: dict[str, Any], *, lost: bool) -> Fault | None:
+        """The fault for this call: one that refuses it, or (`lost`) one that loses its answer
+        after the effect; a lost-answer fault counts only calls that took effect."""
         for fault in self.faults:
-            if fault.method not in {method, "*"}:
+            if fault.method not in {method, "*"} or fault.lost != lost:
                 continue
             if fault.channel and fault.channel != str(args.get("channel") or ""):
                 continue
+            if fault.skip > 0:
+                fault.skip -= 1
+                return None
             if fault.times is not None:
                 fault.times -= 1
                 if fault.times <= 0:
