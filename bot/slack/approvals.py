@@ -27,7 +27,7 @@ def parse_button_value(raw: str) -> ButtonValue:
     except (ValueError, TypeError, KeyError):
         raise CommandError(
             "this button does not carry a valid approval (expected execution_id, step_id and version); "
-            "use the buttons on the latest approval message, or `/runbook status <execution-id>`"
+            "use the buttons on the latest approval message, or `/runbook status &lt;execution-id&gt;`"
         ) from None
 
 

@@ -9,6 +9,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from bot.exceptions import CommandError
+from bot.text import escape
 
 MAX_TEXT = 1000
 MAX_VALUE = 256
@@ -20,14 +21,14 @@ ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,99}")
 _QUOTES = {"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'", "\u201a": "'"}
 
 GRAMMAR = """\
-`/runbook <runbook> <partner> [key=value ...]` start a run (values may be "quoted")
+`/runbook &lt;runbook&gt; &lt;partner&gt; [key=value ...]` start a run (values may be "quoted")
 `/runbook list` runbooks and partners for this channel
 `/runbook help [runbook]` this help, or a runbook's steps and parameters
-`/runbook status <execution-id>` where a run stands
-`/runbook timeline <execution-id>` the run's timeline
-`/runbook cancel <execution-id>` stop a run at its next step boundary
+`/runbook status &lt;execution-id&gt;` where a run stands
+`/runbook timeline &lt;execution-id&gt;` the run's timeline
+`/runbook cancel &lt;execution-id&gt;` stop a run at its next step boundary
 `/runbook errors [ErrorCode]` the error catalog, or one entry
-`/runbook drill <runbook> <partner> [key=value ...]` a rehearsal against the drill target"""
+`/runbook drill &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a rehearsal against the drill target"""
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def _run_words(words: list[str], verb: str) -> tuple[str, str, dict[str, str]]:
     positional = [w for w in words if "=" not in w]
     if len(positional) < 2 or "=" in (words[0] + (words[1] if len(words) > 1 else "")):
         raise CommandError(
-            f"to start a run, name a runbook and a partner: `/runbook {prefix}<runbook> <partner> [key=value ...]`, "
+            f"to start a run, name a runbook and a partner: `/runbook {prefix}&lt;runbook&gt; &lt;partner&gt; [key=value ...]`, "
             f"e.g. `/runbook {prefix}throttle partner-acme`; `/runbook list` shows what this channel may run.\n"
             + GRAMMAR
         )
@@ -202,7 +203,7 @@ def _run_words(words: list[str], verb: str) -> tuple[str, str, dict[str, str]]:
                 "(up to 32), e.g. window=30m"
             )
         if not value:
-            raise CommandError(f"parameter `{key}` has no value; write {key}=<value>")
+            raise CommandError(f"parameter `{key}` has no value; write {key}=&lt;value&gt;")
         if len(value) > MAX_VALUE:
             raise CommandError(
                 f"the value of `{key}` is {len(value)} characters; at most {MAX_VALUE} are accepted"
@@ -231,5 +232,6 @@ def _no_more(head: str, rest: list[str], allowed: int) -> None:
 
 
 def _show(word: str) -> str:
+    """A user's word quoted back to them: shortened, and escaped so it can never be markup."""
     shown = word.replace("`", "'")
-    return shown if len(shown) <= 40 else shown[:37] + "..."
+    return escape(shown if len(shown) <= 40 else shown[:37] + "...")

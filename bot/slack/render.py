@@ -309,7 +309,7 @@ def run_list(runbooks: Mapping[str, Runbook], partners: Mapping[str, Any], chann
             "*Elsewhere*: "
             + ", ".join(f"`{p.name}` in " + ", ".join(f"<#{c}>" for c in p.channels) for p in elsewhere)
         )
-    lines.append("Start one: `/runbook <runbook> <partner> [key=value ...]`")
+    lines.append("Start one: `/runbook &lt;runbook&gt; &lt;partner&gt; [key=value ...]`")
     text = "\n".join(lines)
     return Message(_clip(text, 3000), [section(text)])
 
@@ -341,7 +341,7 @@ def help_text(runbook: Runbook | None, runbooks: Mapping[str, Runbook]) -> Messa
     parts += [
         "*Parameters*",
         *(params or ["• none"]),
-        f"Start: `/runbook {runbook.name} <partner> [key=value ...]`",
+        f"Start: `/runbook {runbook.name} &lt;partner&gt; [key=value ...]`",
     ]
     text = "\n".join(p for p in parts if p)
     return Message(_clip(text, 3000), [section(t) for t in _chunks(text)][:MAX_BLOCKS])

@@ -129,7 +129,7 @@ def test_partner_channel_restriction_says_where_to_go(ingress, server_table):
     ("text", "expected"),
     [
         ("list", "partner-acme"),
-        ("help", "/runbook <runbook> <partner>"),
+        ("help", "/runbook &lt;runbook&gt; &lt;partner&gt;"),
         ("help throttle", "needs approval"),
         ("errors", "ProvisionedThroughputExceededException"),
         ("errors ConditionalCheckFailedException", "duplicate"),

@@ -57,7 +57,7 @@ def test_every_command_of_the_contract_parses(text, command):
     ("text", "says"),
     [
         ("throttle", "name a runbook and a partner"),
-        ("drill throttle", "/runbook drill <runbook> <partner>"),
+        ("drill throttle", "/runbook drill &lt;runbook&gt; &lt;partner&gt;"),
         ("window=5m throttle partner-acme", "name a runbook and a partner"),
         ("throttle partner-acme extra", "only key=value parameters"),
         ("Throttle! partner-acme", "names are lowercase letters, digits and dashes"),

@@ -204,7 +204,7 @@ def test_a_bad_error_code_is_shortened_and_defused_in_the_answer_like_every_othe
 )
 def test_a_run_without_runbook_and_partner_shows_the_run_syntax_an_example_and_the_grammar(text, verb):
     message = refusal(verb + text)
-    assert f"`/runbook {verb}<runbook> <partner> [key=value ...]`" in message
+    assert f"`/runbook {verb}&lt;runbook&gt; &lt;partner&gt; [key=value ...]`" in message
     assert f"e.g. `/runbook {verb}throttle partner-acme`" in message and "`/runbook list`" in message
     assert grammar.GRAMMAR in message
 
@@ -266,7 +266,9 @@ def test_keys_are_up_to_32_characters():
 
 @pytest.mark.parametrize("word", ["window=", 'window=""', "window=''"])
 def test_a_key_without_a_value_shows_how_to_write_one(word):
-    assert "parameter `window` has no value; write window=<value>" in refusal(f"throttle partner-acme {word}")
+    assert "parameter `window` has no value; write window=&lt;value&gt;" in refusal(
+        f"throttle partner-acme {word}"
+    )
 
 
 @pytest.mark.parametrize(

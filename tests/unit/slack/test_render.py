@@ -121,7 +121,10 @@ def assert_slack_accepts(message: render.Message) -> None:
 
 def _drill(ex):
     return dataclasses.replace(
-        ex, drill=True, drill_faults={"throttle": 0.3, "timeout": 0.05}, drill_until_ms=ex.created_at_ms + 120_000
+        ex,
+        drill=True,
+        drill_faults={"throttle": 0.3, "timeout": 0.05},
+        drill_until_ms=ex.created_at_ms + 120_000,
     )
 
 
