@@ -48,7 +48,7 @@ def retrying_runbook() -> Runbook:
     return Runbook("retrying", "Retry once", "", (), (step,), (), "v1")
 
 
-def test_the_sweeper_never_wakes_a_retry_whose_worker_is_already_running_it(setup):
+def test_the_sweeper_never_wakes_a_retry_whose_worker_is_already_running_it(setup):  # noqa: F811 (the fixture imported above)
     store, catalog, _ = setup
     flaky = FlakyOnce()
     REGISTRY[flaky.name] = flaky
@@ -79,7 +79,7 @@ def test_the_sweeper_never_wakes_a_retry_whose_worker_is_already_running_it(setu
         REGISTRY.pop(flaky.name, None)
 
 
-def test_a_worker_cannot_run_a_step_the_sweeper_is_moving(setup):
+def test_a_worker_cannot_run_a_step_the_sweeper_is_moving(setup):  # noqa: F811 (the fixture imported above)
     store, catalog, _ = setup
     ex = start(store, catalog)
     current = store.get(ex.execution_id)
@@ -89,7 +89,7 @@ def test_a_worker_cannot_run_a_step_the_sweeper_is_moving(setup):
     assert store.get(ex.execution_id).version == current.version
 
 
-def test_a_click_loses_cleanly_to_a_live_claim(setup):
+def test_a_click_loses_cleanly_to_a_live_claim(setup):  # noqa: F811 (the fixture imported above)
     store, catalog, _ = setup
     ex = start(store, catalog)
     current = store.get(ex.execution_id)
