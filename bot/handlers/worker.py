@@ -7,6 +7,7 @@ them lands in the on-failure queue.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -15,8 +16,9 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
+from bot import metrics
 from bot.handlers.records import state_image
-from bot.store.model import Execution
+from bot.store.model import Execution, Status
 
 logger = Logger()
 
@@ -39,7 +41,13 @@ def advance_record(record: DynamoDBRecord, remaining_ms: Callable[[], int] = lam
     image: Execution | None = state_image(record.raw_event)
     if image is None:
         return  # not a state item: claims, outputs, the publisher's items
+    created_s = (record.raw_event.get("dynamodb") or {}).get("ApproximateCreationDateTime")
+    if created_s is not None:
+        age_ms = max(0.0, time.time() * 1000 - float(created_s) * 1000)
+        metrics.stream_record_age("worker", age_ms, image.execution_id)
+    started = time.perf_counter()
     outcome = _executor().advance(image, remaining_ms)
+    record_transition(image, outcome, (time.perf_counter() - started) * 1000)
     logger.info(
         "advanced",
         extra={
@@ -50,6 +58,30 @@ def advance_record(record: DynamoDBRecord, remaining_ms: Callable[[], int] = lam
             "version": image.version,
         },
     )
+
+
+def record_transition(image: Execution, outcome: Any, elapsed_ms: float) -> None:
+    """Metrics of a transition this worker wrote. Its write was conditional on the record's version,
+    so a record delivered twice, or raced by another worker, is counted once."""
+    if outcome.action not in {"moved", "executed"}:
+        return  # idle, stale, claimed elsewhere, conflict: nothing changed here
+    if image.status is Status.PENDING:
+        metrics.run_started(image.runbook, image.trigger, image.execution_id)
+    approval = image.approval
+    if image.status is Status.APPROVED and approval is not None and approval.decided_at_ms:
+        waited_s = max(0, approval.decided_at_ms - approval.requested_at_ms) / 1000
+        metrics.approval_wait(image.runbook, approval.decision or "approved", waited_s, image.execution_id)
+    if outcome.action == "executed" and outcome.step_id:
+        metrics.step_duration(_action_of(image.runbook, outcome.step_id), elapsed_ms, image.execution_id)
+    if outcome.detail in {s.value for s in Status if s.terminal}:
+        metrics.run_ended(image.runbook, outcome.detail, image.execution_id)
+
+
+def _action_of(runbook: str, step_id: str) -> str:
+    try:
+        return str(_executor().catalog.runbooks[runbook].step(step_id).action)
+    except LookupError:
+        return "unknown"
 
 
 @cache
