@@ -96,7 +96,7 @@ def test_double_click_decides_once(pipeline):
 
 
 def test_failing_step_fails_the_run_with_the_error_on_the_timeline(pipeline):
-    execution_id = start(pipeline, "incomplete-results partner-acme key_attribute=amount_cents")
+    execution_id = start(pipeline, "incomplete-results partner-acme key_attribute=sk")
     done = pipeline.wait_for(execution_id, {"FAILED", "SUCCEEDED"}, 60)
     assert done.status is Status.FAILED
     assert done.error["code"] == "PreflightFailed" and "not a partition key" in done.error["message"]
