@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,16 +33,26 @@ CHAOS_RUNBOOK = """\
 # yaml-language-server: $schema=./schema.json
 name: chaos
 title: Chaos rehearsal
-description: Three steps with effects, for the chaos suite.
+description: Steps with effects, a retry after a backoff, a wait and an approval, for the chaos suite.
 steps:
   - {id: first, action: chaos.effect, timeout_seconds: 5}
-  - {id: second, action: chaos.effect, timeout_seconds: 5}
+  - id: flaky
+    action: chaos.effect
+    inputs: {fail_first: true}
+    retry: {max_attempts: 3, base_seconds: 0.5, max_seconds: 2}
+    timeout_seconds: 5
+  - {id: pause, action: wait, inputs: {seconds: 1}}
+  - {id: second, action: chaos.effect, risk: high, timeout_seconds: 5}
   - {id: third, action: chaos.effect, timeout_seconds: 5}
 """
+EFFECT_STEPS = ("first", "flaky", "second", "third")
 
 
 class Ledger:
-    """An idempotent effect: applying the same idempotency key again changes nothing."""
+    """An idempotent effect: applying the same idempotency key again changes nothing.
+
+    It also watches for what must never happen: two executions of one step attempt at once.
+    """
 
     name = "chaos.effect"
     outputs: tuple[str, ...] = ("applied",)
@@ -51,13 +62,29 @@ class Ledger:
     def __init__(self) -> None:
         self.applied: dict[str, tuple[str, str]] = {}  # idempotency key -> (execution, step)
         self.calls = 0
+        self.in_flight: set[str] = set()
+        self.overlaps: list[str] = []
         self.lock = threading.Lock()
 
     def run(self, ctx: ActionContext, inputs: dict) -> StepOutcome:
+        from bot.exceptions import ActionError
+
+        key = ctx.idempotency_key
         with self.lock:
             self.calls += 1
-            self.applied.setdefault(ctx.idempotency_key, (ctx.execution_id, ctx.step_id))
-        return StepOutcome.done(f"{ctx.step_id} applied", {"applied": True})
+            if key in self.in_flight:
+                self.overlaps.append(key)
+            self.in_flight.add(key)
+        try:
+            time.sleep(0.02)  # long enough for a racing worker or sweeper to show itself
+            if inputs.get("fail_first") and ctx.attempt == 1:
+                raise ActionError("ThrottlingException", "injected first-attempt throttle", retryable=True)
+            with self.lock:
+                self.applied.setdefault(key, (ctx.execution_id, ctx.step_id))
+            return StepOutcome.done(f"{ctx.step_id} applied", {"applied": True})
+        finally:
+            with self.lock:
+                self.in_flight.discard(key)
 
     def describe_effect(self, ctx: ActionContext, inputs: dict) -> str:
         return "records one effect"
@@ -83,7 +110,7 @@ def chaos(tmp_path_factory, ledger):
     (runbooks / "chaos.yaml").write_text(CHAOS_RUNBOOK)
     options = PipelineOptions(
         engine="moto",
-        sweep_interval=0.5,
+        sweep_interval=0.15,  # the sweeper fires several times a second, at every moment of a run
         duplicate_rate=0.5,  # half the records come again, 1 or 2 more times: 1-3 deliveries
         max_duplicates=2,
         split_rate=0.3,
@@ -94,6 +121,11 @@ def chaos(tmp_path_factory, ledger):
         extra_env={"RUNBOOKS_DIR": str(runbooks), "BOT_DYNAMODB_MAX_ATTEMPTS": "4"},
     )
     with LocalPipeline(options) as pipeline:
+        import boto3
+
+        from bot.demo import seed_demo
+
+        seed_demo(boto3.session.Session())  # the drill beside the runs rehearses on the demo's drill table
         yield pipeline
 
 
@@ -106,14 +138,73 @@ def start_runs(pipeline: LocalPipeline) -> list[str]:
     return ids
 
 
+class Approvers:
+    """Two approvers who both click every approval at once, from two threads: one decides."""
+
+    def __init__(self, pipeline: LocalPipeline) -> None:
+        self.pipeline = pipeline
+        self.clicked: set[tuple[str, int]] = set()
+        self.answers: list[int] = []
+
+    def click_waiting(self, ids: set[str]) -> None:
+        for execution_id in ids:
+            ex = self.pipeline.execution(execution_id)
+            if ex.status is not Status.AWAITING_APPROVAL or ex.approval is None:
+                continue
+            if (execution_id, ex.version) in self.clicked:
+                continue
+            self.clicked.add((execution_id, ex.version))
+            value = json.dumps(
+                {"execution_id": execution_id, "step_id": ex.approval.step_id, "version": ex.version}
+            )
+            racing = [
+                threading.Thread(target=self._click, args=(value, user))
+                for user in ("U0ACMELEAD", "U0ACMESRE")
+            ]
+            for t in racing:
+                t.start()
+            for t in racing:
+                t.join()
+
+    def _click(self, value: str, user: str) -> None:
+        self.answers.append(self.pipeline.click("approve", value, user_id=user)["statusCode"])
+
+
+class LateCommits:
+    """Counts what the claim rule forbids: a worker ran a step, then another writer moved the run
+    first, so the step's outcome was lost and its next record would run it again."""
+
+    def __init__(self) -> None:
+        self.lost: list[str] = []
+
+    def watch(self, executor: Any) -> None:
+        original = executor._commit
+
+        def commit(ex: Any, t: Any, action: str, step_id: str = "") -> Any:
+            outcome = original(ex, t, action, step_id)
+            if action == "executed" and outcome.action == "conflict":
+                self.lost.append(f"{ex.execution_id}:{step_id}@{ex.version}")
+            return outcome
+
+        executor._commit = commit
+
+
 def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledger):
+    from bot.handlers import worker as worker_handler
+
+    late = LateCommits()
+    late.watch(worker_handler._executor())
     started = time.monotonic()
     ids = start_runs(chaos)
+    drill = chaos.command("drill throttle partner-acme faults=throttle=0.1 for=5m", user_id="U0DRILLBOT")
+    drill_id = json.loads(drill["body"])["text"].split("execution `")[1].split("`")[0]
+    approvers = Approvers(chaos)
     deadline = time.monotonic() + 420
-    pending = set(ids)
+    pending = {*ids, drill_id}
     while pending and time.monotonic() < deadline:
+        approvers.click_waiting(pending)
         pending = {i for i in pending if chaos.execution(i).status not in TERMINAL}
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert not pending, f"{len(pending)} runs never ended, e.g. {sorted(pending)[:3]}"
     ended = time.monotonic() - started
     if os.environ.get("CHAOS_TRACE"):
@@ -129,22 +220,32 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
     worker = chaos.deliveries["WorkerFunction"].stats
     timeline = chaos.deliveries["TimelineFunction"].stats
     slack_faults = sum(1 for c in chaos.slack.calls if c.status in {429, 500, 502, 503})
+    retries = sum(1 for ex in runs.values() for e in ex.timeline if e.kind.value == "step_retry")
     print(
         f"\nchaos: {RUNS} runs in {time.monotonic() - started:.0f}s: {dict(statuses)}; "
-        f"effects applied {sum(effects.values())} ({ledger.calls} action calls); "
+        f"effects applied {sum(effects.values())} ({ledger.calls} action calls, {retries} retries, "
+        f"{len(approvers.clicked)} approvals clicked twice at once); "
         f"worker: {worker.records_delivered} records delivered for {worker.records_seen} seen, "
         f"{worker.invocations} invocations, {worker.batches_failed} failed batches; "
         f"crashes {chaos.crashes.count if chaos.crashes else {}}; "
         f"bot table throttled {chaos.bot_faults.stats.throttled} of {chaos.bot_faults.stats.total} requests; "
         f"Slack faults {slack_faults} of {len(chaos.slack.calls)} calls; "
-        f"on-failure: worker {worker.sent_to_on_failure}, timeline {timeline.sent_to_on_failure}"
+        f"on-failure: worker {worker.sent_to_on_failure}, timeline {timeline.sent_to_on_failure}; "
+        f"drill {chaos.execution(drill_id).status.value}"
     )
 
     assert statuses == {"SUCCEEDED": RUNS}, {
         i: ex.error for i, ex in runs.items() if ex.status is not Status.SUCCEEDED
     }
-    expected = {(i, s) for i in ids for s in ("first", "second", "third")}
+    expected = {(i, s) for i in ids for s in EFFECT_STEPS}
     assert set(effects) == expected and set(effects.values()) == {1}, "each step's effect exactly once"
+    assert not ledger.overlaps, f"step attempts ran twice at once: {ledger.overlaps[:5]}"
+    assert not late.lost, f"steps ran whose run another writer moved meanwhile: {late.lost[:5]}"
+    assert all(code == 200 for code in approvers.answers), "racing clicks are answered, never a 500"
+    for ex in runs.values():
+        granted = [e for e in ex.timeline if e.kind.value == "approval_granted"]
+        assert len(granted) == 1, f"{ex.execution_id}: two approvers raced, one decided"
+    assert chaos.execution(drill_id).drill and chaos.execution(drill_id).status in TERMINAL
     assert worker.sent_to_on_failure == 0 and timeline.sent_to_on_failure == 0
     assert chaos.crashes is not None and chaos.crashes.total > 0, "the worker was killed along the way"
     assert slack_faults > 0 and chaos.bot_faults.stats.throttled > 0
