@@ -1,15 +1,21 @@
-"""Settings from the environment (set by template.yaml). Secrets are read once per sandbox."""
+"""Settings from the environment (set by template.yaml). Slack's secrets are cached with a TTL."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 
 from bot.exceptions import ConfigError
 
+logger = logging.getLogger(__name__)
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+SECRET_TTL_SECONDS = 300  # a rotated secret is picked up within this, without a redeploy
+REREAD_MIN_SECONDS = 30  # a failed signature re-reads the secret at most this often (forgeries are cheap)
 
 
 @dataclass(frozen=True)
@@ -36,8 +42,7 @@ def slack_api_url() -> str:
     return url if url.endswith("/") else url + "/"
 
 
-@cache
-def slack_secrets() -> SlackSecrets:
+def read_slack_secrets() -> SlackSecrets:
     """SLACK_SIGNING_SECRET/SLACK_BOT_TOKEN when set, else the JSON secret at SLACK_SECRET_ARN."""
     signing_secret = os.environ.get("SLACK_SIGNING_SECRET")
     bot_token = os.environ.get("SLACK_BOT_TOKEN")
@@ -59,3 +64,57 @@ def slack_secrets() -> SlackSecrets:
         raise ConfigError(
             f"the secret {secret_arn} must be a JSON object with keys signing_secret and bot_token"
         ) from None
+
+
+class SecretCache:
+    """Slack's secrets for this sandbox: read on first use, again once `ttl` has passed, and on
+    demand (`reread`, after a signature failure) at most once per `min_interval`."""
+
+    def __init__(
+        self,
+        read: Callable[[], SlackSecrets],
+        *,
+        ttl: float = SECRET_TTL_SECONDS,
+        min_interval: float = REREAD_MIN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.read, self.ttl, self.min_interval, self.clock = read, ttl, min_interval, clock
+        self._secrets: SlackSecrets | None = None
+        self._read_at = self._reread_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def __call__(self) -> SlackSecrets:
+        with self._lock:
+            if self._secrets is None:
+                self._load()
+            elif self.clock() - self._read_at >= self.ttl:
+                try:
+                    self._load()
+                except Exception:  # Secrets Manager unreachable: keep what works, ask again soon
+                    logger.warning(
+                        "could not re-read the Slack secret; keeping the cached one", exc_info=True
+                    )
+                    self._read_at = self.clock() - self.ttl + self.min_interval
+            assert self._secrets is not None
+            return self._secrets
+
+    def reread(self) -> SlackSecrets | None:
+        """The secrets read again now, or None when the last re-read was too recent to ask again."""
+        with self._lock:
+            if self.clock() - self._reread_at < self.min_interval:
+                return None
+            self._reread_at = self.clock()
+            self._load()
+            return self._secrets
+
+    def cache_clear(self) -> None:
+        """Forget them, as a new sandbox would."""
+        with self._lock:
+            self._secrets, self._read_at, self._reread_at = None, -float("inf"), -float("inf")
+
+    def _load(self) -> None:
+        self._secrets = self.read()
+        self._read_at = self.clock()
+
+
+slack_secrets = SecretCache(read_slack_secrets)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -13,11 +13,12 @@ from bot.handlers.records import state_image
 
 logger = Logger()
 RECORDING_MARGIN_SECONDS = 5  # Slack retries stop this long before the function's end
+DEAD_TOKEN = frozenset({"invalid_auth", "token_revoked"})  # perhaps rotated: read the secret again
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    publisher = _publisher()
+    publisher = _current_publisher()
     publisher.budget.reset(context.get_remaining_time_in_millis() / 1000 - RECORDING_MARGIN_SECONDS)
     # A processor per invocation: it holds the batch's outcomes, which must never mix with another's.
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
@@ -32,7 +33,11 @@ def publish_record(record: DynamoDBRecord) -> None:
     image = state_image(record.raw_event)
     if image is None:
         return
-    result = _publisher().publish(image, response_url=_response_url(record.raw_event))
+    result = _current_publisher().publish(image, response_url=_response_url(record.raw_event))
+    if result.unreachable in DEAD_TOKEN:
+        from bot.config import slack_secrets
+
+        slack_secrets.reread()  # rate-limited; a rotated token serves the run's next record
     logger.info(
         "published",
         extra={
@@ -51,10 +56,17 @@ def _response_url(record: dict[str, Any]) -> str:
     return str((image.get("response_url") or {}).get("S") or "")
 
 
-@cache
-def _publisher() -> Any:
+def _current_publisher() -> Any:
+    from bot.config import slack_secrets
+
+    return _publisher(slack_secrets().bot_token)
+
+
+@lru_cache(maxsize=1)
+def _publisher(bot_token: str) -> Any:
+    """One per sandbox, and a new one when the bot token rotates."""
     from bot.catalog import load_catalog
-    from bot.config import executions_table, slack_secrets
+    from bot.config import executions_table
     from bot.slack.client import RetryBudget, slack_client
     from bot.slack.publisher import Publisher
     from bot.store.executions import dynamodb_client
@@ -62,7 +74,7 @@ def _publisher() -> Any:
 
     budget = RetryBudget()
     return Publisher(
-        slack_client(slack_secrets().bot_token, rate_limit_retries=10, budget=budget),
+        slack_client(bot_token, rate_limit_retries=10, budget=budget),
         PostsStore(dynamodb_client(), executions_table()),
         load_catalog,
         budget=budget,

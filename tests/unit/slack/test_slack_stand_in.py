@@ -92,7 +92,7 @@ def test_text_over_40000_characters_is_msg_too_long(slack):
 
 
 def test_tier_2_allows_about_20_calls_a_minute_then_429_with_retry_after():
-    slack = SlackStandIn(token=TOKEN, usergroups={"S0ONCALL": ["U0A"]}, time_scale=0.01)
+    slack = SlackStandIn(token=TOKEN, usergroups={"S0ONCALL": ["U0A"]}, time_scale=0.1)
     slack.start()
     try:
         client = raw(slack)
@@ -101,7 +101,7 @@ def test_tier_2_allows_about_20_calls_a_minute_then_429_with_retry_after():
         limited = refusal(client.usergroups_users_list, usergroup="S0ONCALL")
         wait = float(limited["headers"]["Retry-After"])
         assert limited["status"] == 429 and limited["error"] == "ratelimited"
-        assert 0 < wait <= 0.03 + 0.001  # 3 s of Slack's minute, at 1/100 of real time
+        assert 0 < wait <= 0.3 + 0.001  # at most 3 s of Slack's minute, at 1/10 of real time
         time.sleep(wait)
         assert client.usergroups_users_list(usergroup="S0ONCALL")["ok"]
     finally:
