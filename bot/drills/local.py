@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bot.drills.report import DrillReport, judge
 
@@ -33,7 +35,11 @@ def run_local_drill(
     time_limit: str | None = None,
     engine: str = "moto",
     approve: bool = True,
+    on_records: Callable[[str, list[dict[str, Any]]], None] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> DrillResult:
+    """Run the drill; `on_records` sees each batch of stream records a function gets (the
+    console's progress lines), `on_started` is called once the pipeline runs."""
     import boto3
 
     from bot.catalog import load_catalog
@@ -42,7 +48,10 @@ def run_local_drill(
     from bot.partners.sessions import session_for
 
     started = time.monotonic()
-    with LocalPipeline(PipelineOptions(engine=engine, sweep_interval=1.0)) as pipeline:
+    options = PipelineOptions(engine=engine, sweep_interval=1.0, before_invoke=on_records)
+    with LocalPipeline(options) as pipeline:
+        if on_started is not None:
+            on_started()
         seed_demo(boto3.session.Session())
         catalog = load_catalog()
         if partner not in catalog.partners:

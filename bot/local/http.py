@@ -13,6 +13,17 @@ from bot.local.slack_requests import http_api_event
 
 logger = logging.getLogger(__name__)
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+AnswerObserver = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """A threading HTTP server whose failed requests (a client gone mid-answer, a crash) are
+    logged rather than printed to stderr as tracebacks (socketserver's default)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.warning("a request from %s:%s failed", *client_address[:2], exc_info=True)
 
 
 class IngressServer:
@@ -21,7 +32,9 @@ class IngressServer:
     def __init__(self, handler: LambdaHandler, port: int = 0, function_name: str = "IngressFunction") -> None:
         self.handler = handler
         self.function_name = function_name
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._request_class())
+        # Sees each (event, response) the function answered: the console's line per command.
+        self.on_answer: AnswerObserver | None = None
+        self._server = LoopbackServer(("127.0.0.1", port), self._request_class())
         self._thread: threading.Thread | None = None
 
     @property
@@ -39,7 +52,13 @@ class IngressServer:
         self._server.server_close()
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
-        return self.handler(event, LambdaContext(self.function_name, timeout_seconds=10))
+        response = self.handler(event, LambdaContext(self.function_name, timeout_seconds=10))
+        if self.on_answer is not None:
+            try:
+                self.on_answer(event, response)
+            except Exception:
+                logger.exception("the ingress answer observer failed")
+        return response
 
     def _request_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -50,7 +69,11 @@ class IngressServer:
                 body = self.rfile.read(length).decode("utf-8", errors="replace")
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 event = http_api_event(body, headers, path=self.path.split("?")[0])
-                response = server.invoke(event)
+                try:
+                    response = server.invoke(event)
+                except Exception:  # the function crashed: API Gateway answers 500, Lambda logs it
+                    logger.exception("%s failed", server.function_name)
+                    response = {"statusCode": 500, "body": '{"message":"Internal Server Error"}'}
                 payload = str(response.get("body") or "").encode()
                 self.send_response(int(response.get("statusCode", 500)))
                 for name, value in (response.get("headers") or {}).items():

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
+
+from bot.local.http import LoopbackServer
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ USERS = [
 class Playground:
     def __init__(self, pipeline: Any, port: int = 0, host: str = "127.0.0.1") -> None:
         self.pipeline = pipeline
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server = LoopbackServer((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
