@@ -107,7 +107,7 @@ class Playground:
 
     def alarm(self, name: str) -> dict[str, Any]:
         result = self.pipeline.fire_alarm(name)
-        return {"status": 200, "result": result}
+        return {"status": 200, "result": result, "text": alarm_outcome(name, result)}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         playground = self
@@ -167,6 +167,29 @@ class Playground:
                 logger.debug("playground %s", format % args)
 
         return Request
+
+
+def alarm_outcome(name: str, result: dict[str, Any]) -> str:
+    """What the alarm function did, in words: the runs it started, or why it started none."""
+    starts = result.get("starts") or []
+    if not starts:
+        return (
+            f"Alarm `{name}` (ALARM) matches no partner's `alarms` pattern: nothing started. "
+            "The partner files map alarm name patterns to runbooks."
+        )
+    lines = []
+    for start in starts:
+        what = f"`{start.get('runbook')}` for `{start.get('partner')}`"
+        if start.get("started"):
+            lines.append(f"Alarm `{name}` started {what}: execution `{start.get('execution_id')}`.")
+        else:
+            active = start.get("active_execution_id") or "another run"
+            lines.append(
+                f"Alarm `{name}`: nothing started. {what} is already running as `{active}`; an alarm "
+                "never starts a second run while one is active on the partner's table "
+                f"(`/runbook status {active}`)."
+            )
+    return "\n".join(lines)
 
 
 def _answer(response: dict[str, Any]) -> dict[str, Any]:

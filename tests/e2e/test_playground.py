@@ -83,3 +83,72 @@ def test_throttle_runs_in_the_browser_with_a_refused_self_approval_then_an_appro
     out = REPO / "test-results"
     out.mkdir(exist_ok=True)
     page.screenshot(path=str(out / "playground-throttle.png"), full_page=True)
+
+
+def in_viewport(page: Any, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    size = page.viewport_size
+    return bool(box) and box["y"] >= 0 and box["y"] + box["height"] <= size["height"]
+
+
+def test_the_message_pane_scrolls_with_the_composer_and_user_switcher_always_in_view(page, playground):
+    from playwright.sync_api import expect
+
+    slack = playground.pipeline.slack
+    for i in range(120):  # a long channel: the page grew to 9,760 px with far fewer
+        slack.say("C0ACMEOPS", f"filler {i}: how is the replay going?", user="U0ACMESRE")
+    newest = page.locator(".msg", has_text="filler 119:")
+    expect(newest).to_be_in_viewport(timeout=10_000)  # new messages scroll into view
+
+    assert page.evaluate("document.scrollingElement.scrollHeight") <= page.viewport_size["height"]
+    for selector in ("#composer", "#text", "#user", "#fire", "#title"):
+        assert in_viewport(page, selector), f"{selector} scrolled out of view"
+    pane = page.evaluate(
+        "(() => { const m = document.getElementById('messages'); return [m.scrollHeight, m.clientHeight]; })()"
+    )
+    assert pane[0] > 3 * pane[1]  # the pane holds the channel and scrolls
+
+    # Scrolled up to read: a new message waits behind "New messages" instead of pulling the pane.
+    page.locator(".msg", has_text="filler 0:").scroll_into_view_if_needed()
+    expect(page.locator(".msg", has_text="filler 0:")).to_be_in_viewport()
+    slack.say("C0ACMEOPS", "posted while you read", user="U0ACMELEAD")
+    expect(page.locator("#jump")).to_be_visible(timeout=10_000)
+    expect(page.locator(".msg", has_text="filler 0:")).to_be_in_viewport()
+    page.click("#jump")
+    expect(page.locator(".msg", has_text="posted while you read")).to_be_in_viewport()
+    expect(page.locator("#jump")).to_be_hidden()
+
+    # Sending a command follows the channel again, and the composer is still where it was.
+    page.fill("#text", "/runbook help")
+    page.click("#composer button[type=submit]")
+    expect(page.locator("#ephemeral")).to_contain_text("answer to /runbook help", timeout=15_000)
+    for selector in ("#composer", "#user"):
+        assert in_viewport(page, selector), f"{selector} scrolled out of view"
+    expect(page.locator(".msg", has_text="posted while you read")).to_be_in_viewport()
+    out = REPO / "test-results"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "playground-long-channel.png"))
+
+
+def test_a_second_fire_alarm_says_why_nothing_started(page):
+    import re
+
+    from playwright.sync_api import expect
+
+    page.fill("#alarm", "no-partner-maps-this-alarm")
+    page.click("#fire")
+    expect(page.locator("#ephemeral")).to_contain_text("matches no partner's alarms pattern: nothing started")
+
+    page.fill("#alarm", "acme-orders-WriteThrottleEvents")
+    page.click("#fire")
+    started = page.locator(".eph", has_text="started throttle for partner-acme: execution")
+    expect(started).to_be_visible(timeout=15_000)
+    execution_id = re.search(r"rb-[a-z0-9]{10}", started.inner_text()).group(0)
+
+    page.click("#fire")
+    expect(page.locator("#ephemeral")).to_contain_text(
+        f"nothing started. throttle for partner-acme is already running as {execution_id}", timeout=15_000
+    )
+    out = REPO / "test-results"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "playground-second-alarm.png"))
