@@ -23,12 +23,19 @@ from bot.actions.dynamodb import capacity_of, describe_table, plain
 from bot.exceptions import ActionError
 
 PAGE = 25
+PEEK_SECONDS = 30  # how long a read-only sample hides the SQS messages it read, at most
 WORKERS = 8  # parallel writers: one writer cannot reach a few hundred WCU at real request latency
 THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 
 
-def store_records(ctx: ActionContext, cursor: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-    """One page of missed writes: ([{'item': {...attribute values}, 'version': n, 'id': ...}], next cursor)."""
+def store_records(
+    ctx: ActionContext, cursor: Any, limit: int, *, peek: bool = False
+) -> tuple[list[dict[str, Any]], Any]:
+    """One page of missed writes: ([{'item': {...attribute values}, 'version': n, 'id': ...}], next cursor).
+
+    `peek` hides what it reads for a short while only (so the next page brings new messages);
+    the reader gives them back at once with `release_peeked`, so a read-only step never keeps
+    missed writes from a replay that follows it."""
     store = ctx.partner.failed_requests
     if store is None:
         raise ActionError(
@@ -40,7 +47,10 @@ def store_records(ctx: ActionContext, cursor: Any, limit: int) -> tuple[list[dic
         sqs = ctx.aws.client("sqs")
         url = sqs.get_queue_url(QueueName=store.name)["QueueUrl"]
         messages = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=min(limit, 10), WaitTimeSeconds=0, VisibilityTimeout=300
+            QueueUrl=url,
+            MaxNumberOfMessages=min(limit, 10),
+            WaitTimeSeconds=0,
+            VisibilityTimeout=PEEK_SECONDS if peek else 300,
         ).get("Messages", [])
         records = [{**json.loads(m["Body"]), "receipt": m["ReceiptHandle"], "queue": url} for m in messages]
         return records, ("more" if messages else None)
@@ -52,6 +62,21 @@ def store_records(ctx: ActionContext, cursor: Any, limit: int) -> tuple[list[dic
         for r in page.get("Items", [])
     ]
     return records, page.get("LastEvaluatedKey")
+
+
+def release_peeked(ctx: ActionContext, records: list[dict[str, Any]]) -> None:
+    """Make peeked SQS messages visible again now, ten at a time (SQS's batch limit)."""
+    peeked = [r for r in records if "receipt" in r]
+    sqs = ctx.aws.client("sqs") if peeked else None
+    for start in range(0, len(peeked), 10):
+        batch = peeked[start : start + 10]
+        sqs.change_message_visibility_batch(  # type: ignore[union-attr]
+            QueueUrl=batch[0]["queue"],
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": r["receipt"], "VisibilityTimeout": 0}
+                for i, r in enumerate(batch)
+            ],
+        )
 
 
 class _Pace:
@@ -369,15 +394,19 @@ class HotKeys:
         table = describe_table(ctx, table_name)
         pk = next(k["AttributeName"] for k in table["KeySchema"] if k["KeyType"] == "HASH")
         counts: Counter[str] = Counter()
-        cursor, sampled = None, 0
-        while sampled < limit:
-            records, cursor = store_records(ctx, cursor, min(100, limit - sampled))
-            for record in records:
-                value = plain({pk: record["item"][pk]})[pk] if pk in record["item"] else "?"
-                counts[str(value)] += 1
-            sampled += len(records)
-            if not cursor or not records:
-                break
+        cursor, sampled, read = None, 0, []
+        try:
+            while sampled < limit:
+                records, cursor = store_records(ctx, cursor, min(100, limit - sampled), peek=True)
+                read += records
+                for record in records:
+                    value = plain({pk: record["item"][pk]})[pk] if pk in record["item"] else "?"
+                    counts[str(value)] += 1
+                sampled += len(records)
+                if not cursor or not records:
+                    break
+        finally:
+            release_peeked(ctx, read)
         return [{"key": k, "count": c} for k, c in counts.most_common(top_n)], sampled
 
     def describe_effect(self, ctx: ActionContext, inputs: dict[str, Any]) -> str:

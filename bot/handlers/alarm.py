@@ -44,7 +44,10 @@ def start_for_alarm(event: dict[str, Any], store: Any, catalog: Any, now_ms: int
     if state != "ALARM":
         return []
     starts: list[AlarmStart] = []
+    account = str(event.get("account") or "")
     for partner in catalog.partners.values():
+        if account and partner.account_id != account:
+            continue  # forwarded from another partner's account: its names may match our patterns
         for mapping in partner.alarms:
             if not fnmatch.fnmatchcase(alarm_name, mapping.pattern):
                 continue

@@ -44,8 +44,17 @@ class Function:
     callees: set[tuple[str, str]] = field(default_factory=set)  # ("self", method) | ("", function)
 
 
+# SQS batch calls are authorized by their single-message action (IAM has no *Batch actions).
+BATCH_AUTHORIZED_BY = {
+    "DeleteMessageBatch": "DeleteMessage",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+    "SendMessageBatch": "SendMessage",
+}
+
+
 def pascal(operation: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in operation.split("_"))
+    name = "".join(part[:1].upper() + part[1:] for part in operation.split("_"))
+    return BATCH_AUTHORIZED_BY.get(name, name)
 
 
 def client_service(node: ast.AST) -> str | None:

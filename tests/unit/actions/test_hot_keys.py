@@ -106,3 +106,26 @@ def test_without_insights_the_failed_writes_are_sampled(aws, status):
     assert outcome.outputs["sampled"] == 300
     assert outcome.outputs["top"][0]["key"] == "CUSTOMER#0001"
     assert dataclasses.is_dataclass(outcome)
+
+
+def test_sampling_an_sqs_store_leaves_every_message_for_the_replay_that_follows(aws):
+    from bot.demo import SeedReport, _missed_globex, _table
+
+    globex = load_catalog().partners["partner-globex"]
+    session = boto3.session.Session()
+    ddb, sqs = session.client("dynamodb"), session.client("sqs")
+    _table(
+        ddb,
+        SeedReport(),
+        "globex-payments",
+        [("account_id", "S"), ("payment_id", "S")],
+        provisioned=(100, 100),
+    )
+    _missed_globex(sqs, "globex-missed-writes", 30, None, T)
+    ctx = dataclasses.replace(context(Session(dynamodb=ddb, sqs=sqs)), partner=globex)
+    top, sampled = HOT_KEYS._from_failed_requests(ctx, "globex-payments", 1000, 5)
+    assert sampled == 30, "each message counted once, though a peek sees it again"
+    assert sum(t["count"] for t in top) <= 30
+    url = sqs.get_queue_url(QueueName="globex-missed-writes")["QueueUrl"]
+    visible = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    assert visible["Attributes"]["ApproximateNumberOfMessages"] == "30", "nothing hidden from a replay"
