@@ -495,6 +495,7 @@ def _enter(
             if planned.changes:
                 break
             skipped = f"skipped: nothing to change ({planned.reason or planned.text})"
+            planned = None
         else:
             break
         records.append(StepRecord(step.id, "skipped", 0, now_ms, now_ms))

@@ -349,3 +349,68 @@ def test_apply_matches_fields_set_by_transition():
     for name, value in t.set.items():
         assert getattr(after, name) == value
     assert dataclasses.replace(after, steps={}, timeline=()) != ex
+
+
+# -- effects: computed by the worker, skipped when nothing changes, asked again when they change --
+
+RISKY = runbook(step("a"), step("scale", action="dynamodb.set_capacity", risk=Risk.HIGH), step("c"))
+
+
+def test_a_risky_step_with_nothing_to_change_is_skipped_with_the_reason_not_asked_for():
+    def nothing(ex, s):
+        return Effect(
+            "acme-orders is already on-demand", "t:on-demand->on-demand", False, "already on-demand"
+        )
+
+    ex = execution(RISKY)
+    t = machine.after_step(ex, RISKY, RISKY.steps[0], succeed(), T0, always, nothing)
+    assert t.status is Status.RUNNING and t.set["cursor"] == "c"
+    skipped = [e for e in t.events if e.kind is EventKind.STEP_SKIPPED]
+    assert skipped and "nothing to change (already on-demand)" in skipped[0].summary
+    assert not any(e.kind is EventKind.APPROVAL_REQUESTED for e in t.events)
+
+
+def test_after_approval_a_changed_effect_asks_again_showing_both():
+    before = Effect("changes t from 50 WCU to on-demand", "t:50->on-demand")
+    after = Effect("changes t from 400 WCU to on-demand", "t:400->on-demand")
+    ex = machine.apply(
+        execution(RISKY),
+        machine.after_step(
+            execution(RISKY), RISKY, RISKY.steps[0], succeed(), T0, always, lambda e, s: before
+        ),
+    )
+    assert ex.status is Status.AWAITING_APPROVAL and ex.approval.fingerprint == "t:50->on-demand"
+    ex = machine.apply(ex, machine.decide(ex, RISKY, "U0LEAD", True, T0 + 1, always, None))
+    same = machine.plan(ex, RISKY, T0 + 2, always, lambda e, s: before)
+    assert isinstance(same, machine.Execute), "unchanged: the step runs"
+    changed = machine.plan(ex, RISKY, T0 + 2, always, lambda e, s: after)
+    assert isinstance(changed, machine.Move)
+    again = machine.apply(ex, changed.transition)
+    assert again.status is Status.AWAITING_APPROVAL and "scale" not in again.approved_steps
+    assert "400 WCU" in again.approval.effect and "it was changes t from 50 WCU" in again.approval.effect
+
+
+def test_a_rejection_computes_no_effect_and_the_worker_asks_for_the_rollback():
+    rb = runbook(
+        step("a"),
+        step("scale", risk=Risk.HIGH),
+        on_failure=(step("rollback", risk=Risk.HIGH),),
+    )
+    ex = run_to_end(rb, execution(rb))
+    assert ex.status is Status.AWAITING_APPROVAL
+    rejected = machine.apply(ex, machine.decide(ex, rb, "U0LEAD", False, T0 + 1, always, None))
+    assert (
+        rejected.status is Status.RUNNING
+        and rejected.cursor == "rollback"
+        and rejected.approval.decision == "rejected"
+    )
+    assert rejected.error == {
+        "code": "ApprovalRejected",
+        "message": "rejected scale",
+        "step": "scale",
+        "by": "U0LEAD",
+    }
+    ask = machine.plan(rejected, rb, T0 + 2, always, effect)
+    assert isinstance(ask, machine.Move)
+    waiting = machine.apply(rejected, ask.transition)
+    assert waiting.status is Status.AWAITING_APPROVAL and waiting.approval.step_id == "rollback"
