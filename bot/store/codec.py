@@ -79,7 +79,7 @@ def to_item(ex: Execution) -> dict[str, Any]:
     item = {k: to_attribute(v) for k, v in plain.items() if k in _KEEP or v not in (None, "", [], {})}
     item.update({k: {"S": v} for k, v in keys.state_key(ex.execution_id).items()})
     if ex.due_at_ms is not None:
-        item[keys.DUE_BUCKET] = {"S": keys.DUE_BUCKET_VALUE}
+        item[keys.DUE_BUCKET] = {"S": keys.due_bucket(ex.execution_id)}
     return item
 
 

@@ -146,7 +146,7 @@ class ExecutionStore:
             if t.set["due_at_ms"] is None:
                 removes.append("#due_bucket")
             else:
-                values[":due_bucket"] = {"S": keys.DUE_BUCKET_VALUE}
+                values[":due_bucket"] = {"S": keys.due_bucket(execution_id)}
                 sets.append("#due_bucket = :due_bucket")
         if t.steps:
             names["#steps"] = "steps"
@@ -314,20 +314,39 @@ class ExecutionStore:
     # -- the sweeper's view ------------------------------------------------------------------
 
     def due(self, now_ms: int, limit: int = 100) -> Iterator[str]:
-        """Ids of executions whose `due_at_ms` has passed, oldest first (the sparse due-index)."""
-        paginator = self.client.get_paginator("query")
-        pages = paginator.paginate(
-            TableName=self.table,
-            IndexName=keys.DUE_INDEX,
-            KeyConditionExpression="#bucket = :bucket AND #due <= :now",
-            ExpressionAttributeNames={"#bucket": keys.DUE_BUCKET, "#due": keys.DUE_AT, "#pk": keys.PK},
-            ExpressionAttributeValues={":bucket": {"S": keys.DUE_BUCKET_VALUE}, ":now": {"N": str(now_ms)}},
-            ProjectionExpression="#pk",
-            PaginationConfig={"MaxItems": limit, "PageSize": min(limit, 100)},
-        )
-        for page in pages:
-            for item in page.get("Items", []):
-                yield item[keys.PK]["S"].removeprefix("EXEC#")
+        """Ids of executions whose `due_at_ms` has passed, oldest first (the sparse due-index).
+
+        Each due-index shard is queried at once, in parallel; their answers are merged by due time.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def shard(bucket: str) -> list[tuple[int, str]]:
+            found: list[tuple[int, str]] = []
+            request: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": keys.DUE_INDEX,
+                "KeyConditionExpression": "#bucket = :bucket AND #due <= :now",
+                "ExpressionAttributeNames": {"#bucket": keys.DUE_BUCKET, "#due": keys.DUE_AT, "#pk": keys.PK},
+                "ExpressionAttributeValues": {":bucket": {"S": bucket}, ":now": {"N": str(now_ms)}},
+                "ProjectionExpression": "#pk, #due",
+                "Limit": min(limit, 100),
+            }
+            while len(found) < limit:
+                page = self.client.query(**request)
+                found += [
+                    (int(i[keys.DUE_AT]["N"]), i[keys.PK]["S"].removeprefix("EXEC#"))
+                    for i in page.get("Items", [])
+                ]
+                if not page.get("LastEvaluatedKey"):
+                    break
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            return found
+
+        buckets = keys.due_buckets()
+        with ThreadPoolExecutor(max_workers=len(buckets), thread_name_prefix="due") as pool:
+            merged = sorted(hit for hits in pool.map(shard, buckets) for hit in hits)
+        for _, execution_id in merged[:limit]:
+            yield execution_id
 
 
 def _key(key: dict[str, str]) -> dict[str, dict[str, str]]:

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import zlib
+
 PK = "pk"
 SK = "sk"
 DUE_INDEX = "due-index"  # sparse GSI: only items with something due carry its keys
-DUE_BUCKET = "due_bucket"  # GSI partition key; one constant bucket keeps the query to one partition
+DUE_BUCKET = "due_bucket"  # GSI partition key: one of DUE_BUCKETS shards, by execution id
 DUE_AT = "due_at_ms"  # GSI sort key (N): epoch milliseconds
-DUE_BUCKET_VALUE = "DUE"
+# Due items spread over this many GSI partitions, so waits, backoffs and expiries of many runs
+# never write one partition (a GSI partition takes ~1,000 writes/s). The sweeper queries them all
+# in parallel. Items written before sharding carry the old single value until their next write.
+DUE_BUCKETS = 8
+LEGACY_DUE_BUCKET = "DUE"
 TTL_ATTRIBUTE = "expires_at"  # epoch seconds; set when a run ends
 
 STATE_SK = "STATE"
 SLACK_SK = "SLACK"
+
+
+def due_bucket(execution_id: str) -> str:
+    """The due-index partition of a run: stable per run, spread evenly across runs."""
+    return f"DUE#{zlib.crc32(execution_id.encode()) % DUE_BUCKETS}"
+
+
+def due_buckets() -> list[str]:
+    """Every partition the sweeper must look in, the legacy one included (it drains)."""
+    return [f"DUE#{i}" for i in range(DUE_BUCKETS)] + [LEGACY_DUE_BUCKET]
 
 
 def execution_pk(execution_id: str) -> str:
