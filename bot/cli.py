@@ -378,6 +378,12 @@ class Console:
         self._printed: dict[str, int] = {}  # execution id -> last timeline seq printed
         self._file: logging.FileHandler | None = None
         self._warnings = _OneLineHandler(self)
+        # Powertools puts a filter on the root's handlers that drops its loggers' records: the
+        # functions' loggers get their own console handler, and are put back as they were after.
+        self._function_warnings = _OneLineHandler(self)
+        self._adopted: list[
+            tuple[logging.Logger, logging.StreamHandler[TextIO] | None, TextIO | None, bool]
+        ] = []
 
     # -- running a command ------------------------------------------------------------------
 
@@ -511,6 +517,12 @@ class Console:
         for handler in (self._file, self._warnings):
             if handler is not None:
                 root.removeHandler(handler)
+        for adopted, first, stream, propagate in self._adopted:
+            if first is not None and stream is not None:
+                first.setStream(stream)
+            adopted.removeHandler(self._function_warnings)
+            adopted.propagate = propagate
+        self._adopted.clear()
         threading.excepthook = threading.__excepthook__
         logging.captureWarnings(False)
         if self._file is not None:
@@ -521,14 +533,21 @@ class Console:
         write to the log file instead, and their warnings reach the console as one line each."""
         if self._file is None:
             return
+        adopted = {entry[0] for entry in self._adopted}
         for candidate in list(logging.root.manager.loggerDict.values()):
             if not isinstance(candidate, logging.Logger) or not hasattr(candidate, "powertools_handler"):
                 continue
+            if candidate in adopted:
+                continue
             first = candidate.handlers[0] if candidate.handlers else None
             if isinstance(first, logging.StreamHandler) and first.stream in {sys.stdout, sys.stderr}:
-                first.setStream(self._file.stream)  # Powertools keeps its handler first: replace the stream
-            if self._warnings not in candidate.handlers:
-                candidate.addHandler(self._warnings)
+                # Powertools finds its handler as the first one: keep it there, with the file as stream.
+                self._adopted.append(
+                    (candidate, first, first.setStream(self._file.stream), candidate.propagate)
+                )
+            else:
+                self._adopted.append((candidate, None, None, candidate.propagate))
+            candidate.addHandler(self._function_warnings)
             candidate.propagate = False
 
     def _thread_died(self, died: threading.ExceptHookArgs) -> None:

@@ -219,3 +219,19 @@ def test_a_signal_stops_dev_and_its_dynamodb_local_jvm(signum, tmp_path):
         time.sleep(0.1)
     assert not any(alive(pid) for pid in jvms), "DynamoDB Local outlived runbook-bot dev"
     assert dev.lines[-1] == "stopped" and not NOISE.search(dev.output), dev.output
+
+
+def test_a_drill_prints_its_progress_event_by_event_then_the_verdict(tmp_path):
+    drill = Running("drill", "throttle", "partner-acme", "--log-file", str(tmp_path / "drill.log"))
+    code = drill.proc.wait(timeout=240)
+    drill._reader.join(timeout=10)
+    output = drill.output
+    assert code == 0, output
+    assert not NOISE.search(output), output
+    progress = [line for line in drill.lines if re.match(r"\d\d:\d\d:\d\d rb-[a-z0-9]{10} \[drill\] ", line)]
+    kinds = [line.split("[drill] ", 1)[1].split(":")[0] for line in progress]
+    assert kinds[0] == "run started"
+    assert "step finished hot_keys" in kinds and "approval granted mitigate" in kinds
+    assert kinds[-1] == "run succeeded"
+    verdict = next(i for i, line in enumerate(drill.lines) if line.startswith("drill PASSED"))
+    assert drill.lines.index(progress[-1]) < verdict

@@ -117,3 +117,34 @@ def test_a_command_and_its_answer_are_one_line_and_a_refused_click_says_its_stat
 )
 def test_slack_markup_reads_as_plain_text(mrkdwn, plain):
     assert _plain(mrkdwn) == plain
+
+
+def test_the_functions_logs_go_to_the_file_and_their_errors_to_the_console_as_one_line(tmp_path):
+    from aws_lambda_powertools import Logger
+
+    out = io.StringIO()
+    screen = Console(tmp_path / "dev.log", out=out)
+
+    def session() -> None:
+        # Created once the console runs, as the pipeline's functions are.
+        function_logger = Logger(service="console-test-function", level="INFO")
+        screen.adopt_function_loggers()
+        function_logger.info("a structured line")
+        try:
+            raise ValueError("the table is gone\nand more")
+        except ValueError:
+            function_logger.exception("batch failed")
+        logging.getLogger("moto.server").error("a library's own error")
+        logging.getLogger("bot.local.streams").warning("stream delivery to %s failed; retrying", "Worker")
+
+    assert screen.run("dev", session) == 0
+
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines == [
+        f"error: batch failed (ValueError: the table is gone; traceback in {tmp_path / 'dev.log'})",
+        "warning: stream delivery to Worker failed; retrying",
+    ]
+    log = (tmp_path / "dev.log").read_text()
+    assert '"message":"a structured line"' in log and "Traceback" in log and "a library's own error" in log
+    # Put back as they were: the function's logger writes where it wrote before.
+    assert logging.getLogger("console-test-function").propagate is True
