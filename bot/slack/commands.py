@@ -82,9 +82,10 @@ class CommandService:
                 return render.help_text(runbook, catalog.runbooks)
             case grammar.Status():
                 ex = self._visible_execution(command.execution_id, inv)
-                return render.status_text(ex, self._runbook(ex.runbook))
+                return render.status_text(ex, self._runbook(ex.runbook), self._display(ex.partner))
             case grammar.Timeline():
-                return render.timeline_text(self._visible_execution(command.execution_id, inv))
+                ex = self._visible_execution(command.execution_id, inv)
+                return render.timeline_text(ex, catalog.runbooks.get(ex.runbook), self._display(ex.partner))
             case grammar.Cancel():
                 return self._cancel(command.execution_id, inv)
             case grammar.Errors():
@@ -103,7 +104,7 @@ class CommandService:
         partner = self._partner(partner_name)
         if not partner.may_run_in(inv.channel_id):
             channels = ", ".join(f"<#{c}>" for c in partner.channels)
-            raise CommandError(f"{partner.name}'s runbooks run in {channels}; start it there")
+            raise CommandError(f"{partner.display_name}'s runbooks run in {channels}; start it there")
         if drill and partner.drill_gaps():
             try:
                 partner.for_drill()
@@ -197,14 +198,22 @@ class CommandService:
     def _runbook(self, name: str) -> Runbook:
         runbooks = self.catalog().runbooks
         if name not in runbooks:
-            raise CommandError(f"no runbook named `{name}`; runbooks: {', '.join(sorted(runbooks))}")
+            raise CommandError(
+                f"no runbook named `{name}`{_did_you_mean(name, runbooks)}; runbooks: {', '.join(sorted(runbooks))}"
+            )
         return runbooks[name]
 
     def _partner(self, name: str) -> Partner:
         partners = self.catalog().partners
         if name not in partners:
-            raise CommandError(f"no partner named `{name}`; partners: {', '.join(sorted(partners))}")
+            raise CommandError(
+                f"no partner named `{name}`{_did_you_mean(name, partners)}; partners: {', '.join(sorted(partners))}"
+            )
         return partners[name]
+
+    def _display(self, partner_name: str) -> str:
+        partner = self.catalog().partners.get(partner_name)
+        return partner.display_name if partner else partner_name
 
     def _execution(self, execution_id: str) -> Execution:
         ex = self.store.get(execution_id, consistent=False)
@@ -217,6 +226,14 @@ class CommandService:
 
 
 FORCE_KEY = "force"
+
+
+def _did_you_mean(name: str, known: Any) -> str:
+    """`; did you mean `throttle`?` for a name one or two edits away, as git does."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
 
 
 def _force(given: dict[str, str]) -> bool:

@@ -96,6 +96,13 @@ def header(text: str) -> dict[str, Any]:
     }
 
 
+def steps_done(ex: Execution) -> tuple[int, int]:
+    """(steps the run has been through, its main path's length): what the bar and the end count."""
+    done = sum(1 for r in ex.steps.values() if r.outcome in {"succeeded", "failed", "skipped"})
+    total = max(ex.total_steps, 1)
+    return min(done, total), total
+
+
 def progress_bar(done: int, total: int, width: int = 10) -> str:
     if total <= 0:
         return ""
@@ -109,6 +116,11 @@ def sla_text(ex: Execution, now_ms: int) -> str:
     window = ex.sla_resolution_minutes * 60_000
     end = (ex.updated_at_ms if ex.status.terminal else now_ms) - ex.created_at_ms
     left = window - end
+    if ex.status.terminal:
+        took = format_duration(end / 1000)
+        if left < 0:
+            return f":rotating_light: took {took}: {format_duration(-left / 1000)} past the {ex.sla_resolution_minutes}-min SLA"
+        return f"took {took}, within the {ex.sla_resolution_minutes}-min SLA ({end / window:.0%} used)"
     used = end / window
     if left < 0:
         return f":rotating_light: SLA breached {format_duration(-left / 1000)} ago ({ex.sla_resolution_minutes} min)"
@@ -119,23 +131,30 @@ def sla_text(ex: Execution, now_ms: int) -> str:
 # -- the run's parent message and timeline ------------------------------------------------------
 
 
-def parent_message(ex: Execution, runbook_title: str, partner_display: str, now_ms: int) -> Message:
-    done = sum(1 for r in ex.steps.values() if r.outcome in {"succeeded", "failed", "skipped"})
-    total = max(ex.total_steps, done)
+def parent_message(
+    ex: Execution,
+    runbook_title: str,
+    partner_display: str,
+    now_ms: int,
+    step_titles: Mapping[str, str] | None = None,
+) -> Message:
+    titles = step_titles or {}
+    done, total = steps_done(ex)
     elapsed = format_duration(
         ((ex.updated_at_ms if ex.status.terminal else now_ms) - ex.created_at_ms) / 1000
     )
     drill = "[DRILL] " if ex.drill else ""
     status = f"{STATUS_EMOJI[ex.status]} *{ex.status.value.replace('_', ' ')}*"
     if ex.status is Status.AWAITING_APPROVAL and ex.approval:
-        status += f" — `{escape(ex.approval.step_id)}` needs an approver"
+        status += f" — *{escape(titles.get(ex.approval.step_id, ex.approval.step_id))}* needs an approver"
     if ex.error and ex.status.terminal:
         by = f" by {mention(ex.error['by'])}" if ex.error.get("by") else ""
         status += f" — `{escape(ex.error.get('code', ''))}`: {escape(ex.error.get('message', ''))}{by}"
     origin = mention(ex.requested_by)
+    timing = f"took {elapsed}" if ex.status.terminal else f"elapsed {elapsed}"
     blocks = [
         header(f"{drill}{runbook_title} · {partner_display}"),
-        section(f"{status}\n`{progress_bar(done, total)}` steps · elapsed {elapsed}"),
+        section(f"{status}\n`{progress_bar(done, total)}` steps · {timing}"),
         context(
             f"Execution `{ex.execution_id}`",
             f"runbook `{escape(ex.runbook)}` v{escape(ex.runbook_version[:7])}",
@@ -147,7 +166,9 @@ def parent_message(ex: Execution, runbook_title: str, partner_display: str, now_
     ]
     text = escape(
         f"{drill}{runbook_title} for {partner_display} ({ex.execution_id}): {ex.status.value}, "
-        f"step {done} of {total}, elapsed {elapsed}; {sla_text(ex, now_ms)}"
+        f"step {done} of {total}"
+        + ("" if ex.status.terminal and ex.sla_resolution_minutes else f", {timing}")
+        + f"; {sla_text(ex, now_ms)}"
     )
     return Message(text, blocks)
 
@@ -347,22 +368,44 @@ def help_text(runbook: Runbook | None, runbooks: Mapping[str, Runbook]) -> Messa
     return Message(_clip(text, 3000), [section(t) for t in _chunks(text)][:MAX_BLOCKS])
 
 
-def status_text(ex: Execution, runbook: Runbook) -> Message:
+def status_text(ex: Execution, runbook: Runbook, partner_display: str = "") -> Message:
     import time
 
-    message = parent_message(ex, runbook.title, ex.partner, int(time.time() * 1000))
-    current = f"\nNext step: `{ex.cursor}`" if ex.cursor and not ex.status.terminal else ""
-    return Message(message.text + current, [*message.blocks, *([section(current)] if current else [])])
+    titles = step_titles(runbook)
+    message = parent_message(
+        ex, runbook.title, partner_display or ex.partner, int(time.time() * 1000), titles
+    )
+    current = (
+        f"\nNext step: *{escape(titles.get(ex.cursor, ex.cursor))}*"
+        if ex.cursor and not ex.status.terminal
+        else ""
+    )
+    return Message(
+        message.text + escape(current.replace("*", "")),
+        [*message.blocks, *([section(current)] if current else [])],
+    )
 
 
-def timeline_text(ex: Execution) -> Message:
-    lines = [f"*Timeline of `{ex.execution_id}`* ({ex.runbook} for {ex.partner}, {ex.status.value})"]
+def step_titles(runbook: Runbook) -> dict[str, str]:
+    return {s.id: s.title or s.id for s in (*runbook.steps, *runbook.on_failure)}
+
+
+def timeline_text(ex: Execution, runbook: Runbook | None = None, partner_display: str = "") -> Message:
+    titles = step_titles(runbook) if runbook else {}
+    lines = [
+        f"*Timeline of `{ex.execution_id}`* ({escape(runbook.title if runbook else ex.runbook)} for "
+        f"{escape(partner_display or ex.partner)}, {ex.status.value})"
+    ]
+    last_actor = ""
     for event in ex.timeline[-40:]:
-        who = f" — {mention(event.actor)}" if event.actor else ""
+        # Name who acted once, where it changes: not "— @lead" on every line of a run they started.
+        who = f" — {mention(event.actor)}" if event.actor and event.actor != last_actor else ""
+        last_actor = event.actor or last_actor
         code = f" `{escape(event.error_code)}`" if event.error_code else ""
+        step = f"*{escape(titles.get(event.step_id, event.step_id))}*: " if event.step_id else ""
         lines.append(
             f"{date_token(event.at_ms, '{time_secs}')} {EVENT_EMOJI.get(event.kind, '•')} "
-            f"{_mrkdwn_summary(event.summary)}{code}{who}"
+            f"{step}{_mrkdwn_summary(event.summary)}{code}{who}"
         )
     if len(ex.timeline) > 40:
         lines.insert(1, f"_(last 40 of {len(ex.timeline)} events; the channel thread has them all)_")
@@ -381,10 +424,14 @@ def errors_text(catalog: Any, code: str | None) -> Message:
             f"{escape(entry.meaning)}\n*What the runbooks do:* {escape(entry.decision)}"
         )
         return Message(text, [section(text)])
-    lines = ["*Error catalog* (`/runbook errors <Code>` for one entry)"]
+    entries = list(catalog.entries())
+    lines = [
+        f"*Error catalog*: {len(entries)} codes. ↻ marks the ones the engine retries with backoff; "
+        "`/runbook errors <Code>` shows one entry with what the runbooks do about it."
+    ]
     lines += [
-        f"• `{e.code}`{' ↻' if e.retryable else ''} — {escape(e.meaning.split('.')[0])}"
-        for e in catalog.entries()
+        f"• `{e.code}`{' ↻' if e.retryable else ''} — {escape(e.meaning.split('. ')[0].rstrip('.'))}"
+        for e in entries
     ]
     text = "\n".join(lines)
     return Message(_clip(text, 3000), [section(t) for t in _chunks(text)][:MAX_BLOCKS])
@@ -405,7 +452,17 @@ def _figure(value: Any) -> str:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """At most `limit` characters, cut at a word (never inside a word or an &entity;)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    if space > limit // 2:
+        cut = cut[:space]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut.rstrip() + "…"
 
 
 def _chunks(text: str, limit: int = SECTION_LIMIT) -> list[str]:

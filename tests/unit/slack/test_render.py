@@ -492,7 +492,9 @@ def test_the_parent_message_shows_elapsed_time_progress_and_sla_left():
 
 def test_a_finished_run_stops_its_clock_at_its_last_transition():
     ex = execution(status=Status.SUCCEEDED, updated_at_ms=T0 + 65_000)
-    assert "elapsed 1m 05s" in shown(render.parent_message(ex, "Throttled", "Acme", T0 + 10 * 3_600_000))
+    shown_text = shown(render.parent_message(ex, "Throttled", "Acme", T0 + 10 * 3_600_000))
+    assert "took 1m 05s" in shown_text and "within the 120-min SLA" in shown_text
+    assert "left" not in shown_text, "an ended run shows its duration and outcome, not SLA time left"
 
 
 def test_a_breached_sla_says_by_how_much():
@@ -558,3 +560,23 @@ def test_timeline_summaries_never_carry_live_mentions_only_the_actor_is_one():
     assert "&lt;!here&gt; &amp; &lt;b&gt;" in text
     assert "<@U0ACMESRE>" in reply.blocks[-1]["elements"][0]["text"], "the actor, from its own field"
     assert "<" not in reply.text.replace("&lt;", ""), "the notification text is escaped too"
+
+
+def test_the_parent_names_the_waiting_step_by_its_title_and_the_rejecter_as_a_mention():
+    ex = execution(
+        status=Status.AWAITING_APPROVAL, approval=Approval("replay", T0, T0 + 1_800_000, "writes 300")
+    )
+    waiting = shown(render.parent_message(ex, "Throttled", "Acme", T0, {"replay": "Replay throttled writes"}))
+    assert "*Replay throttled writes* needs an approver" in waiting and "`replay`" not in waiting
+    rejected = execution(
+        status=Status.FAILED,
+        error={"code": "ApprovalRejected", "message": "rejected Replay throttled writes", "by": "U0ACMESRE"},
+    )
+    text = shown(render.parent_message(rejected, "Throttled", "Acme", T0))
+    assert "rejected Replay throttled writes by <@U0ACMESRE>" in text and "&lt;@" not in text
+
+
+def test_long_answers_are_cut_at_a_word_never_inside_a_word_or_an_entity():
+    message = render.refusal("word " * 700 + "&lt;tail&gt;")
+    assert message.text.endswith("word…") and len(message.text) <= 3000
+    assert render._clip("aaaaa" + "&amp;" * 3, 12) == "aaaaa&amp;…", "never half an entity"

@@ -211,3 +211,8 @@ def test_members_of_an_approver_group_may_cancel(service):
         service, f"cancel {started_id(ask(service, 'consistency partner-acme', user='U0REQ'))}", user="U0X"
     )
     assert "only the requester" in refused
+
+
+def test_a_misspelt_runbook_or_partner_gets_did_you_mean(service):
+    assert "no runbook named `throtle`; did you mean `throttle`?" in ask(service, "throtle partner-acme")
+    assert "did you mean `partner-acme`?" in ask(service, "throttle partner-acm")
