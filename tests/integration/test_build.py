@@ -3,8 +3,9 @@ validated runbooks, the layer carries exactly the locked runtime dependencies, b
 platform (CPython 3.12 on arm64), never for the machine that ran the build.
 
 `scripts/test` runs `make sam-build` before pytest, which builds into `.aws-sam/build` (SAM's
-default; the scripts set no variable naming another build folder). That build is used when it is
-newer than every file it is built from; otherwise this module runs `make sam-build` itself.
+default; the scripts set no variable naming another build folder). That build is used when it
+began after the last change to every file it is built from; otherwise this module runs
+`make sam-build` itself.
 Plain `sam build` is also run once in a copy of the checkout with no `.venv`, `.tools` or build
 cache, as a fresh clone is.
 """
@@ -17,7 +18,6 @@ import pickle
 import re
 import shutil
 import subprocess
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +35,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / ".aws-sam" / "build"
+BUILD_GRAPH = REPO / ".aws-sam" / "build.toml"  # SAM writes it as a build begins
+BUILD_STARTED = REPO / ".aws-sam" / "build-started"  # touched by `build` before it runs `make`
 FUNCTIONS = sorted(load_template().functions())
 EM_X86_64, EM_AARCH64 = 62, 183
 # The Lambda runtime the layer is built for (python3.12, arm64, Amazon Linux: glibc).
@@ -90,14 +92,37 @@ def ensure_sam() -> None:
         pytest.skip(f"the SAM CLI ({sam_cli_requirement()}) is unavailable: {probe.stderr[-500:]}")
 
 
+def build_started() -> float | None:
+    """When the build in `.aws-sam/build` began, as late as can be known; None if there is none.
+
+    A source edited while a build runs may or may not be in it, yet it is older than the finished
+    template: only a build that began after every source's last change is current. SAM rewrites
+    `.aws-sam/build.toml` as a build begins, before any artifact; a build this module runs also
+    leaves BUILD_STARTED, written before `make` starts. The earlier of the two is used: a stamp
+    left by an older build only makes a newer build look stale, never the reverse. A build that
+    began and did not finish (its template older than its start) counts as none."""
+    built = BUILD / "template.yaml"
+    if not built.exists() or not BUILD_GRAPH.exists():
+        return None
+    if built.stat().st_mtime < BUILD_GRAPH.stat().st_mtime:
+        return None
+    starts = [BUILD_GRAPH.stat().st_mtime]
+    if BUILD_STARTED.exists():
+        starts.append(BUILD_STARTED.stat().st_mtime)
+    return min(starts)
+
+
 @pytest.fixture(scope="module")
 def build() -> Path:
     built = BUILD / "template.yaml"
     newest = max(p.stat().st_mtime for p in build_sources())
-    if built.exists() and built.stat().st_mtime > newest:
+    started = build_started()
+    if started is not None and started > newest:
         return BUILD
     ensure_sam()
-    started = time.time()
+    BUILD_STARTED.parent.mkdir(parents=True, exist_ok=True)
+    BUILD_STARTED.touch()
+    started = BUILD_STARTED.stat().st_mtime
     result = run(["make", "--no-print-directory", "sam-build"], timeout=1100)
     if result.returncode != 0:
         pytest.fail(f"`make sam-build` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
