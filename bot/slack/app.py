@@ -17,6 +17,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.config import SlackSecrets
 from bot.exceptions import RunbookBotError
@@ -121,7 +122,18 @@ def group_members(
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="usergroups")
 
     def fetch(group_id: str) -> frozenset[str]:
-        users = frozenset(client.usergroups_users_list(usergroup=group_id).get("users") or [])
+        try:
+            users = frozenset(client.usergroups_users_list(usergroup=group_id).get("users") or [])
+        except SlackApiError as error:
+            status = error.response.status_code if error.response is not None else 0
+            if status == 429 or status >= 500:
+                raise
+            # A group Slack does not know (no_such_subteam, a missing scope): nobody is in it, for
+            # now; asking again on every click would only burn a tier-2 budget.
+            logger.warning(
+                "user group has no members we can read", extra={"group": group_id, "error": str(error)}
+            )
+            users = frozenset()
         with lock:
             cache[group_id] = (time.monotonic(), users)
             pending.pop(group_id, None)
