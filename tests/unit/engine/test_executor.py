@@ -12,8 +12,8 @@ import pytest
 from bot.actions.base import REGISTRY, ActionContext, StepOutcome
 from bot.engine.executor import Executor
 from bot.engine.model import Runbook, Step
-from bot.partners.model import KeyAttribute, Partner, PartnerTable, Sla
 from bot.engine.starts import new_execution
+from bot.partners.model import KeyAttribute, Partner, PartnerTable, Sla
 from bot.store.executions import ExecutionStore
 from bot.store.model import EventKind, Status
 from tests.conftest import CountingClient

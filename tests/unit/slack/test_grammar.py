@@ -29,7 +29,7 @@ from bot.slack.grammar import (
 EXECUTION = "rb-k3j7q2m4xa"
 # What a message must contain to tell the person what is valid or what to do instead.
 GUIDANCE = re.compile(
-    r"e\.g\.|at most|look like|only key=value|write \w+=<value>|give it once|remove it|close it"
+    r"e\.g\.|at most|look like|only key=value|write \w+=&lt;value&gt;|give it once|remove it|close it"
 )
 
 
