@@ -1,13 +1,27 @@
 """DynamoDB stream records delivered to a stream consumer as Lambda's event source mapping would.
 
 Real records from the embedded engine's `dynamodbstreams` API, filtered by the consumer's
-FilterCriteria, batched per shard in order up to BatchSize, handed to the handler in Lambda's
-event format. `batchItemFailures` retry from the first failed record; a raised error fails the
-batch (bisected when BisectBatchOnFunctionError); past MaximumRetryAttempts the records go to
-the on-failure queue and delivery moves on. With a ParallelizationFactor of N, records are
-spread over N lanes by partition key, each delivered by its own invocations in order (Lambda's
-guarantee: order per partition key, not across keys). Faults can be injected (duplicates, split
-batches).
+FilterCriteria, batched in order up to BatchSize, handed to the handler in Lambda's event format.
+With a ParallelizationFactor of N, records are spread over N lanes by partition key, each
+delivered by its own invocations in order (Lambda's guarantee: order per partition key, not
+across keys). Faults can be injected (duplicates, split batches).
+
+Failures follow the Lambda developer guide ("Error handling" for DynamoDB event sources, and
+"Configuring partial batch response with DynamoDB and Lambda"):
+- A raised error fails the whole batch. With BisectBatchOnFunctionError it is split in two and
+  each half delivered in order; "splitting a batch does not count towards the retry quota", so
+  the halves carry the retries counted so far and a split adds none.
+- With ReportBatchItemFailures, the checkpoint moves to the earliest reported record and the
+  batch is retried from there (a retry, counted). A null or empty response or list is success; a
+  response that is not an object, a list that is not a list, or an item without a known sequence
+  number as its `itemIdentifier` fails the whole batch (retried, not split).
+- Past MaximumRetryAttempts retries (-1: no limit), the records still failing are discarded.
+  Before every invocation, leading records older than MaximumRecordAgeInSeconds (-1: the
+  stream's 24-hour retention) are discarded. Either way delivery moves on, and the on-failure
+  destination gets an invocation record (requestContext with the condition
+  RetryAttemptsExhausted or RecordAgeExceeded, responseContext, version, timestamp,
+  DDBStreamBatchInfo), never the records themselves.
+The mapping's clock can be replaced, so tests age records in no time.
 """
 
 from __future__ import annotations
@@ -17,9 +31,11 @@ import logging
 import random
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bot.local.filters import matches_any
@@ -27,6 +43,9 @@ from bot.local.lambda_context import LambdaContext
 
 logger = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], Any]
+STREAM_RETENTION_SECONDS = 24 * 60 * 60  # DynamoDB Streams keeps a record for 24 hours
+RETRY_ATTEMPTS_RANGE = (-1, 10_000)  # CreateEventSourceMapping's MaximumRetryAttempts
+RECORD_AGE_RANGE = (60, 604_800)  # MaximumRecordAgeInSeconds, when not -1
 
 
 class Consumer(Protocol):
@@ -56,16 +75,47 @@ class DeliveryStats:
     duplicates_delivered: int = 0
     invocations: int = 0
     batches_failed: int = 0
+    retries: int = 0  # invocations that were retries (counted against MaximumRetryAttempts)
     sent_to_on_failure: int = 0
-    on_failure: list[dict[str, Any]] = field(default_factory=list)
+    on_failure: list[dict[str, Any]] = field(default_factory=list)  # the invocation records sent
+    discarded: list[dict[str, Any]] = field(default_factory=list)  # the records they stand for
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A record as the mapping holds it: the event the function gets, and the shard it came from."""
+
+    event: dict[str, Any]
+    shard_id: str
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What one invocation of the function made of its batch."""
+
+    retry_from: int | None  # None: every record done; else the index the batch is retried from
+    function_error: bool  # the function raised (Lambda's "Unhandled")
+    request_id: str
+
+
+@dataclass
+class _Piece:
+    """Consecutive records of a batch not yet settled, with what they went through: the retries
+    counted against MaximumRetryAttempts and the invocations they were part of."""
+
+    records: list[_Record]
+    retries: int = 0
+    invocations: int = 0
+    last: Invocation | None = None
+    retrying: bool = False  # its next invocation is a retry
 
 
 @dataclass
 class _Lane:
     """Records of the partition keys one concurrent invocation handles, in stream order."""
 
-    pending: list[dict[str, Any]] = field(default_factory=list)  # filtered, not yet acknowledged
-    redeliver: list[dict[str, Any]] = field(default_factory=list)  # injected duplicates, for a later batch
+    pending: list[_Record] = field(default_factory=list)  # filtered, not yet acknowledged
+    redeliver: list[_Record] = field(default_factory=list)  # injected duplicates, for a later batch
     busy: bool = False
 
 
@@ -85,7 +135,11 @@ class StreamDelivery:
         seed: int = 0,
         before_invoke: Callable[[list[dict[str, Any]]], None] | None = None,
         poll_interval: float = 0.02,
+        clock: Callable[[], float] = time.time,
+        retry_delay: float = 0.05,
     ) -> None:
+        """`clock` gives epoch seconds: records age by it, and on-failure records are stamped with
+        it. After the n-th counted retry the lane waits min(n * retry_delay, 0.5) seconds."""
         self.streams = streams
         self.stream_arn = stream_arn
         self.consumer = consumer
@@ -98,6 +152,17 @@ class StreamDelivery:
         self.rng = random.Random(seed)
         self.before_invoke = before_invoke
         self.poll_interval = poll_interval
+        self.clock = clock
+        self.retry_delay = retry_delay
+        self.maximum_retry_attempts = _within(
+            "MaximumRetryAttempts", consumer.maximum_retry_attempts, *RETRY_ATTEMPTS_RANGE
+        )
+        # Not every consumer description carries it (the template's may not): -1, as Lambda's default.
+        age = int(getattr(consumer, "maximum_record_age_seconds", -1))
+        self.maximum_record_age = (
+            -1 if age == -1 else _within("MaximumRecordAgeInSeconds", age, *RECORD_AGE_RANGE)
+        )
+        self.function_arn = _function_arn(stream_arn, consumer.logical_id)
         self.stats = DeliveryStats()
         self._iterators: dict[str, str | None] = {}
         self._last_sequence: dict[str, str] = {}
@@ -203,16 +268,19 @@ class StreamDelivery:
                 self._iterators[shard_id] = self._iterator(shard_id)
                 continue
             self._iterators[shard_id] = answer.get("NextShardIterator")
+            kept: list[_Record] = []
             for record in answer.get("Records", []):
                 got += 1
                 self._last_sequence[shard_id] = record["dynamodb"]["SequenceNumber"]
                 self.stats.records_seen += 1
                 event = self._lambda_record(record)
                 if matches_any(self.consumer.filter_patterns, event):
-                    with self._lock:
-                        self._lane_of(event).pending.append(event)
+                    kept.append(_Record(event, shard_id))
                 else:
                     self.stats.records_filtered_out += 1
+            with self._lock:  # a read reaches the lanes whole, so batches form from what it returned
+                for kept_record in kept:
+                    self._lane_of(kept_record.event).pending.append(kept_record)
         return got
 
     def _lane_of(self, event: dict[str, Any]) -> _Lane:
@@ -271,7 +339,7 @@ class StreamDelivery:
             split = self.split_rate and len(batch) > 1 and self.rng.random() < self.split_rate
         if split:
             batch = batch[: len(batch) // 2]
-        handled = self._invoke_with_retries(batch, self.consumer.maximum_retry_attempts)
+        handled = self._settle(batch)
         with self._lock:
             done = source[:handled]
             del source[:handled]
@@ -280,29 +348,70 @@ class StreamDelivery:
                     if self.rng.random() < self.duplicate_rate:
                         lane.redeliver.extend([record] * self.rng.randint(1, self.max_duplicates))
 
-    def _invoke_with_retries(self, batch: list[dict[str, Any]], retries_left: int) -> int:
-        """Deliver `batch`; returns how many of its leading records are done (delivered or dead-lettered)."""
-        attempts = 0
-        while True:
-            failed_at = self._invoke(batch)
-            if failed_at is None:
-                return len(batch)
-            if failed_at > 0:
-                # Lambda checkpoints before the first failed record and retries from there.
-                return failed_at
+    def _settle(self, batch: list[_Record]) -> int:
+        """Deliver `batch` until each record succeeded or was discarded, in order; returns how many
+        of its leading records are settled (all of them unless delivery is stopping)."""
+        pieces = [_Piece(list(batch))]
+        settled = 0
+        while pieces:
+            piece = pieces[0]
+            expired = self._expired(piece.records)
+            if expired:
+                self._discard(piece, piece.records[:expired], "RecordAgeExceeded")
+                settled += expired
+                piece.records = piece.records[expired:]
+                if not piece.records:
+                    pieces.pop(0)
+                continue
+            if self._stop.is_set():
+                return settled
+            if piece.retrying:
+                with self._lock:
+                    self.stats.retries += 1
+            outcome = self._invoke(piece.records)
+            piece.invocations += 1
+            piece.last = outcome
+            piece.retrying = False
+            if outcome.retry_from is None:
+                settled += len(piece.records)
+                pieces.pop(0)
+                continue
             with self._lock:
                 self.stats.batches_failed += 1
-            attempts += 1
-            if self.consumer.bisect_on_error and len(batch) > 1:
-                half = len(batch) // 2
-                return self._invoke_with_retries(batch[:half], retries_left - attempts)
-            if 0 <= self.consumer.maximum_retry_attempts < attempts or retries_left - attempts < 0:
-                self._dead_letter(batch)
-                return len(batch)
-            time.sleep(min(0.05 * attempts, 0.5))
+            if outcome.function_error and self.consumer.bisect_on_error and len(piece.records) > 1:
+                half = len(piece.records) // 2
+                pieces[:1] = [
+                    _Piece(part, piece.retries, piece.invocations, outcome)
+                    for part in (piece.records[:half], piece.records[half:])
+                ]
+                continue  # a split is free: no retry counted
+            settled += outcome.retry_from  # checkpointed before the first record reported failed
+            piece.records = piece.records[outcome.retry_from :]
+            piece.retries += 1
+            if 0 <= self.maximum_retry_attempts < piece.retries:
+                self._discard(piece, piece.records, "RetryAttemptsExhausted")
+                settled += len(piece.records)
+                pieces.pop(0)
+                continue
+            piece.retrying = True
+            self._stop.wait(min(self.retry_delay * piece.retries, 0.5))
+        return settled
 
-    def _invoke(self, batch: list[dict[str, Any]]) -> int | None:
-        """None when the whole batch succeeded, else the index of the first record to retry."""
+    def _expired(self, records: list[_Record]) -> int:
+        """How many leading records are too old to deliver: older than MaximumRecordAgeInSeconds,
+        or than the stream keeps them when that is -1. Only a prefix, so order is kept."""
+        limit = self.maximum_record_age if self.maximum_record_age >= 0 else STREAM_RETENTION_SECONDS
+        now = self.clock()
+        count = 0
+        for record in records:
+            created = record.event["dynamodb"].get("ApproximateCreationDateTime")
+            if created is None or now - float(created) <= limit:
+                break
+            count += 1
+        return count
+
+    def _invoke(self, records: list[_Record]) -> Invocation:
+        batch = [record.event for record in records]
         with self._lock:
             self.stats.invocations += 1
             self.stats.records_delivered += len(batch)
@@ -315,42 +424,124 @@ class StreamDelivery:
             if isinstance(error, KeyboardInterrupt | SystemExit):
                 raise
             logger.info("%s failed a batch of %d: %s", self.consumer.logical_id, len(batch), error)
-            return 0
-        failures = (
-            (response or {}).get("batchItemFailures") or []
-            if self.consumer.report_batch_item_failures
-            else []
-        )
-        if not failures:
-            return None
-        failed = {f.get("itemIdentifier") for f in failures}
-        for i, record in enumerate(batch):
-            if record["dynamodb"].get("SequenceNumber") in failed:
-                return i
-        return 0  # an identifier we did not send: Lambda treats the whole batch as failed
+            return Invocation(0, function_error=True, request_id=context.aws_request_id)
+        retry_from = retry_position(response, batch) if self.consumer.report_batch_item_failures else None
+        return Invocation(retry_from, function_error=False, request_id=context.aws_request_id)
 
-    def _dead_letter(self, batch: list[dict[str, Any]]) -> None:
-        first, last = batch[0]["dynamodb"], batch[-1]["dynamodb"]
-        message = {
-            "requestContext": {
-                "condition": "RetryAttemptsExhausted",
-                "functionArn": self.consumer.logical_id,
-                "approximateInvokeCount": self.consumer.maximum_retry_attempts + 1,
-            },
-            "DDBStreamBatchInfo": {
-                "shardId": "local",
-                "startSequenceNumber": first.get("SequenceNumber"),
-                "endSequenceNumber": last.get("SequenceNumber"),
-                "batchSize": len(batch),
-                "streamArn": self.stream_arn,
-            },
-            "records": batch,
-        }
+    def _discard(self, piece: _Piece, records: list[_Record], condition: str) -> None:
+        """Drop `records` and tell the on-failure destination, as Lambda's invocation record does."""
+        message = on_failure_record(
+            [record.event for record in records],
+            condition=condition,
+            function_arn=self.function_arn,
+            stream_arn=self.stream_arn,
+            shard_id=records[0].shard_id,
+            invocations=piece.invocations,
+            last=piece.last,
+            now=self.clock(),
+        )
         with self._lock:
-            self.stats.sent_to_on_failure += len(batch)
+            self.stats.sent_to_on_failure += len(records)
             self.stats.on_failure.append(message)
+            self.stats.discarded.extend(record.event for record in records)
         if self.sqs is not None and self.queue_url:
             self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(message, default=str))
         logger.warning(
-            "%s: %d record(s) sent to the on-failure destination", self.consumer.logical_id, len(batch)
+            "%s: %d record(s) sent to the on-failure destination (%s)",
+            self.consumer.logical_id,
+            len(records),
+            condition,
         )
+
+
+def retry_position(response: Any, batch: list[dict[str, Any]]) -> int | None:
+    """Where a partial batch response puts the checkpoint: None when the whole batch succeeded,
+    else the index of the first record to deliver again.
+
+    Success: no response, an empty one, or a null or empty `batchItemFailures`. The earliest
+    reported record is the checkpoint (in a shard's batch, the lowest sequence number). The whole
+    batch failed (0) when the response is not an object, the list is not a list, or an item has
+    no `itemIdentifier` naming a record of this batch (missing, null, empty, misspelt, unknown)."""
+    if response is None:
+        return None
+    if not isinstance(response, dict):
+        return 0
+    failures = response.get("batchItemFailures")
+    if failures is None:
+        return None
+    if not isinstance(failures, list):
+        return 0
+    positions = {record["dynamodb"].get("SequenceNumber"): i for i, record in enumerate(batch)}
+    failed = []
+    for failure in failures:
+        identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
+        if not isinstance(identifier, str) or identifier not in positions:
+            return 0
+        failed.append(positions[identifier])
+    return min(failed) if failed else None
+
+
+def on_failure_record(
+    batch: list[dict[str, Any]],
+    *,
+    condition: str,
+    function_arn: str,
+    stream_arn: str,
+    shard_id: str,
+    invocations: int,
+    last: Invocation | None,
+    now: float,
+) -> dict[str, Any]:
+    """The document Lambda sends to a stream mapping's on-failure destination (the developer
+    guide's "Example Invocation Record"): metadata about the discarded batch, not its records.
+    A batch that aged out before it was ever invoked has no responseContext; `functionError` is
+    there only when the last invocation raised."""
+    first, last_record = batch[0]["dynamodb"], batch[-1]["dynamodb"]
+    message: dict[str, Any] = {
+        "requestContext": {
+            "requestId": last.request_id if last else str(uuid.uuid4()),
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invocations,
+        }
+    }
+    if last is not None:
+        response: dict[str, Any] = {"statusCode": 200, "executedVersion": "$LATEST"}
+        if last.function_error:
+            response["functionError"] = "Unhandled"
+        message["responseContext"] = response
+    message["version"] = "1.0"
+    message["timestamp"] = (
+        datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+    message["DDBStreamBatchInfo"] = {
+        "shardId": shard_id,
+        "startSequenceNumber": first.get("SequenceNumber"),
+        "endSequenceNumber": last_record.get("SequenceNumber"),
+        "approximateArrivalOfFirstRecord": _arrival(first),
+        "approximateArrivalOfLastRecord": _arrival(last_record),
+        "batchSize": len(batch),
+        "streamArn": stream_arn,
+    }
+    return message
+
+
+def _arrival(record: dict[str, Any]) -> str | None:
+    created = record.get("ApproximateCreationDateTime")
+    if created is None:
+        return None
+    return datetime.fromtimestamp(float(created), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _function_arn(stream_arn: str, function_name: str) -> str:
+    """The consumer's ARN in the stream's region and account (arn:aws:dynamodb:REGION:ACCOUNT:...)."""
+    parts = stream_arn.split(":")
+    region, account = (parts[3], parts[4]) if len(parts) > 5 else ("us-east-1", "123456789012")
+    return f"arn:aws:lambda:{region}:{account}:function:{function_name}"
+
+
+def _within(name: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        also = "" if low == -1 else " (or -1)"
+        raise ValueError(f"{name} is {value}: Lambda accepts {low} to {high}{also}; fix it in template.yaml")
+    return value
