@@ -1,7 +1,7 @@
 """Replaying missed writes behind the throttling simulator: `dynamodb.replay` vs `batch_writer`.
 
 10,000 missed writes (from a failed-request store table) go into a table provisioned at 500 WCU,
-enforced by bot.drills.faults (per-table and per-partition buckets, answers
+enforced by bot.partners.faults (per-table and per-partition buckets, answers
 ProvisionedThroughputExceededException as DynamoDB does). The replay's budget is the whole
 500 WCU. The baseline is what a user would write: boto3's `batch_writer` with default retries.
 
@@ -120,7 +120,7 @@ def ours(count: int) -> dict[str, float]:
     from bot.actions.base import ActionContext
     from bot.actions.replay import REPLAY
     from bot.catalog import load_catalog
-    from bot.drills.faults import Capacity, FaultInjector
+    from bot.partners.faults import Capacity, FaultInjector
     from bot.partners.model import FailedRequestStore
     from bot.partners.sessions import PartnerSession
 
@@ -193,7 +193,7 @@ def baseline(count: int) -> dict[str, float]:
     """boto3's batch_writer with default retries, through the same simulator."""
     import boto3
 
-    from bot.drills.faults import Capacity, FaultInjector
+    from bot.partners.faults import Capacity, FaultInjector
 
     client = boto3.client("dynamodb")
     for table in ("base-orders", "base-orders-crash"):

@@ -95,7 +95,7 @@ def _load(root_text: str) -> Catalog:
 def _validated(root: Path) -> Catalog:
     from bot.actions import REGISTRY
     from bot.engine.loader import load_runbook
-    from bot.partners.loader import load_partner
+    from bot.engine.partner_files import load_partner
 
     problems: list[str] = []
     runbooks: dict[str, Runbook] = {}
@@ -130,7 +130,7 @@ def validate_paths(paths: list[Path]) -> list[str]:
     """`runbook-bot validate`: every problem in the given files or folders (default: the runbooks root)."""
     from bot.actions import REGISTRY
     from bot.engine.loader import load_runbook
-    from bot.partners.loader import load_partner
+    from bot.engine.partner_files import load_partner
 
     files: list[Path] = []
     for path in paths or [runbooks_root()]:

@@ -294,8 +294,8 @@ def _seed_demo(args: argparse.Namespace) -> int:
 
 
 def _drill(args: argparse.Namespace) -> int:
-    from bot.drills.faults import FaultSpec, FaultSpecError
     from bot.drills.local import run_local_drill
+    from bot.partners.faults import FaultSpec, FaultSpecError
 
     if args.faults is not None:
         try:

@@ -27,16 +27,6 @@ class SlackSecrets:
         return "SlackSecrets(signing_secret=***, bot_token=***)"
 
 
-def executions_table() -> str:
-    try:
-        return os.environ["EXECUTIONS_TABLE"]
-    except KeyError:
-        raise ConfigError(
-            "EXECUTIONS_TABLE is not set: it names the executions table (template.yaml sets it; "
-            "`runbook-bot dev` sets it locally)"
-        ) from None
-
-
 def slack_api_url() -> str:
     url = os.environ.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
     return url if url.endswith("/") else url + "/"

@@ -3,7 +3,7 @@
 The whole local pipeline runs (embedded AWS seeded with the demo, stream delivery, Slack
 stand-in); the drill is started exactly as `/runbook drill` would start it (a signed command
 from the partner's channel), each approval is given by one of the partner's approvers (never the
-requester), and the run's own timeline is judged by bot.drills.report.
+requester), and the run's own timeline is judged by bot.engine.verdict.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.drills.report import DrillReport, judge
+from bot.engine.verdict import DrillReport, judge
 
 DRILLER = "U0DRILLBOT"  # the requester: not an approver, so approvals come from someone else
 

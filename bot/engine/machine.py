@@ -675,7 +675,7 @@ def _end(
             "",
         )
     if ex.drill:
-        from bot.drills.report import judge
+        from bot.engine.verdict import judge
 
         view = dataclasses.replace(ex, status=status, steps={**ex.steps, **{r.step_id: r for r in records}})
         summary = f"{summary} · {judge(view, runbook).summary()}"

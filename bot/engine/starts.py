@@ -3,6 +3,8 @@ command, drills and the alarm handler alike."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 from bot.engine import machine
@@ -13,6 +15,13 @@ from bot.store.model import Execution, Status
 
 # Actions that change a partner table: a run with one of these locks the tables it may change.
 CHANGING_ACTIONS = frozenset({"dynamodb.replay", "dynamodb.set_capacity"})
+
+
+def new_execution_id(seed: str) -> str:
+    """Deterministic from the request (Slack's trigger, an alarm event's id), so a redelivered
+    request names the same run and creates nothing twice."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return "rb-" + base64.b32encode(digest).decode().lower()[:10]
 
 
 def run_locks(

@@ -29,8 +29,7 @@ class AlarmStart:
 
 def start_for_alarm(event: dict[str, Any], store: Any, catalog: Any, now_ms: int) -> list[AlarmStart]:
     from bot.engine.params import bind_parameters
-    from bot.engine.starts import new_execution, run_locks
-    from bot.slack.grammar import new_execution_id
+    from bot.engine.starts import new_execution, new_execution_id, run_locks
     from bot.store import keys
 
     detail = event.get("detail") or {}

@@ -66,10 +66,9 @@ def _current_publisher() -> Any:
 def _publisher(bot_token: str) -> Any:
     """One per sandbox, and a new one when the bot token rotates."""
     from bot.catalog import load_catalog
-    from bot.config import executions_table
     from bot.slack.client import RetryBudget, slack_client
     from bot.slack.publisher import Publisher
-    from bot.store.executions import dynamodb_client
+    from bot.store.executions import dynamodb_client, executions_table
     from bot.store.slack_posts import PostsStore
 
     budget = RetryBudget()

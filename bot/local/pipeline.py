@@ -317,7 +317,7 @@ class LocalPipeline:
         self.bot_faults: Any = None
         self.crashes: WorkerCrashes | None = None
         if o.bot_throttle_rate:
-            from bot.drills.faults import FaultInjector, FaultSpec
+            from bot.partners.faults import FaultInjector, FaultSpec
             from bot.store.executions import dynamodb_client
 
             self.bot_faults = FaultInjector(

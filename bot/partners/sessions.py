@@ -10,7 +10,7 @@ from bot.exceptions import ActionError
 from bot.partners.model import Partner
 
 if TYPE_CHECKING:
-    from bot.drills.faults import FaultInjector
+    from bot.partners.faults import FaultInjector
 
 REFRESH_BEFORE_SECONDS = 300
 
@@ -132,7 +132,7 @@ def session_for(
         return cached[1]
     injector = None
     if faults:
-        from bot.drills.faults import FaultInjector, FaultSpec
+        from bot.partners.faults import FaultInjector, FaultSpec
 
         injector = FaultInjector(FaultSpec.from_dict(faults), seed=partner.name)
     if drill:

@@ -250,8 +250,8 @@ DRILL_KEYS = {"faults", "for"}
 
 def _drill_settings(partner: Partner, given: dict[str, str]) -> dict[str, Any]:
     """A drill's faults and time limit: `faults=` and `for=` on the command, else the partner's."""
-    from bot.drills.faults import FaultSpec
     from bot.engine.durations import parse_duration
+    from bot.partners.faults import FaultSpec
 
     try:
         faults = FaultSpec.parse(given.get("faults", partner.drill_faults))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from bot.engine.starts import new_execution_id
 from bot.exceptions import CommandError
 from bot.text import escape
+
+__all__ = ["GRAMMAR", "new_execution_id", "parse"]
 
 MAX_TEXT = 1000
 MAX_VALUE = 256
@@ -170,12 +171,6 @@ def execution_id(word: str) -> str:
             "e.g. rb-k3j7q2m4xa (the answer that started the run names it)"
         )
     return value
-
-
-def new_execution_id(seed: str) -> str:
-    """Deterministic from the Slack request, so a redelivered request names the same run."""
-    digest = hashlib.sha256(seed.encode()).digest()
-    return "rb-" + base64.b32encode(digest).decode().lower()[:10]
 
 
 def _run_words(words: list[str], verb: str) -> tuple[str, str, dict[str, str]]:

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
-from bot.config import executions_table
-from bot.exceptions import ClaimHeld, TransitionConflict
+from bot.exceptions import ClaimHeld, ConfigError, TransitionConflict
 from bot.store import keys
 from bot.store.codec import from_attribute, from_item, size_of, to_attribute, to_item, to_plain
 from bot.store.model import Execution, Status, StepRecord
@@ -347,6 +346,17 @@ class ExecutionStore:
             merged = sorted(hit for hits in pool.map(shard, buckets) for hit in hits)
         for _, execution_id in merged[:limit]:
             yield execution_id
+
+
+def executions_table() -> str:
+    """The executions table's name, from EXECUTIONS_TABLE (template.yaml sets it on every function)."""
+    name = os.environ.get("EXECUTIONS_TABLE", "")
+    if not name:
+        raise ConfigError(
+            "EXECUTIONS_TABLE is not set: it names the executions table (template.yaml sets it in "
+            "Lambda; `runbook-bot dev` sets it locally)"
+        )
+    return name
 
 
 def _key(key: dict[str, str]) -> dict[str, dict[str, str]]:

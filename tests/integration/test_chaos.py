@@ -285,8 +285,7 @@ def _trace(chaos: LocalPipeline) -> None:
 
 
 def _posts(execution_id: str) -> object:
-    from bot.config import executions_table
-    from bot.store.executions import dynamodb_client
+    from bot.store.executions import dynamodb_client, executions_table
     from bot.store.slack_posts import PostsStore
 
     return PostsStore(dynamodb_client(), executions_table()).get(execution_id)

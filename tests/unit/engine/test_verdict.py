@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from bot.actions.base import Effect
-from bot.drills.report import judge
 from bot.engine import machine
 from bot.engine.model import Risk, Runbook, Step
+from bot.engine.verdict import judge
 from bot.store.model import EventKind, Execution, Status, StepRecord, TimelineEvent
 
 T0 = 1_700_000_000_000

@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.drills.faults import Capacity, FaultInjector, FaultSpec, FaultSpecError
+from bot.partners.faults import Capacity, FaultInjector, FaultSpec, FaultSpecError
 
 NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1})
 

@@ -57,7 +57,7 @@ def check_partner(doc: YamlDoc, runbooks: Mapping[str, Any] | None = None) -> li
     _check_drill_targets(data, problem)
     drill = data.get("drill") or {}
     if "faults" in drill:
-        from bot.drills.faults import FaultSpec
+        from bot.partners.faults import FaultSpec
 
         try:
             FaultSpec.parse(str(drill["faults"]))
