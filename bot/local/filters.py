@@ -1,7 +1,16 @@
-"""Lambda event filtering (FilterCriteria patterns), as the event source mapping applies it."""
+"""Lambda event filtering (FilterCriteria patterns), as the event source mapping applies it.
+
+As the Lambda developer guide's "Control which events Lambda sends to your function" says: rules
+match leaf values only (a rule, `exists` included, never matches an object such as a DynamoDB
+attribute's `{"S": ...}`); strings and numbers match exactly, numbers by their representation
+(300 is not 300.0, and true is not 1); `numeric` matches JSON numbers only, so it never matches
+a DynamoDB image, whose numbers are strings ("N": "5"); `exists: false` accepts a field whose
+parents are missing too. EventBridge patterns match the same way.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,10 +27,9 @@ def matches(pattern: dict[str, Any], record: Any) -> bool:
     for key, rule in pattern.items():
         value = record.get(key, _MISSING) if isinstance(record, dict) else _MISSING
         if isinstance(rule, dict):
-            if value is _MISSING:
-                return False
-            candidates = value if isinstance(value, list) else [value]
-            if not any(matches(rule, c) for c in candidates if isinstance(c, dict)):
+            candidates = [c for c in (value if isinstance(value, list) else [value]) if isinstance(c, dict)]
+            # No object here: its fields are all missing, which only `exists: false` accepts.
+            if not any(matches(rule, c) for c in candidates or [{}]):
                 return False
         elif isinstance(rule, list):
             if not _matches_values(rule, value):
@@ -39,8 +47,10 @@ def _matches_values(rules: list[Any], value: Any) -> bool:
 
 
 def _matches_one(rule: Any, value: Any) -> bool:
+    if isinstance(value, dict):
+        return False  # an intermediate node: no rule matches it
     if not isinstance(rule, dict):
-        return value is not _MISSING and rule == value
+        return value is not _MISSING and _equal(rule, value)
     if "exists" in rule:
         return (value is not _MISSING) == bool(rule["exists"])
     if value is _MISSING:
@@ -57,17 +67,22 @@ def _matches_one(rule: Any, value: Any) -> bool:
             if "prefix" in banned:
                 return not (isinstance(value, str) and value.startswith(banned["prefix"]))
             return not _matches_one(banned, value)
-        return value not in (banned if isinstance(banned, list) else [banned])
+        return not any(_equal(b, value) for b in (banned if isinstance(banned, list) else [banned]))
     if "numeric" in rule:
         return _numeric(rule["numeric"], value)
     raise ValueError(f"unsupported filter rule {rule!r}")
 
 
+def _equal(rule: Any, value: Any) -> bool:
+    if isinstance(rule, bool | int | float) and isinstance(value, bool | int | float):
+        return json.dumps(rule) == json.dumps(value)
+    return type(rule) is type(value) and bool(rule == value)
+
+
 def _numeric(spec: list[Any], value: Any) -> bool:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return False
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False  # a string that reads as a number is still a string
+    number = float(value)
     ops = {
         "=": number.__eq__,
         "<": number.__lt__,
