@@ -1,7 +1,8 @@
 """DynamoDB stream records delivered to a stream consumer as Lambda's event source mapping would.
 
 Real records from the embedded engine's `dynamodbstreams` API, filtered by the consumer's
-FilterCriteria, batched in order up to BatchSize, handed to the handler in Lambda's event format.
+FilterCriteria, batched in order up to BatchSize (waiting up to MaximumBatchingWindowInSeconds for
+a fuller batch), handed to the handler in Lambda's event format.
 With a ParallelizationFactor of N, records are spread over N lanes by partition key, each
 delivered by its own invocations in order (Lambda's guarantee: order per partition key, not
 across keys). Faults can be injected (duplicates, split batches).
@@ -46,6 +47,7 @@ Handler = Callable[[dict[str, Any], Any], Any]
 STREAM_RETENTION_SECONDS = 24 * 60 * 60  # DynamoDB Streams keeps a record for 24 hours
 RETRY_ATTEMPTS_RANGE = (-1, 10_000)  # CreateEventSourceMapping's MaximumRetryAttempts
 RECORD_AGE_RANGE = (60, 604_800)  # MaximumRecordAgeInSeconds, when not -1
+BATCHING_WINDOW_RANGE = (0, 300)  # MaximumBatchingWindowInSeconds
 
 
 class Consumer(Protocol):
@@ -83,10 +85,12 @@ class DeliveryStats:
 
 @dataclass(frozen=True)
 class _Record:
-    """A record as the mapping holds it: the event the function gets, and the shard it came from."""
+    """A record as the mapping holds it: the event the function gets, the shard it came from, and
+    when it was read (time.monotonic(), for the batching window)."""
 
     event: dict[str, Any]
     shard_id: str
+    read_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,11 @@ class StreamDelivery:
         age = int(getattr(consumer, "maximum_record_age_seconds", -1))
         self.maximum_record_age = (
             -1 if age == -1 else _within("MaximumRecordAgeInSeconds", age, *RECORD_AGE_RANGE)
+        )
+        self.batching_window = _within(
+            "MaximumBatchingWindowInSeconds",
+            int(getattr(consumer, "maximum_batching_window_seconds", 0)),
+            *BATCHING_WINDOW_RANGE,
         )
         self.function_arn = _function_arn(stream_arn, consumer.logical_id)
         self.stats = DeliveryStats()
@@ -239,7 +248,7 @@ class StreamDelivery:
         while not self._stop.is_set():
             try:
                 with self._lock:
-                    has_work = bool(lane.pending or lane.redeliver)
+                    has_work = self._batch_ready(lane)
                     lane.busy = has_work
                 if has_work:
                     self._deliver_next(lane)
@@ -251,6 +260,17 @@ class StreamDelivery:
             finally:
                 with self._lock:
                     lane.busy = False
+
+    def _batch_ready(self, lane: _Lane) -> bool:
+        """Lambda invokes once BatchSize records are there or the oldest has waited
+        MaximumBatchingWindowInSeconds (0: at once). Caller holds the lock."""
+        if lane.redeliver:
+            return True
+        if not lane.pending:
+            return False
+        if len(lane.pending) >= self.consumer.batch_size:
+            return True
+        return time.monotonic() - lane.pending[0].read_at >= self.batching_window
 
     def _poll(self) -> int:
         self._refresh_shards()
@@ -275,7 +295,7 @@ class StreamDelivery:
                 self.stats.records_seen += 1
                 event = self._lambda_record(record)
                 if matches_any(self.consumer.filter_patterns, event):
-                    kept.append(_Record(event, shard_id))
+                    kept.append(_Record(event, shard_id, time.monotonic()))
                 else:
                     self.stats.records_filtered_out += 1
             with self._lock:  # a read reaches the lanes whole, so batches form from what it returned

@@ -58,6 +58,7 @@ class Mapping:
 
     logical_id: str = FUNCTION
     batch_size: int = 10
+    maximum_batching_window_seconds: int = 0
     filter_patterns: tuple[dict[str, Any], ...] = ()
     maximum_retry_attempts: int = -1
     maximum_record_age_seconds: int = -1
@@ -524,6 +525,44 @@ def test_the_on_failure_record_has_the_documented_shape_and_reaches_the_queue(st
     }
     assert ISO_SECONDS.match(batch["approximateArrivalOfFirstRecord"])
     assert ISO_SECONDS.match(batch["approximateArrivalOfLastRecord"])
+
+
+# -- MaximumBatchingWindowInSeconds ----------------------------------------------------------------
+
+
+def start_empty(
+    stream: Stream, mapping: Mapping, function: Function, started: list[StreamDelivery]
+) -> StreamDelivery:
+    delivery = StreamDelivery(stream.streams, stream.arn, mapping, handler=function, retry_delay=0.0)
+    started.append(delivery.start())
+    assert delivery.drain(timeout=20)
+    return delivery
+
+
+@pytest.mark.parametrize(("window", "batches"), [(0, [["a"], ["b", "c"]]), (1, [["a", "b", "c"]])])
+def test_the_batching_window_gathers_records_that_arrive_within_it(stream, deliveries, window, batches):
+    function = Function(reports())
+    delivery = start_empty(stream, Mapping(maximum_batching_window_seconds=window), function, deliveries)
+
+    stream.put("a")
+    time.sleep(0.4)
+    stream.put("b", "c")
+    assert delivery.drain(timeout=20)
+
+    assert function.batches == batches
+
+
+def test_a_full_batch_does_not_wait_for_the_batching_window(stream, deliveries):
+    function = Function(reports())
+    delivery = start_empty(
+        stream, Mapping(batch_size=2, maximum_batching_window_seconds=300), function, deliveries
+    )
+    started = time.monotonic()
+
+    stream.put("a", "b")
+    assert delivery.drain(timeout=20)
+
+    assert function.batches == [["a", "b"]] and time.monotonic() - started < 5
 
 
 # -- what the pipeline relies on --------------------------------------------------------------------
