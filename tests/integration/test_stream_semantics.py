@@ -23,6 +23,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ from bot.local.streams import StreamDelivery, retry_position
 pytestmark = pytest.mark.integration
 
 FUNCTION = "WorkerFunction"
+REPO = Path(__file__).resolve().parents[2]
 # The invocation record of the developer guide's "Example Invocation Record" (with-ddb.md), by keys.
 AWS_INVOCATION_RECORD = {
     "requestContext": {"requestId", "functionArn", "condition", "approximateInvokeCount"},
@@ -525,6 +527,30 @@ def test_the_on_failure_record_has_the_documented_shape_and_reaches_the_queue(st
     }
     assert ISO_SECONDS.match(batch["approximateArrivalOfFirstRecord"])
     assert ISO_SECONDS.match(batch["approximateArrivalOfLastRecord"])
+
+
+# -- the event the function gets ---------------------------------------------------------------------
+
+
+def test_the_function_gets_records_shaped_as_lambdas_dynamodb_event(stream, deliver):
+    """Compared with events/stream-modify.json, which has the keys of AWS's own samples (SAM CLI's
+    generated DynamoDB update event, Powertools' tests/events/dynamoStreamEvent.json)."""
+    sample = json.loads((REPO / "events" / "stream-modify.json").read_text())["Records"][0]
+    stream.put("a")
+    stream.dynamodb.put_item(
+        TableName=stream.table, Item={"pk": {"S": "a"}, "sk": {"S": "STATE"}, "status": {"S": "RUNNING"}}
+    )
+    got: list[dict[str, Any]] = []
+    function = Function(lambda names, records: got.extend(records))
+
+    deliver(Mapping(), function)
+
+    insert, modify = got
+    assert (insert["eventName"], modify["eventName"]) == ("INSERT", "MODIFY")
+    assert set(modify) == set(sample)
+    assert set(modify["dynamodb"]) == set(sample["dynamodb"])
+    assert modify["eventSource"] == "aws:dynamodb" and modify["eventSourceARN"] == stream.arn
+    assert isinstance(modify["dynamodb"]["ApproximateCreationDateTime"], int | float)
 
 
 # -- MaximumBatchingWindowInSeconds ----------------------------------------------------------------
