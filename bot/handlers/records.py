@@ -37,3 +37,26 @@ def state_image(record: dict[str, Any]) -> Execution | None:
             f"{type(error).__name__}: {error}. It needs execution_id, runbook, partner, status, version and "
             "the other fields of bot.store.model.Execution"
         ) from error
+
+
+TTL_PRINCIPAL = "dynamodb.amazonaws.com"
+
+
+def expired_state(record: dict[str, Any]) -> Execution | None:
+    """The execution whose state item DynamoDB's TTL just removed (a REMOVE record by the service,
+    with the item in OldImage), or None for any other record: a delete by anyone else is not ours."""
+    identity = record.get("userIdentity") or {}
+    if record.get("eventName") != "REMOVE" or identity.get("type") != "Service":
+        return None
+    if identity.get("principalId") != TTL_PRINCIPAL:
+        return None
+    ddb = record.get("dynamodb") or {}
+    image = ddb.get("OldImage")
+    if not image or (image.get(keys.SK) or {}).get("S") != keys.STATE_SK:
+        return None
+    try:
+        return from_item(image)
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadRecord(
+            f"expired state record {record.get('eventID')} for {image.get(keys.PK)} cannot be read: {error}"
+        ) from error

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
 from bot import metrics
-from bot.handlers.records import state_image
+from bot.handlers.records import expired_state, state_image
 from bot.store.model import Execution, Status
 
 logger = Logger()
@@ -38,6 +38,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def advance_record(record: DynamoDBRecord, remaining_ms: Callable[[], int] = lambda: 60_000) -> None:
+    expired = expired_state(record.raw_event)
+    if expired is not None:
+        purge_expired(expired)
+        return
     image: Execution | None = state_image(record.raw_event)
     if image is None:
         return  # not a state item: claims, outputs, the publisher's items
@@ -58,6 +62,21 @@ def advance_record(record: DynamoDBRecord, remaining_ms: Callable[[], int] = lam
             "version": image.version,
         },
     )
+
+
+def purge_expired(ex: Execution) -> None:
+    """One retention rule: when a run's state item expires, nothing else of that run remains."""
+    from bot.engine.starts import run_locks
+    from bot.store import keys
+
+    executor = _executor()
+    locks = [keys.active_run_key(ex.partner, ex.runbook)]
+    runbook = executor.catalog.runbooks.get(ex.runbook)
+    partner = executor.catalog.partners.get(ex.partner)
+    if runbook is not None and partner is not None:
+        locks += run_locks(runbook, partner, ex.params, drill=ex.drill)
+    deleted = executor.store.purge(ex.execution_id, locks)
+    logger.info("purged an expired run", extra={"execution_id": ex.execution_id, "items": deleted})
 
 
 def record_transition(image: Execution, outcome: Any, elapsed_ms: float) -> None:

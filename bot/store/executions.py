@@ -310,6 +310,44 @@ class ExecutionStore:
         ).get("Item")
         return from_attribute(item["outputs"]) if item else {}
 
+    # -- retention -------------------------------------------------------------------------
+
+    def purge(self, execution_id: str, locks: list[dict[str, str]]) -> int:
+        """Delete what a run left once its state item expired (TTL): outputs, progress, claims,
+        the publisher's item, and the locks it still holds. Returns how many items went.
+
+        Safe to repeat (a redelivered record deletes nothing more); a lock another run holds now
+        is left alone (conditional delete)."""
+        deleted = 0
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": keys.PK, "#sk": keys.SK},
+            "ExpressionAttributeValues": {":pk": {"S": keys.execution_pk(execution_id)}},
+            "ProjectionExpression": "#pk, #sk",
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.client.query(**request)
+            for item in page.get("Items", []):
+                self.client.delete_item(TableName=self.table, Key=item)
+                deleted += 1
+            if not page.get("LastEvaluatedKey"):
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for lock in locks:
+            try:
+                self.client.delete_item(
+                    TableName=self.table,
+                    Key=_key(lock),
+                    ConditionExpression="execution_id = :mine",
+                    ExpressionAttributeValues={":mine": {"S": execution_id}},
+                )
+                deleted += 1
+            except self.client.exceptions.ConditionalCheckFailedException:
+                pass  # gone already, or another run holds it now
+        return deleted
+
     # -- the sweeper's view ------------------------------------------------------------------
 
     def due(self, now_ms: int, limit: int = 100) -> Iterator[str]:

@@ -394,7 +394,16 @@ def test_the_bots_own_bookkeeping_items_reach_neither_consumer(sk):
     assert not delivered("TimelineFunction", record)
 
 
-def test_expired_items_removed_by_ttl_reach_neither_consumer():
+def test_a_state_item_removed_by_ttl_reaches_the_worker_only_to_clean_up_after_it():
+    record = stream_record("REMOVE")
+    record["userIdentity"] = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+    assert delivered("WorkerFunction", record)
+    assert not delivered("TimelineFunction", record)
+    record["dynamodb"]["Keys"][keys.SK] = {"S": "OUTPUT#detect"}
+    assert not delivered("WorkerFunction", record), "other items' expiries are not the worker's"
+
+
+def test_deletes_by_anyone_but_ttl_reach_neither_consumer():
     record = stream_record("REMOVE")
     assert not delivered("WorkerFunction", record)
     assert not delivered("TimelineFunction", record)
