@@ -44,6 +44,7 @@ class PipelineOptions:
     split_rate: float = 0.0  # batches split in two invocations
     seed: int = 0
     sweep_interval: float = 1.0  # seconds between sweeper runs (Lambda: rate(1 minute))
+    ttl_interval: float = 1.0  # seconds between deletions of expired items (DynamoDB's TTL, emulated)
     publisher: bool = True  # run the timeline publisher (the Slack side)
     slack_stand_in: bool = True  # False: talk to the Slack that SLACK_API_URL and the secrets name
     worker_crash_rate: float = 0.0  # the worker dies before a batch, between effect and commit, or after
@@ -174,8 +175,12 @@ class LocalPipeline:
             }
         )
         reset_sandbox()
+        from bot.local.ttl import TtlReaper
+
+        self.ttl = TtlReaper(self.aws.client("dynamodb"), self.tables["ExecutionsTable"])
         self._inject_bot_faults()
         self._start_stream_consumers()
+        self._every(o.ttl_interval, self.ttl.sweep, "ttl")
         self._every(o.sweep_interval, self.sweep_once, "sweeper")
         self.ingress = IngressServer(_resolve(template.http_function()[1]), port=o.port).start()
         return self
@@ -307,6 +312,7 @@ class LocalPipeline:
                 split_rate=o.split_rate,
                 seed=o.seed,
                 before_invoke=before,
+                removed_by_service=self.ttl.removed_by_service,
             )
             delivery.start()
             self.deliveries[consumer.logical_id] = delivery
@@ -330,7 +336,7 @@ class LocalPipeline:
             self.crashes = WorkerCrashes(o.worker_crash_rate, o.seed)
             worker._executor().crash_hook = self.crashes.at
 
-    def _every(self, seconds: float, task: Callable[[], None], name: str) -> None:
+    def _every(self, seconds: float, task: Callable[[], object], name: str) -> None:
         def loop() -> None:
             while not self._stop.wait(seconds):
                 try:

@@ -141,6 +141,7 @@ class StreamDelivery:
         poll_interval: float = 0.02,
         clock: Callable[[], float] = time.time,
         retry_delay: float = 0.05,
+        removed_by_service: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         """`clock` gives epoch seconds: records age by it, and on-failure records are stamped with
         it. After the n-th counted retry the lane waits min(n * retry_delay, 0.5) seconds."""
@@ -158,6 +159,8 @@ class StreamDelivery:
         self.poll_interval = poll_interval
         self.clock = clock
         self.retry_delay = retry_delay
+        # TTL deletes (the local stack's reaper): their REMOVE records carry the service identity.
+        self.removed_by_service = removed_by_service
         self.maximum_retry_attempts = _within(
             "MaximumRetryAttempts", consumer.maximum_retry_attempts, *RETRY_ATTEMPTS_RANGE
         )
@@ -335,7 +338,7 @@ class StreamDelivery:
         created: Any = ddb.get("ApproximateCreationDateTime")
         if created is not None and hasattr(created, "timestamp"):
             ddb["ApproximateCreationDateTime"] = int(created.timestamp())
-        return {
+        event = {
             "eventID": record.get("eventID"),
             "eventName": record.get("eventName"),
             "eventVersion": record.get("eventVersion", "1.1"),
@@ -344,6 +347,15 @@ class StreamDelivery:
             "dynamodb": ddb,
             "eventSourceARN": self.stream_arn,
         }
+        if "userIdentity" in record:
+            event["userIdentity"] = record["userIdentity"]
+        elif (
+            record.get("eventName") == "REMOVE"
+            and self.removed_by_service is not None
+            and self.removed_by_service(ddb.get("Keys") or {})
+        ):
+            event["userIdentity"] = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+        return event
 
     # -- one batch -----------------------------------------------------------------------------
 

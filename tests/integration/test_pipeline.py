@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -189,3 +190,35 @@ def test_replay_from_an_sqs_store_needs_a_globex_approver_and_applies_each_write
     replay = done.steps["replay"].outputs
     assert replay["failed"] == 0 and replay["applied"] + replay["skipped_duplicates"] >= 1
     assert ex.approval.step_id == "replay"
+
+
+def test_after_a_runs_state_expires_no_item_of_that_run_remains(pipeline):
+    import boto3
+
+    from bot.store import keys
+
+    execution_id = start(pipeline, "consistency partner-acme sample=5")
+    pipeline.wait_for(execution_id, {"SUCCEEDED", "FAILED"}, 60)
+    assert pipeline.drain(60)
+    client = boto3.client("dynamodb")
+    table = pipeline.tables["ExecutionsTable"]
+
+    def items() -> list:
+        return client.query(
+            TableName=table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": keys.execution_pk(execution_id)}},
+            ConsistentRead=True,
+        )["Items"]
+
+    assert len(items()) > 1, "a finished run keeps its state, the publisher's item and its claims"
+    client.update_item(  # as if its 90 days of retention had passed
+        TableName=table,
+        Key={k: {"S": v} for k, v in keys.state_key(execution_id).items()},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+    deadline = time.monotonic() + 30
+    while items() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert items() == [], "TTL removed the state item and the worker removed the rest"
