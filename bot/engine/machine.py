@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from bot.actions.base import Effect
 from bot.engine.model import Risk, Runbook, Step
@@ -39,6 +39,26 @@ WhenFn = Callable[[Execution, Step], bool]
 EffectFn = Callable[[Execution, Step], Effect] | None
 
 
+class Changes(TypedDict, total=False):
+    """The Execution fields a transition may set (None removes the attribute). Typed, so mypy
+    checks every field a transition names against the Execution it is applied to."""
+
+    cursor: str | None
+    phase: str
+    attempt: int
+    step_started_at_ms: int
+    checkpoint: dict[str, Any] | None
+    approval: Approval | None
+    approved_steps: tuple[str, ...]
+    error: dict[str, str]
+    due_at_ms: int | None
+    due_reason: str
+    resumes: int
+    sla_warned: bool
+    end_status: str
+    expires_at: int | None
+
+
 @dataclass(frozen=True)
 class Transition:
     """One move of an execution: applied as one `UpdateItem` conditioned on `from_version`."""
@@ -46,7 +66,7 @@ class Transition:
     from_version: int
     at_ms: int
     status: Status
-    set: dict[str, Any] = field(default_factory=dict)  # top-level Execution fields, new values
+    set: Changes = field(default_factory=Changes)  # top-level Execution fields, new values
     steps: tuple[StepRecord, ...] = ()  # step records to add or replace
     events: tuple[TimelineEvent, ...] = ()  # appended to the timeline, seq already assigned
     expect_status: frozenset[Status] | None = None  # extra condition on the status written over
@@ -238,9 +258,7 @@ def after_step(
             Status.RUNNING,
             events,
             [],
-            checkpoint=result.checkpoint,
-            step_started_at_ms=first_started,
-            **due,
+            {"checkpoint": result.checkpoint, "step_started_at_ms": first_started, **due},
         )
 
     # Failed
@@ -264,9 +282,11 @@ def after_step(
             Status.RUNNING,
             events,
             [],
-            attempt=ex.attempt + 1,
-            step_started_at_ms=first_started,
-            **_wake(now_ms + result.retry_in_ms),
+            {
+                "attempt": ex.attempt + 1,
+                "step_started_at_ms": first_started,
+                **_wake(now_ms + result.retry_in_ms),
+            },
         )
     record = StepRecord(
         step.id,
@@ -342,9 +362,7 @@ def decide(
             Status.APPROVED,
             [event],
             [],
-            approval=approval,
-            approved_steps=(*ex.approved_steps, step.id),
-            **_stuck(step, now_ms),
+            {"approval": approval, "approved_steps": (*ex.approved_steps, step.id), **_stuck(step, now_ms)},
             expect=frozenset({Status.AWAITING_APPROVAL}),
         )
     event = _event(
@@ -368,9 +386,7 @@ def decide(
         when,
         effect,
     )
-    return dataclasses.replace(
-        t, set={**t.set, "approval": approval}, expect_status=frozenset({Status.AWAITING_APPROVAL})
-    )
+    return _amend(t, frozenset({Status.AWAITING_APPROVAL}), approval=approval)
 
 
 def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: EffectFn) -> Transition | None:
@@ -401,15 +417,13 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
             when,
             effect,
         )
-        return dataclasses.replace(
-            t, set={**t.set, "approval": approval}, expect_status=frozenset({Status.AWAITING_APPROVAL})
-        )
+        return _amend(t, frozenset({Status.AWAITING_APPROVAL}), approval=approval)
     if ex.cursor is None:
-        return _transition(ex, now_ms, ex.status, [], [], **_no_due())
+        return _transition(ex, now_ms, ex.status, [], [], _no_due())
     current = runbook.step(ex.cursor)
     if ex.due_reason == "wake":
         # Wake a sleeping step (a wait, a retry backoff): a new version is a new stream record.
-        return _transition(ex, now_ms, ex.status, [], [], **_stuck(current, now_ms))
+        return _transition(ex, now_ms, ex.status, [], [], _stuck(current, now_ms))
     # Stuck: no progress by the step's deadline, so its worker stopped (crash, lost record).
     if ex.resumes >= MAX_RESUMES:
         return after_step(
@@ -436,10 +450,20 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
         step_id=current.id,
         error_code="StepTimedOut",
     )
-    return _transition(ex, now_ms, ex.status, [event], [], resumes=ex.resumes + 1, **_stuck(current, now_ms))
+    return _transition(
+        ex, now_ms, ex.status, [event], [], {"resumes": ex.resumes + 1, **_stuck(current, now_ms)}
+    )
 
 
 # -- internals ------------------------------------------------------------------------------
+
+
+def _amend(t: Transition, expect: frozenset[Status] | None = None, **more: Unpack[Changes]) -> Transition:
+    """`t` with more fields set (and, given `expect`, a narrower condition on the status it overwrites)."""
+    changes: Changes = {**t.set, **more}
+    return dataclasses.replace(
+        t, set=changes, expect_status=expect if expect is not None else t.expect_status
+    )
 
 
 def _drill_over(ex: Execution, now_ms: int) -> bool:
@@ -466,8 +490,9 @@ def _drill_time_limit(
             ex, approval=dataclasses.replace(pending, decision="expired", decided_at_ms=now_ms)
         )
     t = _fail_run(ex, runbook, now_ms, [], [], Status.TIMED_OUT, error, when, effect)
-    extra: dict[str, Any] = {"approval": ex.approval} if pending is not None else {}
-    return dataclasses.replace(t, set={**t.set, **extra}, expect_status=frozenset({ex.status}))
+    if pending is not None:
+        return _amend(t, frozenset({ex.status}), approval=ex.approval)
+    return _amend(t, frozenset({ex.status}))
 
 
 def _enter(
@@ -505,7 +530,7 @@ def _enter(
     else:
         raise ValueError(f"runbook {runbook.name} skips steps in a cycle")
 
-    fresh: dict[str, Any] = {
+    fresh: Changes = {
         "cursor": step.id,
         "attempt": 1,
         "checkpoint": None,
@@ -513,8 +538,8 @@ def _enter(
         "resumes": 0,
     }
     if planned is not None:
-        return _ask_approval(ex, step, planned, now_ms, events, records, **fresh)
-    return _transition(ex, now_ms, Status.RUNNING, events, records, **fresh, **_stuck(step, now_ms))
+        return _ask_approval(ex, step, planned, now_ms, events, records, fresh)
+    return _transition(ex, now_ms, Status.RUNNING, events, records, {**fresh, **_stuck(step, now_ms)})
 
 
 def _ask_approval(
@@ -524,9 +549,9 @@ def _ask_approval(
     now_ms: int,
     events: list[TimelineEvent],
     records: list[StepRecord],
+    changes: Changes,
     *,
     changed_from: str = "",
-    **changes: Any,
 ) -> Transition:
     expires = now_ms + _approval_timeout_ms(ex)
     text = planned.text
@@ -550,10 +575,7 @@ def _ask_approval(
         Status.AWAITING_APPROVAL,
         events,
         records,
-        **changes,
-        approval=approval,
-        due_at_ms=expires,
-        due_reason="expiry",
+        {**changes, "approval": approval, "due_at_ms": expires, "due_reason": "expiry"},
     )
 
 
@@ -598,8 +620,8 @@ def _recheck_approved(
         now_ms,
         [],
         [],
+        {"approved_steps": approved},
         changed_from=ex.approval.effect,
-        approved_steps=approved,
     )
 
 
@@ -630,16 +652,16 @@ def _fail_run(
     if ex.phase == "main" and runbook.on_failure:
         failing = dataclasses.replace(ex, phase="on_failure", end_status=end_status.value, error=error)
         t = _enter(failing, runbook, runbook.on_failure[0].id, now_ms, events, records, when, effect)
-        return dataclasses.replace(
-            t, set={"phase": "on_failure", "end_status": end_status.value, "error": error, **t.set}
-        )
+        # The path's first transition records why it runs; what _enter set wins where both do.
+        changes: Changes = {"phase": "on_failure", "end_status": end_status.value, "error": error, **t.set}
+        return dataclasses.replace(t, set=changes)
     # Already on the on_failure path (a rollback step failed), or no path to take: end here.
     keep = ex.error or error
     ended = dataclasses.replace(ex, error=keep)
     t = _end(
         ended, runbook, now_ms, end_status if ex.phase == "main" else Status(ex.end_status), events, records
     )
-    return dataclasses.replace(t, set={**t.set, "error": keep})
+    return _amend(t, error=keep)
 
 
 _END_EVENT = {
@@ -698,10 +720,7 @@ def _end(
         status,
         events,
         records,
-        cursor=None,
-        checkpoint=None,
-        **_no_due(),
-        expires_at=now_ms // 1000 + RETENTION_SECONDS,
+        {"cursor": None, "checkpoint": None, **_no_due(), "expires_at": now_ms // 1000 + RETENTION_SECONDS},
         expect=frozenset(ACTIVE),
     )
 
@@ -712,10 +731,11 @@ def _transition(
     status: Status,
     events: list[TimelineEvent],
     records: list[StepRecord],
+    changes: Changes | None = None,
     expect: frozenset[Status] | None = None,
-    **changes: Any,
 ) -> Transition:
     events = list(events)
+    changes = Changes(**(changes or {}))  # a copy: the caller's dict is never changed
     if not ex.sla_warned and ex.sla_resolution_minutes and status not in TERMINAL:
         window_ms = ex.sla_resolution_minutes * 60_000
         used = (now_ms - ex.created_at_ms) / window_ms
@@ -788,17 +808,17 @@ def _next_id(runbook: Runbook, step: Step, phase: str) -> str | None:
     return ids[i + 1] if i + 1 < len(ids) else None
 
 
-def _stuck(step: Step | None, now_ms: int) -> dict[str, Any]:
+def _stuck(step: Step | None, now_ms: int) -> Changes:
     step_ms = step.timeout_seconds * 1000 if step else 0
     timeout_ms = step_ms + min(GRACE_MS, max(MIN_GRACE_MS, step_ms))
     return {"due_at_ms": now_ms + timeout_ms, "due_reason": "stuck"}
 
 
-def _wake(at_ms: int) -> dict[str, Any]:
+def _wake(at_ms: int) -> Changes:
     return {"due_at_ms": at_ms, "due_reason": "wake"}
 
 
-def _no_due() -> dict[str, Any]:
+def _no_due() -> Changes:
     return {"due_at_ms": None, "due_reason": ""}
 
 

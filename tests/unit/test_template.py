@@ -347,7 +347,8 @@ def test_a_stream_consumer_filters_to_state_items(function):
     patterns = [json.loads(f["Pattern"]) for f in stream["FilterCriteria"]["Filters"]]
     assert 1 <= len(patterns) <= 5, "Lambda allows at most 5 filters per event source mapping"
     for pattern in patterns:
-        assert pattern["dynamodb"]["NewImage"]["sk"] == {"S": [keys.STATE_SK]}
+        image = pattern["dynamodb"].get("NewImage") or pattern["dynamodb"]["Keys"]  # TTL removes: Keys only
+        assert image["sk"] == {"S": [keys.STATE_SK]}
 
 
 def stream_record(event_name: str = "MODIFY", sk: str = keys.STATE_SK, status: str = "RUNNING") -> dict:
