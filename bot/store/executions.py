@@ -6,7 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from bot.exceptions import ClaimHeld, ConfigError, TransitionConflict
 from bot.store import keys
@@ -33,8 +33,26 @@ def dynamodb_client() -> Any:
     return boto3.client("dynamodb", config=config)
 
 
+class TableClient(Protocol):
+    """What the store needs of a DynamoDB client: boto3's and the ack path's lean client both are
+    one. Both raise `client.exceptions.<Code>` for DynamoDB's error codes, so the store maps them
+    to its own outcomes (TransitionConflict, ClaimHeld, None/False) the same way for either."""
+
+    exceptions: Any
+
+    def put_item(self, **request: Any) -> Any: ...
+    def get_item(self, **request: Any) -> Any: ...
+    def update_item(self, **request: Any) -> Any: ...
+    def delete_item(self, **request: Any) -> Any: ...
+    def query(self, **request: Any) -> Any: ...
+    def transact_write_items(self, **request: Any) -> Any: ...
+
+
 class ExecutionStore:
-    def __init__(self, client: Any = None, table: str | None = None) -> None:
+    """The executions table. Every method either returns its outcome or raises one of the
+    exceptions its docstring names; anything else is DynamoDB failing (retried by the client)."""
+
+    def __init__(self, client: TableClient | None = None, table: str | None = None) -> None:
         self.client = client or dynamodb_client()
         self.table = table or executions_table()
 
