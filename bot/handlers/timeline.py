@@ -46,6 +46,7 @@ def publish_record(record: DynamoDBRecord) -> None:
             "recovered": result.recovered,
             "parent_updated": result.parent_updated,
             "unreachable": result.unreachable,
+            "lookups": result.lookups,
         },
     )
 

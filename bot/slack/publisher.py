@@ -26,7 +26,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
@@ -78,13 +78,14 @@ class PublishResult:
     recovered: int  # found already in the thread (a lost answer, or a publisher that stopped)
     parent_updated: bool
     unreachable: str = ""  # why the channel refused (a Slack error code); "" when it took everything
+    lookups: int = 0  # conversations.history/replies calls made to find posts (each ≤ 15 items)
 
 
 @dataclass
 class _Tally:
     posted: int = 0
     recovered: int = 0
-    lookups: list[str] = field(default_factory=list)
+    lookups: int = 0
 
 
 def post_json(url: str, body: dict[str, Any]) -> None:
@@ -122,13 +123,13 @@ class Publisher:
             if not state.parent_ts:
                 state = self._ensure_parent(ex, state, tally)
             state = self._post_pending(ex, state, tally)
-            updated = self._refresh_parent(ex, state)
+            refreshed = self._refresh_parent(ex, state)
         except ChannelUnreachable as refused:
             self._unreachable(ex, refused, response_url)
-            return PublishResult(tally.posted, tally.recovered, False, refused.code)
-        if state.unreachable:
-            self._save(ex, state, replace(state, unreachable="", unreachable_since_ms=0))
-        return PublishResult(tally.posted, tally.recovered, updated)
+            return PublishResult(tally.posted, tally.recovered, False, refused.code, tally.lookups)
+        if refreshed.unreachable:
+            self._save(ex, refreshed, replace(refreshed, unreachable="", unreachable_since_ms=0))
+        return PublishResult(tally.posted, tally.recovered, refreshed is not state, "", tally.lookups)
 
     def _save(self, ex: Execution, before: Posts, after: Posts) -> Posts:
         saved = self.posts.save(ex.execution_id, before, after)
@@ -174,7 +175,7 @@ class Publisher:
 
     def _find_parent(self, ex: Execution, channel: str, state: Posts, tally: _Tally) -> str:
         """The parent we may have posted: one history call over the time it can have landed in."""
-        tally.lookups.append("conversations.history")
+        tally.lookups += 1
         if state.parent_attempt_at_ms:
             sent = state.parent_attempt_at_ms / 1000
             window = {
@@ -201,15 +202,17 @@ class Publisher:
             )
         return ""
 
-    def _refresh_parent(self, ex: Execution, state: Posts) -> bool:
+    def _refresh_parent(self, ex: Execution, state: Posts) -> Posts:
+        """The parent as of the run's state; `state` itself when it already was."""
         message = self._parent(ex)
         digest = _digest(message)
         if digest == state.parent_digest:
-            return False
+            return state
         self._update(state.channel, state.parent_ts, message)
         # Best effort: a lost digest only costs one more chat.update next time.
-        self.posts.save(ex.execution_id, state, replace(state, parent_digest=digest))
-        return True
+        return self.posts.save(ex.execution_id, state, replace(state, parent_digest=digest)) or replace(
+            state, parent_digest=digest
+        )
 
     def _parent(self, ex: Execution) -> render.Message:
         catalog = self.catalog()
@@ -276,7 +279,7 @@ class Publisher:
 
     def _find_replies(self, ex: Execution, state: Posts, tally: _Tally) -> dict[int, str]:
         """This run's replies after the last one recorded: one call, at most 15 items."""
-        tally.lookups.append("conversations.replies")
+        tally.lookups += 1
         page = self._call(
             self.slack.conversations_replies,
             channel=state.channel,

@@ -109,7 +109,7 @@ def test_the_parent_is_found_again_with_one_short_lookup_in_a_busy_channel(execu
     for i in range(450):  # and go on talking before the publisher comes back
         slack.say(CHANNEL, f"chatter {i}", at=now + 120 + i)
     result = publisher(client, executions_table).publish(ex)
-    assert (result.posted, result.recovered) == (2, 1)
+    assert (result.posted, result.recovered, result.lookups) == (2, 1, 1)
     lookups = [c for c in slack.calls if c.method.startswith("conversations.")]
     assert [c.method for c in lookups] == ["conversations.history"]
     assert int(lookups[0].args["limit"]) <= 15
@@ -122,7 +122,7 @@ def test_a_reply_posted_before_a_crash_is_found_with_one_short_lookup(executions
     with pytest.raises(Crash):
         publisher(CrashAfterPost(client, 4), executions_table).publish(ex)
     result = publisher(client, executions_table).publish(ex)
-    assert (result.posted, result.recovered) == (3, 1)
+    assert (result.posted, result.recovered, result.lookups) == (3, 1, 1)
     lookups = [c for c in slack.calls if c.method.startswith("conversations.")]
     assert [c.method for c in lookups] == ["conversations.replies"]
     assert int(lookups[0].args["limit"]) <= 15
