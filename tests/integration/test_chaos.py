@@ -41,7 +41,7 @@ steps:
     inputs: {fail_first: true}
     retry: {max_attempts: 3, base_seconds: 0.5, max_seconds: 2}
     timeout_seconds: 5
-  - {id: pause, action: wait, inputs: {seconds: 1}}
+  - {id: pause, action: wait, inputs: {seconds: 1}, timeout_seconds: 10}
   - {id: second, action: chaos.effect, risk: high, timeout_seconds: 5}
   - {id: third, action: chaos.effect, timeout_seconds: 5}
 """
