@@ -39,8 +39,13 @@ def sweep(
     expiry, a stuck step, a drill's time limit); that worker moves it at its next step boundary."""
     report = SweepReport()
     owner = owner or f"sweeper-{uuid.uuid4().hex[:12]}"
-    for execution_id in list(store.due(now_ms, limit)):
+    for due in list(store.due(now_ms, limit)):
         report.examined += 1
+        execution_id = due.execution_id
+        if due.kind == "publish":
+            if store.nudge(execution_id, due.due_at_ms, now_ms):
+                report.moved["nudge"] = report.moved.get("nudge", 0) + 1
+            continue
         ex = store.get(execution_id)
         runbook = catalog.runbooks.get(ex.runbook) if ex else None
         if ex is None or runbook is None:

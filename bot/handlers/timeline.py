@@ -22,17 +22,36 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     publisher.budget.reset(context.get_remaining_time_in_millis() / 1000 - RECORDING_MARGIN_SECONDS)
     # A processor per invocation: it holds the batch's outcomes, which must never mix with another's.
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+    newest = newest_versions(event)
     return dict(
         process_partial_response(
-            event=event, record_handler=publish_record, processor=processor, context=context
+            event=event,
+            record_handler=lambda record: publish_record(record, newest),
+            processor=processor,
+            context=context,
         )
     )
 
 
-def publish_record(record: DynamoDBRecord) -> None:
+def newest_versions(event: dict[str, Any]) -> dict[str, int]:
+    """The newest version of each run in a batch: an older record of the same run is covered by
+    the newer image (it holds the whole timeline), so the parent is updated once, not per record."""
+    newest: dict[str, int] = {}
+    for record in event.get("Records") or []:
+        image = ((record.get("dynamodb") or {}).get("NewImage")) or {}
+        execution_id = (image.get("execution_id") or {}).get("S")
+        version = (image.get("version") or {}).get("N")
+        if execution_id and version is not None:
+            newest[execution_id] = max(newest.get(execution_id, 0), int(version))
+    return newest
+
+
+def publish_record(record: DynamoDBRecord, newest: dict[str, int] | None = None) -> None:
     image = state_image(record.raw_event)
     if image is None:
         return
+    if newest and image.version < newest.get(image.execution_id, image.version):
+        return  # a newer record of this run is in the same batch: it publishes everything
     result = _current_publisher().publish(image, response_url=_response_url(record.raw_event))
     if result.unreachable in DEAD_TOKEN:
         from bot.config import slack_secrets

@@ -11,6 +11,7 @@ posted it, so the caller decides (the publisher looks for it by its metadata fir
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import math
 import os
@@ -18,6 +19,7 @@ import random
 import time
 import urllib.error
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 from slack_sdk import WebClient
@@ -49,12 +51,27 @@ class RetryBudget:
 
     def __init__(self, seconds: float = math.inf) -> None:
         self.until = time.monotonic() + seconds
+        self.pace_until = math.inf  # how long 429s may be waited out (a publisher's allowance)
 
     def reset(self, seconds: float) -> None:
         self.until = time.monotonic() + seconds
 
     def allows(self, wait: float) -> bool:
         return time.monotonic() + wait < self.until
+
+    def allows_pause(self, pause: float) -> bool:
+        """Whether waiting `pause` seconds for a rate limit stays inside the pacing allowance."""
+        return time.monotonic() + pause < self.pace_until
+
+    @contextlib.contextmanager
+    def capped(self, seconds: float) -> Iterator[None]:
+        """Rate-limit waits inside the block total at most `seconds` (a publisher's pacing allowance)."""
+        saved = self.pace_until
+        self.pace_until = min(saved, time.monotonic() + seconds)
+        try:
+            yield
+        finally:
+            self.pace_until = saved
 
 
 def slack_client(
@@ -66,7 +83,7 @@ def slack_client(
 ) -> WebClient:
     budget = budget or RetryBudget()
     backoff = float(os.environ.get("SLACK_RETRY_BACKOFF_SECONDS", "0.5"))
-    return WebClient(
+    client = WebClient(
         token=token,
         base_url=slack_api_url(),
         timeout=CLIENT_TIMEOUT_SECONDS,
@@ -75,6 +92,8 @@ def slack_client(
             _Unanswered(server_error_retries, budget, backoff),
         ],
     )
+    client.retry_budget = budget  # type: ignore[attr-defined]  # what its retries may take; callers cap it
+    return client
 
 
 def error_code(error: BaseException) -> str:
@@ -88,6 +107,13 @@ def error_code(error: BaseException) -> str:
 
 def is_permanent(error: BaseException) -> bool:
     return isinstance(error, SlackApiError) and error_code(error) in PERMANENT_ERRORS
+
+
+def rate_limited(error: BaseException) -> float | None:
+    """Slack's Retry-After (seconds) when it answered 429, else None."""
+    if isinstance(error, SlackApiError) and error.response.status_code == 429:
+        return _retry_after(error.response)
+    return None
 
 
 def answer_lost(error: BaseException) -> bool:
@@ -116,11 +142,10 @@ class _RateLimited(RetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        return (
-            response is not None
-            and response.status_code == 429
-            and self.budget.allows(_retry_after(response) + CLIENT_TIMEOUT_SECONDS)
-        )
+        if response is None or response.status_code != 429:
+            return False
+        wait = _retry_after(response)
+        return self.budget.allows(wait + CLIENT_TIMEOUT_SECONDS) and self.budget.allows_pause(wait)
 
     def prepare_for_next_attempt(
         self,

@@ -34,7 +34,14 @@ from slack_sdk.errors import SlackApiError
 from bot.config import slack_api_url
 from bot.slack import render
 from bot.slack.approvals import approvers_text
-from bot.slack.client import MESSAGE_ERRORS, RetryBudget, answer_lost, error_code, is_permanent
+from bot.slack.client import (
+    MESSAGE_ERRORS,
+    RetryBudget,
+    answer_lost,
+    error_code,
+    is_permanent,
+    rate_limited,
+)
 from bot.store.model import EventKind, Execution, TimelineEvent
 from bot.store.slack_posts import Posts, PostsStore
 
@@ -53,6 +60,11 @@ PARENT_WINDOW_SECONDS = 70  # a post lands within the publishing function's time
 RESPONSE_URL_SECONDS = 30 * 60  # Slack honours a response_url for 30 minutes
 TEXT_ALONE_LIMIT = 3_000
 _GONE_MESSAGE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+# Slack allows about one post per second per channel. A publisher waits for Slack's Retry-After
+# at most this long per run in one invocation, then leaves the rest for later (a nudge from the
+# sweeper, or the run's next change): a stream lane never sleeps through a busy channel's backlog.
+PACING_SECONDS = 2.0
+UNREACHABLE_RETRY_SECONDS = 300  # a channel that refused is tried again this often, if nothing else changes
 
 
 class PublisherConflict(RuntimeError):
@@ -61,6 +73,15 @@ class PublisherConflict(RuntimeError):
 
 class SlackUnanswered(RuntimeError):
     """Slack never answered a post and it is not in the channel; the record is retried."""
+
+
+class Paced(Exception):
+    """Slack answered 429 beyond the publisher's pacing allowance: what is left waits its turn."""
+
+    def __init__(self, retry_after: float, method: str = "") -> None:
+        super().__init__(f"{method} rate limited for {retry_after:.1f}s")
+        self.retry_after = retry_after
+        self.method = method  # a 429 to chat.postMessage means Slack surely did not post
 
 
 class ChannelUnreachable(Exception):
@@ -79,6 +100,7 @@ class PublishResult:
     parent_updated: bool
     unreachable: str = ""  # why the channel refused (a Slack error code); "" when it took everything
     lookups: int = 0  # conversations.history/replies calls made to find posts (each ≤ 15 items)
+    paced: bool = False  # Slack rate-limited the channel: the rest waits for a nudge or the next change
 
 
 @dataclass
@@ -109,7 +131,9 @@ class Publisher:
         budget: RetryBudget | None = None,
     ) -> None:
         self.slack = slack
-        self.budget = budget or RetryBudget()  # the time `slack`'s retries may take; the handler sets it
+        # The time `slack`'s retries may take (the handler sets it); the client's own, so that the
+        # publisher's pacing cap governs the client's waits on 429.
+        self.budget = budget or getattr(slack, "retry_budget", None) or RetryBudget()
         self.posts = posts
         self.catalog = catalog
         self.clock = clock
@@ -119,17 +143,47 @@ class Publisher:
         """Bring the run's parent and thread up to date; `response_url` is the run's own, if any."""
         state = self.posts.get(ex.execution_id)
         tally = _Tally()
+        now_ms = int(self.clock() * 1000)
+        if state.paced_until_ms > now_ms:
+            self._wait_turn(ex, state, state.paced_until_ms)  # Slack said wait: ask nothing before then
+            return PublishResult(0, 0, False, "", 0, paced=True)
         try:
-            if not state.parent_ts:
-                state = self._ensure_parent(ex, state, tally)
-            state = self._post_pending(ex, state, tally)
-            refreshed = self._refresh_parent(ex, state)
+            with self.budget.capped(PACING_SECONDS):
+                if not state.parent_ts:
+                    state = self._ensure_parent(ex, state, tally)
+                state = self._post_pending(ex, state, tally)
+                refreshed = self._refresh_parent(ex, state)
         except ChannelUnreachable as refused:
             self._unreachable(ex, refused, response_url)
             return PublishResult(tally.posted, tally.recovered, False, refused.code, tally.lookups)
-        if refreshed.unreachable:
-            self._save(ex, refreshed, replace(refreshed, unreachable="", unreachable_since_ms=0))
+        except Paced as paced:
+            current = self.posts.get(ex.execution_id)
+            if paced.method == "chat_postMessage" and current.attempting_through > current.posted_seq:
+                # A 429 means Slack did not post it: nothing to look for when the run resumes.
+                current = self.posts.save(
+                    ex.execution_id, current, replace(current, attempting_through=current.posted_seq)
+                ) or self.posts.get(ex.execution_id)
+            self._wait_turn(ex, current, now_ms + int(paced.retry_after * 1000), paced=True)
+            return PublishResult(tally.posted, tally.recovered, False, "", tally.lookups, paced=True)
+        if refreshed.unreachable or refreshed.retry_at_ms or refreshed.paced_until_ms:
+            self._save(
+                ex,
+                refreshed,
+                replace(refreshed, unreachable="", unreachable_since_ms=0, retry_at_ms=0, paced_until_ms=0),
+            )
         return PublishResult(tally.posted, tally.recovered, refreshed is not state, "", tally.lookups)
+
+    def _wait_turn(self, ex: Execution, state: Posts, until_ms: int, *, paced: bool = False) -> None:
+        """Leave what is not yet in the channel for later: the sweeper nudges the run at `until_ms`
+        (the run's next change publishes it too). Best effort: a lost race means another publisher
+        is on it."""
+        after = replace(
+            state,
+            paced_until_ms=until_ms if paced else state.paced_until_ms,
+            retry_at_ms=until_ms if not state.retry_at_ms else min(state.retry_at_ms, until_ms),
+        )
+        if after != state and self.posts.save(ex.execution_id, state, after) is None:
+            logger.info("posts moved while pacing", extra={"execution_id": ex.execution_id})
 
     def _save(self, ex: Execution, before: Posts, after: Posts) -> Posts:
         saved = self.posts.save(ex.execution_id, before, after)
@@ -344,6 +398,9 @@ class Publisher:
         try:
             return method(**kwargs)
         except SlackApiError as error:
+            wait = rate_limited(error)
+            if wait is not None:  # past the pacing allowance: the client did not wait it out
+                raise Paced(wait, getattr(method, "__name__", "")) from error
             if is_permanent(error):
                 needed = (
                     str(error.response.get("needed") or "") if isinstance(error.response.data, dict) else ""
@@ -429,12 +486,14 @@ class Publisher:
             extra={"execution_id": ex.execution_id, "channel": channel, "error": refused.code},
         )
         told = state.requester_told or self._tell_requester(ex, channel, refused, response_url)
+        now_ms = int(self.clock() * 1000)
         after = replace(
             state,
             channel=channel,
             unreachable=refused.code,
-            unreachable_since_ms=state.unreachable_since_ms or int(self.clock() * 1000),
+            unreachable_since_ms=state.unreachable_since_ms or now_ms,
             requester_told=told,
+            retry_at_ms=now_ms + UNREACHABLE_RETRY_SECONDS * 1000,  # the sweeper tries again now and then
         )
         if after != state and self.posts.save(ex.execution_id, state, after) is None:
             logger.info(

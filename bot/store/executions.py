@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
@@ -368,28 +369,34 @@ class ExecutionStore:
 
     # -- the sweeper's view ------------------------------------------------------------------
 
-    def due(self, now_ms: int, limit: int = 100) -> Iterator[str]:
-        """Ids of executions whose `due_at_ms` has passed, oldest first (the sparse due-index).
+    def due(self, now_ms: int, limit: int = 100) -> Iterator[Due]:
+        """What is due now, oldest first (the sparse due-index): runs whose `due_at_ms` has passed,
+        and publishers' items whose events wait for a nudge.
 
         Each due-index shard is queried at once, in parallel; their answers are merged by due time.
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        def shard(bucket: str) -> list[tuple[int, str]]:
-            found: list[tuple[int, str]] = []
+        def shard(bucket: str) -> list[tuple[int, str, str]]:
+            found: list[tuple[int, str, str]] = []
             request: dict[str, Any] = {
                 "TableName": self.table,
                 "IndexName": keys.DUE_INDEX,
                 "KeyConditionExpression": "#bucket = :bucket AND #due <= :now",
-                "ExpressionAttributeNames": {"#bucket": keys.DUE_BUCKET, "#due": keys.DUE_AT, "#pk": keys.PK},
+                "ExpressionAttributeNames": {
+                    "#bucket": keys.DUE_BUCKET,
+                    "#due": keys.DUE_AT,
+                    "#pk": keys.PK,
+                    "#sk": keys.SK,
+                },
                 "ExpressionAttributeValues": {":bucket": {"S": bucket}, ":now": {"N": str(now_ms)}},
-                "ProjectionExpression": "#pk, #due",
+                "ProjectionExpression": "#pk, #sk, #due",
                 "Limit": min(limit, 100),
             }
             while len(found) < limit:
                 page = self.client.query(**request)
                 found += [
-                    (int(i[keys.DUE_AT]["N"]), i[keys.PK]["S"].removeprefix("EXEC#"))
+                    (int(i[keys.DUE_AT]["N"]), i[keys.PK]["S"].removeprefix("EXEC#"), i[keys.SK]["S"])
                     for i in page.get("Items", [])
                 ]
                 if not page.get("LastEvaluatedKey"):
@@ -400,8 +407,43 @@ class ExecutionStore:
         buckets = keys.due_buckets()
         with ThreadPoolExecutor(max_workers=len(buckets), thread_name_prefix="due") as pool:
             merged = sorted(hit for hits in pool.map(shard, buckets) for hit in hits)
-        for _, execution_id in merged[:limit]:
-            yield execution_id
+        for due_at_ms, execution_id, sk in merged[:limit]:
+            yield Due(execution_id, "publish" if sk == keys.SLACK_SK else "run", due_at_ms)
+
+    def nudge(self, execution_id: str, due_at_ms: int, now_ms: int) -> bool:
+        """Wake the publisher of a run whose events wait (Slack paced it, or the channel could not
+        be reached): a small write on the state item, hence a stream record, without moving the
+        run. The publisher's item leaves the due-index until the publisher needs another nudge.
+        False if the run is gone or another sweeper nudged it first."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_key(keys.slack_key(execution_id)),
+                UpdateExpression="REMOVE #bucket, #due SET retry_at_ms = :zero",
+                ConditionExpression="#due = :due",
+                ExpressionAttributeNames={"#bucket": keys.DUE_BUCKET, "#due": keys.DUE_AT},
+                ExpressionAttributeValues={":due": {"N": str(due_at_ms)}, ":zero": {"N": "0"}},
+            )
+            self.client.update_item(
+                TableName=self.table,
+                Key=_key(keys.state_key(execution_id)),
+                UpdateExpression="SET nudged_at_ms = :now",
+                ConditionExpression="attribute_exists(#pk)",
+                ExpressionAttributeNames={"#pk": keys.PK},
+                ExpressionAttributeValues={":now": {"N": str(now_ms)}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Due:
+    """Something the sweeper must look at: a run (`run`) or a run's waiting timeline (`publish`)."""
+
+    execution_id: str
+    kind: str
+    due_at_ms: int
 
 
 def executions_table() -> str:

@@ -16,7 +16,10 @@ class Posts:
     lost Slack's answer) before recording them: look in the thread after `last_ts` before posting.
     `parent_attempt_at_ms`: when the parent was last sent, to look for it in a narrow window.
     `unreachable`: why the channel refused the last post (a Slack error code), "" when it took it;
-    `requester_told`: the requester has been told how to fix it (once per run)."""
+    `requester_told`: the requester has been told how to fix it (once per run).
+    `paced_until_ms`: Slack answered 429 for this channel; no call before then.
+    `retry_at_ms`: events are still waiting (paced, or the channel unreachable): the sweeper
+    nudges the run then (the item sits in the due-index until the publisher catches up)."""
 
     channel: str = ""
     parent_ts: str = ""
@@ -30,6 +33,8 @@ class Posts:
     unreachable: str = ""
     unreachable_since_ms: int = 0
     requester_told: bool = False
+    paced_until_ms: int = 0
+    retry_at_ms: int = 0
     exists: bool = False
 
 
@@ -44,7 +49,11 @@ class PostsStore:
         )
         if not item:
             return Posts()
-        data = {k: from_attribute(v) for k, v in item.items() if k not in {keys.PK, keys.SK}}
+        data = {
+            k: from_attribute(v)
+            for k, v in item.items()
+            if k not in {keys.PK, keys.SK, keys.DUE_BUCKET, keys.DUE_AT}
+        }
         return Posts(
             channel=str(data.get("channel", "")),
             parent_ts=str(data.get("parent_ts", "")),
@@ -58,6 +67,8 @@ class PostsStore:
             unreachable=str(data.get("unreachable", "")),
             unreachable_since_ms=int(data.get("unreachable_since_ms", 0)),
             requester_told=bool(data.get("requester_told", False)),
+            paced_until_ms=int(data.get("paced_until_ms", 0)),
+            retry_at_ms=int(data.get("retry_at_ms", 0)),
             exists=True,
         )
 
@@ -77,7 +88,12 @@ class PostsStore:
             "unreachable": {"S": after.unreachable},
             "unreachable_since_ms": {"N": str(after.unreachable_since_ms)},
             "requester_told": {"BOOL": after.requester_told},
+            "paced_until_ms": {"N": str(after.paced_until_ms)},
+            "retry_at_ms": {"N": str(after.retry_at_ms)},
         }
+        if after.retry_at_ms:  # in the sparse due-index until nothing waits: the sweeper nudges
+            item[keys.DUE_BUCKET] = {"S": keys.due_bucket(execution_id)}
+            item[keys.DUE_AT] = {"N": str(after.retry_at_ms)}
         if before.exists:
             condition = "posted_seq = :seq AND attempting_through = :through AND parent_ts = :parent"
             values = {

@@ -36,8 +36,8 @@ def test_the_sweeper_sees_every_shard_and_the_legacy_partition_oldest_first(exec
     put_due(client, executions_table, "rb-legacy0001", 500, bucket=keys.LEGACY_DUE_BUCKET)  # pre-sharding
     put_due(client, executions_table, "rb-future0001", 10**13)  # not due yet
 
-    due = list(store.due(now_ms=2_000, limit=100))
+    due = [d.execution_id for d in store.due(now_ms=2_000, limit=100)]
     assert due[0] == "rb-legacy0001", "an item written before sharding still drains"
     assert due[1:] == [f"rb-shard{i:05d}" for i in range(40)], "merged across shards by due time"
     assert "rb-future0001" not in due
-    assert list(store.due(now_ms=2_000, limit=5)) == due[:5]
+    assert [d.execution_id for d in store.due(now_ms=2_000, limit=5)] == due[:5]
