@@ -70,6 +70,7 @@ def new_execution(
     drill_faults: dict[str, float] | None = None,
     drill_seconds: int = 0,
     forced_over: str = "",
+    response_url: str = "",
 ) -> Execution:
     """A run as it is first written: PENDING at version 0, its first step at the cursor."""
     return Execution(
@@ -86,6 +87,7 @@ def new_execution(
         updated_at_ms=now_ms,
         trigger=trigger,
         forced_over=forced_over,
+        response_url=response_url,
         drill=drill,
         drill_faults=dict(drill_faults or {}),
         drill_until_ms=now_ms + drill_seconds * 1000 if drill and drill_seconds else None,

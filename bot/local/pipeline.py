@@ -224,7 +224,11 @@ class LocalPipeline:
         trigger_id: str | None = None,
     ) -> dict[str, Any]:
         """A signed `/runbook <text>` through the ingress handler; returns the Lambda response."""
-        body = slash_command_body(text, user_id=user_id, channel_id=channel_id, trigger_id=trigger_id)
+        # The stand-in's own hook: a response_url must never point at the real Slack from here.
+        hook = self.slack.response_url(f"{channel_id}-{user_id}") if self.slack is not None else ""
+        body = slash_command_body(
+            text, user_id=user_id, channel_id=channel_id, trigger_id=trigger_id, response_url=hook
+        )
         event = http_api_event(body, signed_headers(secret, body, timestamp), base64_body=base64_body)
         return dict(self.ingress.invoke(event))
 

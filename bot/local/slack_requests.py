@@ -57,6 +57,7 @@ def slash_command_body(
         "text": text,
         "api_app_id": "A0RUNBOOKBOT",
         "is_enterprise_install": "false",
+        # Slack's shape; nothing local ever posts to it (the pipeline passes the stand-in's hook).
         "response_url": response_url or f"https://hooks.slack.com/commands/{team_id}/1/local",
         "trigger_id": trigger_id or f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
     }

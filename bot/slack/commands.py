@@ -35,6 +35,7 @@ class Invocation:
     channel_id: str
     team_id: str
     trigger_id: str
+    response_url: str = ""
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Invocation:
@@ -44,6 +45,7 @@ class Invocation:
             channel_id=str(payload.get("channel_id") or ""),
             team_id=str(payload.get("team_id") or ""),
             trigger_id=str(payload.get("trigger_id") or ""),
+            response_url=str(payload.get("response_url") or ""),
         )
 
 
@@ -139,6 +141,7 @@ class CommandService:
             trigger="drill" if drill else "slash",
             drill=drill,
             forced_over=holder or "",
+            response_url=inv.response_url,
             **drill_settings,
         )
         held = self.store.create_locked(ex, locks, force=force)
@@ -149,7 +152,7 @@ class CommandService:
                 f"`{held}` has just started on a table this run would change; follow it with "
                 f"`/runbook status {held}`"
             )
-        return render.started(ex)
+        return render.started(ex, unreachable=self.store.channel_unreachable(inv.channel_id))
 
     def _cancel(self, execution_id: str, inv: Invocation) -> render.Message:
         ex = self._visible_execution(execution_id, inv)

@@ -35,6 +35,7 @@ from bot.config import slack_api_url
 from bot.slack import render
 from bot.slack.approvals import approvers_text
 from bot.slack.client import (
+    CHANNEL_ERRORS,
     MESSAGE_ERRORS,
     RetryBudget,
     answer_lost,
@@ -142,6 +143,7 @@ class Publisher:
     def publish(self, ex: Execution, response_url: str = "") -> PublishResult:
         """Bring the run's parent and thread up to date; `response_url` is the run's own, if any."""
         state = self.posts.get(ex.execution_id)
+        was_unreachable = state.unreachable
         tally = _Tally()
         now_ms = int(self.clock() * 1000)
         if state.paced_until_ms > now_ms:
@@ -165,6 +167,8 @@ class Publisher:
                 ) or self.posts.get(ex.execution_id)
             self._wait_turn(ex, current, now_ms + int(paced.retry_after * 1000), paced=True)
             return PublishResult(tally.posted, tally.recovered, False, "", tally.lookups, paced=True)
+        if was_unreachable:
+            self.posts.clear_channel(refreshed.channel)  # reachable again: /runbook there stops warning
         if refreshed.unreachable or refreshed.retry_at_ms or refreshed.paced_until_ms:
             self._save(
                 ex,
@@ -486,6 +490,8 @@ class Publisher:
             extra={"execution_id": ex.execution_id, "channel": channel, "error": refused.code},
         )
         told = state.requester_told or self._tell_requester(ex, channel, refused, response_url)
+        if refused.code in CHANNEL_ERRORS:
+            self.posts.mark_channel(channel, refused.code, int(self.clock() * 1000))
         now_ms = int(self.clock() * 1000)
         after = replace(
             state,

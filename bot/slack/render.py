@@ -290,7 +290,7 @@ def refusal(reason: str) -> Message:
     return Message(_clip(reason, 3000), [section(reason)])
 
 
-def started(ex: Execution) -> Message:
+def started(ex: Execution, unreachable: str = "") -> Message:
     what = "drill of" if ex.drill else ""
     text = (
         f"Started {what + ' ' if what else ''}`{ex.runbook}` for `{ex.partner}`: execution `{ex.execution_id}`. "
@@ -300,6 +300,16 @@ def started(ex: Execution) -> Message:
         text += f"\n{drill_label(ex)}: against the drill targets only, never production."
     if ex.forced_over:
         text += f"\nForced past the table lock of `{ex.forced_over}`; the timeline says so."
+    if unreachable:
+        fix = (
+            "this channel is archived: start it in one of the partner's other channels"
+            if unreachable in {"is_archived", "is_inactive"}
+            else f"invite me first: `/invite @runbook-bot` in <#{ex.channel}>"
+        )
+        text += (
+            f"\n:warning: I could not post in this channel lately (`{unreachable}`), so the run's "
+            f"timeline and approval buttons cannot appear here: {fix}. The timeline catches up once I can."
+        )
     return Message(text, [section(f":rocket: {text}")])
 
 

@@ -329,6 +329,11 @@ class ExecutionStore:
         ).get("Item")
         return from_attribute(item["outputs"]) if item else {}
 
+    def channel_unreachable(self, channel_id: str) -> str:
+        """Why the bot could not post in `channel_id` lately (a Slack error code), or ""."""
+        item = self.client.get_item(TableName=self.table, Key=_key(keys.channel_key(channel_id))).get("Item")
+        return str(item["code"]["S"]) if item else ""
+
     # -- retention -------------------------------------------------------------------------
 
     def purge(self, execution_id: str, locks: list[dict[str, str]]) -> int:

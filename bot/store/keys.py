@@ -68,5 +68,10 @@ def table_lock_key(partner: str, table: str) -> dict[str, str]:
     return {PK: f"TABLE#{partner}#{table}", SK: "LOCK"}
 
 
+def channel_key(channel_id: str) -> dict[str, str]:
+    """Held while the bot cannot post in a channel (not invited, archived): `/runbook` there says so."""
+    return {PK: f"CHANNEL#{channel_id}", SK: "UNREACHABLE"}
+
+
 def idempotency_key(execution_id: str, step_id: str, attempt: int) -> str:
     return f"{execution_id}:{step_id}:{attempt}"

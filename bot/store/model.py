@@ -102,6 +102,7 @@ class Execution:
     updated_at_ms: int
     trigger: str = "slash"  # slash | alarm | drill
     forced_over: str = ""  # the active run whose table lock an approver overrode with force=true
+    response_url: str = ""  # the slash command's, for telling the requester (Slack honours it 30 min)
     drill: bool = False
     drill_faults: dict[str, float] = field(default_factory=dict)  # injected on the partner's clients
     drill_until_ms: int | None = None  # a drill's time limit: it ends TIMED_OUT at this time

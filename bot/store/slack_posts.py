@@ -110,6 +110,23 @@ class PostsStore:
             return None
         return replace(after, exists=True)
 
+    def mark_channel(self, channel: str, code: str, now_ms: int) -> None:
+        """Remember that `channel` refused the bot (`code`), so `/runbook` there can say how to fix it."""
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                **{k: {"S": v} for k, v in keys.channel_key(channel).items()},
+                "code": {"S": code},
+                "since_ms": {"N": str(now_ms)},
+                keys.TTL_ATTRIBUTE: {"N": str(now_ms // 1000 + 7 * 86_400)},
+            },
+        )
+
+    def clear_channel(self, channel: str) -> None:
+        self.client.delete_item(
+            TableName=self.table, Key={k: {"S": v} for k, v in keys.channel_key(channel).items()}
+        )
+
 
 def _key(execution_id: str) -> dict[str, dict[str, str]]:
     return {k: {"S": v} for k, v in keys.slack_key(execution_id).items()}

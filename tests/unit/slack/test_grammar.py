@@ -615,6 +615,9 @@ class InMemoryExecutions:
         self.created[ex.execution_id] = ex
         return True
 
+    def channel_unreachable(self, channel_id: str) -> str:
+        return ""
+
     def lock_holder(self, lock) -> str | None:
         return self.locks.get(lock["pk"])
 

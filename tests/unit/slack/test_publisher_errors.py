@@ -220,3 +220,26 @@ def test_a_recovery_without_the_history_scope_is_reported_instead_of_failing_for
         assert "`channels:history`" in dm["text"]
     finally:
         slack.stop()
+
+
+def test_runbook_in_a_channel_the_bot_cannot_post_in_says_how_to_invite_it(
+    slack, publisher, executions_table
+):
+    import boto3
+
+    from bot.slack.commands import CommandService, Invocation
+    from bot.store.executions import ExecutionStore
+
+    slack.remove(ACME)  # someone removed the bot from the partner's channel
+    publisher.publish(run(2))
+    store = ExecutionStore(boto3.client("dynamodb"), executions_table)
+    assert store.channel_unreachable(ACME) == "not_in_channel"
+    service = CommandService(store, load_catalog, lambda: int(time.time() * 1000))
+    answer = service.answer(Invocation("consistency partner-acme", "U0X", ACME, "T0", "t1")).text
+    assert "execution `" in answer and f"`/invite @runbook-bot` in <#{ACME}>" in answer
+    slack.invite(ACME)
+    publisher.publish(run(3))  # invited again: the run's next change catches up and the warning goes
+    assert store.channel_unreachable(ACME) == ""
+    assert (
+        "/invite" not in service.answer(Invocation("consistency partner-acme", "U0X", ACME, "T0", "t2")).text
+    )
