@@ -54,6 +54,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 METADATA_TYPE = "runbook_timeline_event"
 _DECISIONS = {EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_REJECTED, EventKind.APPROVAL_EXPIRED}
+_RUN_ENDS = {
+    EventKind.RUN_SUCCEEDED: "not needed: the run succeeded",
+    EventKind.RUN_FAILED: "closed: the run failed",
+    EventKind.RUN_CANCELLED: "closed: the run was cancelled",
+    EventKind.RUN_TIMED_OUT: "closed: the run timed out",
+}
 LOOKUP_ITEMS = 15  # what Slack gives apps outside the Marketplace per history/replies call
 SEND_ATTEMPTS = 3  # a post whose answer was lost and that is not in the channel is sent again
 CLOCK_SKEW_SECONDS = 2
@@ -305,7 +311,11 @@ class Publisher:
             if event.kind is EventKind.APPROVAL_REQUESTED and event.step_id:
                 approval_ts[event.step_id] = ts
             if event.kind in _DECISIONS and event.step_id in approval_ts:
-                self._close_approval(ex, state.channel, approval_ts[event.step_id], event)
+                self._close_approval(ex, state.channel, approval_ts.pop(event.step_id), event)
+            if event.kind in _RUN_ENDS:  # nobody decided, and nobody need: the buttons go
+                for step_id, open_ts in sorted(approval_ts.items()):
+                    self._close_approval(ex, state.channel, open_ts, event, step_id=step_id)
+                approval_ts.clear()
             following = pending[i + 1].seq if i + 1 < len(pending) else event.seq
             # One write records this post and claims the next.
             state = self._save(
@@ -380,20 +390,25 @@ class Publisher:
         entry = catalog.errors.entry(event.error_code) if event.error_code else None
         return render.timeline_reply(ex, event, entry.meaning if entry else None, step_title=step_title)
 
-    def _close_approval(self, ex: Execution, channel: str, ts: str, event: TimelineEvent) -> None:
+    def _close_approval(
+        self, ex: Execution, channel: str, ts: str, event: TimelineEvent, *, step_id: str = ""
+    ) -> None:
+        """The approval message without its buttons, saying what became of it."""
+        step_id = step_id or event.step_id
         catalog = self.catalog()
         runbook = catalog.runbooks.get(ex.runbook)
-        title = event.step_id
+        title = step_id
         if runbook:
             with contextlib.suppress(KeyError):
-                title = runbook.step(event.step_id).title or event.step_id
-        decision = {EventKind.APPROVAL_GRANTED: "approved", EventKind.APPROVAL_REJECTED: "rejected"}.get(
-            event.kind, "expired"
-        )
-        effect = ex.approval.effect if ex.approval and ex.approval.step_id == event.step_id else ""
-        message = render.approval_decided(
-            ex, event.step_id, title, effect, decision, event.actor, event.at_ms
-        )
+                title = runbook.step(step_id).title or step_id
+        decision = {
+            EventKind.APPROVAL_GRANTED: "approved",
+            EventKind.APPROVAL_REJECTED: "rejected",
+            EventKind.APPROVAL_EXPIRED: "expired",
+        }.get(event.kind) or _RUN_ENDS.get(event.kind, "closed")
+        actor = event.actor if event.kind in _DECISIONS else ""
+        effect = ex.approval.effect if ex.approval and ex.approval.step_id == step_id else ""
+        message = render.approval_decided(ex, step_id, title, effect, decision, actor, event.at_ms)
         self._update(channel, ts, message)
 
     # -- talking to Slack --------------------------------------------------------------------

@@ -115,6 +115,12 @@ def test_cancel_stops_a_waiting_run_and_records_who(pipeline):
     done = pipeline.wait_for(execution_id, {"CANCELLED"}, 30)
     assert done.timeline[-1].kind is EventKind.RUN_CANCELLED and done.timeline[-1].actor == "U0DEVONCALL"
     assert_timeline_in_channel_once_in_order(pipeline, execution_id)
+    # The approval nobody decided loses its buttons and says why.
+    requested = next(e.seq for e in done.timeline if e.kind is EventKind.APPROVAL_REQUESTED)
+    _, replies = channel_thread(pipeline, execution_id)
+    (request,) = [r for r in replies if r["metadata"]["event_payload"]["seq"] == requested]
+    assert not [b for b in request["blocks"] if b["type"] == "actions"], "no buttons on an ended run"
+    assert "closed: the run was cancelled" in json.dumps(request["blocks"])
 
 
 def test_status_and_timeline_commands_answer_for_a_run(pipeline):
