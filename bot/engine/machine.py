@@ -681,15 +681,19 @@ def _end(
     records: list[StepRecord] | None = None,
 ) -> Transition:
     records = records or []
-    done = sum(
-        1 for r in {**ex.steps, **{r.step_id: r for r in records}}.values() if r.outcome == "succeeded"
+    # Counted as the parent's progress bar counts: every step the run went through, of its main path.
+    went_through = sum(
+        1
+        for r in {**ex.steps, **{r.step_id: r for r in records}}.values()
+        if r.outcome in {"succeeded", "failed", "skipped"}
     )
+    done = min(went_through, max(ex.total_steps, 1)) if ex.total_steps else went_through
     elapsed = now_ms - ex.created_at_ms
     if status is Status.CANCELLED:
-        summary = f"run cancelled after {done} step(s)"
+        summary = f"run cancelled at step {done} of {ex.total_steps or done}"
         actor = ex.cancel_requested_by
     elif status is Status.SUCCEEDED:
-        summary, actor = f"{runbook.title}: succeeded, {done} step(s) done", ""
+        summary, actor = f"{runbook.title}: succeeded, step {done} of {ex.total_steps or done}", ""
     else:
         reason = ex.error.get("message", "") if ex.error else ""
         summary, actor = (

@@ -289,6 +289,7 @@ class Publisher:
             runbook.title if runbook else ex.runbook,
             partner.display_name if partner else ex.partner,
             ex.updated_at_ms,
+            render.step_titles(runbook) if runbook else None,
         )
 
     # -- events ----------------------------------------------------------------------------

@@ -414,3 +414,25 @@ def test_a_rejection_computes_no_effect_and_the_worker_asks_for_the_rollback():
     assert isinstance(ask, machine.Move)
     waiting = machine.apply(rejected, ask.transition)
     assert waiting.status is Status.AWAITING_APPROVAL and waiting.approval.step_id == "rollback"
+
+
+def test_the_closing_event_counts_steps_as_the_progress_bar_does():
+    rb = runbook(step("a"), step("b"), step("c"))
+    done = run_to_end(rb, execution(rb), results={"b": machine.Failed(T0, "ValidationException", "x", False)})
+    # A run that succeeds closes with every step counted; one that failed at `b` has gone through 2.
+    ok = run_to_end(rb, execution(rb))
+    assert ok.timeline[-1].summary.endswith("succeeded, step 3 of 3")
+    from bot.slack.render import steps_done
+
+    assert steps_done(done) == (2, 3), "the bar counts the failed step as gone through"
+
+
+def test_a_run_that_fails_at_step_one_says_step_one():
+    rb = runbook(step("a"), step("b"))
+    done = run_to_end(
+        rb, execution(rb), results={"a": machine.Failed(T0, "ValidationException", "bad", False)}
+    )
+    assert done.status is Status.FAILED and done.steps["a"].outcome == "failed"
+    from bot.slack.render import steps_done
+
+    assert steps_done(done) == (1, 2)
