@@ -14,6 +14,7 @@ from bot.store import keys
 from bot.store.codec import from_attribute, from_item, size_of, to_attribute, to_item, to_plain
 from bot.store.model import Execution, Status, StepRecord
 
+NUDGE_AGAIN_MS = 10_000  # a waiting timeline is nudged again this often until its publisher catches up
 MOVE_LEASE_MS = 15_000  # a claim for a transition that runs no step (sweeper, click, worker move)
 SPILL_BYTES = 8_192  # step outputs larger than this live in their own item, not the state item
 _CONDITION_FAILED = "ConditionalCheckFailedException"
@@ -418,16 +419,19 @@ class ExecutionStore:
     def nudge(self, execution_id: str, due_at_ms: int, now_ms: int) -> bool:
         """Wake the publisher of a run whose events wait (Slack paced it, or the channel could not
         be reached): a small write on the state item, hence a stream record, without moving the
-        run. The publisher's item leaves the due-index until the publisher needs another nudge.
-        False if the run is gone or another sweeper nudged it first."""
+        run. False if the run is gone or another sweeper nudged it first."""
         try:
+            # The item stays in the due-index, a little later: if this nudge is lost (its record
+            # fails, the publisher is paced again and loses a race), the next pass nudges again.
+            # Only the publisher, once it has caught up, takes the item out.
+            again = str(now_ms + NUDGE_AGAIN_MS)
             self.client.update_item(
                 TableName=self.table,
                 Key=_key(keys.slack_key(execution_id)),
-                UpdateExpression="REMOVE #bucket, #due SET retry_at_ms = :zero",
+                UpdateExpression="SET #due = :again, retry_at_ms = :again",
                 ConditionExpression="#due = :due",
-                ExpressionAttributeNames={"#bucket": keys.DUE_BUCKET, "#due": keys.DUE_AT},
-                ExpressionAttributeValues={":due": {"N": str(due_at_ms)}, ":zero": {"N": "0"}},
+                ExpressionAttributeNames={"#due": keys.DUE_AT},
+                ExpressionAttributeValues={":due": {"N": str(due_at_ms)}, ":again": {"N": again}},
             )
             self.client.update_item(
                 TableName=self.table,

@@ -23,6 +23,7 @@ def test_every_key_the_doc_lists_is_built_by_keys_py():
             keys.active_run_key("p", "r"),
             keys.table_lock_key("p", "t"),
             keys.due_buckets(),
+            keys.channel_key("C"),
         )
     )
     listed = set(re.findall(r"`([A-Z]+#)[^`]*`", DOC)) | set(re.findall(r"/ `([A-Z]+)#?[^`]*`", DOC))
