@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -9,6 +10,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
+from bot import metrics
 from bot.handlers.records import state_image
 
 logger = Logger()
@@ -52,7 +54,15 @@ def publish_record(record: DynamoDBRecord, newest: dict[str, int] | None = None)
         return
     if newest and image.version < newest.get(image.execution_id, image.version):
         return  # a newer record of this run is in the same batch: it publishes everything
+    created_s = (record.raw_event.get("dynamodb") or {}).get("ApproximateCreationDateTime")
+    if created_s is not None:
+        age_ms = max(0.0, time.time() * 1000 - float(created_s) * 1000)
+        metrics.stream_record_age("timeline", age_ms, image.execution_id)
     result = _current_publisher().publish(image, response_url=_response_url(record.raw_event))
+    if result.unreachable:
+        metrics.slack_error(result.unreachable, image.execution_id)
+    if result.paced:
+        metrics.slack_error("ratelimited", image.execution_id)
     if result.unreachable in DEAD_TOKEN:
         from bot.config import slack_secrets
 

@@ -3,6 +3,7 @@ without a stream lane sleeping through it, and the sweeper nudges the run when i
 
 from __future__ import annotations
 
+import json
 import time
 
 import boto3
@@ -79,3 +80,27 @@ def test_a_batch_with_several_records_of_a_run_publishes_from_the_newest_only():
 
     batch = {"Records": [record("rb-a", 3), record("rb-b", 1), record("rb-a", 5), record("rb-a", 4)]}
     assert newest_versions(batch) == {"rb-a": 5, "rb-b": 1}
+
+
+def test_the_timeline_function_records_slack_errors_and_record_age(monkeypatch):
+    from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+
+    from bot import metrics
+    from bot.handlers import timeline
+    from bot.slack.publisher import PublishResult
+
+    ex = run(2)
+
+    class Paced:
+        def publish(self, image, response_url=""):
+            return PublishResult(0, 0, False, "not_in_channel", 0, paced=True)
+
+    monkeypatch.setattr(timeline, "_current_publisher", Paced)
+    record = {
+        "eventName": "MODIFY",
+        "dynamodb": {"NewImage": to_item(ex), "ApproximateCreationDateTime": time.time() - 2},
+    }
+    with metrics.collected() as documents:
+        timeline.publish_record(DynamoDBRecord(record))
+    text = json.dumps(documents)
+    assert "not_in_channel" in text and "ratelimited" in text and "timeline" in text
