@@ -79,6 +79,7 @@ class StreamConsumer:
     on_failure_queue_logical_id: str | None
     timeout_seconds: int
     parallelization_factor: int = 1
+    maximum_record_age_seconds: int = -1  # -1: the stream's 24 hours
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Template:
                         maximum_batching_window_seconds=int(p.get("MaximumBatchingWindowInSeconds", 0)),
                         filter_patterns=filters,
                         maximum_retry_attempts=int(p.get("MaximumRetryAttempts", -1)),
+                        maximum_record_age_seconds=int(p.get("MaximumRecordAgeInSeconds", -1)),
                         bisect_on_error=bool(p.get("BisectBatchOnFunctionError", False)),
                         report_batch_item_failures="ReportBatchItemFailures"
                         in (p.get("FunctionResponseTypes") or []),

@@ -729,3 +729,12 @@ def test_partner_accounts_may_put_only_cloudwatch_alarm_events_on_the_alarm_func
     assert condition["ForAllValues:StringEquals"]["events:source"] == rule["Pattern"]["source"]
     if statement["Principal"] == "*":
         assert "aws:PrincipalAccount" in condition["StringEquals"], "only the partners' accounts"
+
+
+def test_the_local_stack_reads_each_stream_consumers_record_age_limit():
+    from bot.local.template import load_template
+
+    consumers = {c.logical_id: c for c in load_template().stream_consumers()}
+    for function in STREAM_CONSUMERS:
+        (stream,) = events(function, "DynamoDB")
+        assert consumers[function].maximum_record_age_seconds == stream["MaximumRecordAgeInSeconds"]
