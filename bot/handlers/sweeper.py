@@ -68,7 +68,23 @@ def sweep(
             continue
         reason = ex.due_reason or "due"
         report.moved[reason] = report.moved.get(reason, 0) + 1
+        _record_metrics(ex, t, now_ms)
     return report
+
+
+def _record_metrics(ex: Any, t: Any, now_ms: int) -> None:
+    """What the sweeper ends or expires, in the bot's metrics (the worker records the rest)."""
+    from bot import metrics
+
+    if (
+        ex.approval is not None
+        and t.set.get("approval") is not None
+        and t.set["approval"].decision == "expired"
+    ):
+        waited_s = (now_ms - ex.approval.requested_at_ms) / 1000
+        metrics.approval_wait(ex.runbook, "expired", waited_s, ex.execution_id)
+    if t.status.terminal:
+        metrics.run_ended(ex.runbook, t.status.value, ex.execution_id)
 
 
 def _still_working(store: Any, ex: Any, now_ms: int) -> bool:

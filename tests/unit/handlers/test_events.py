@@ -457,12 +457,17 @@ def test_schedule_sample_runs_the_sweeper_which_expires_an_overdue_approval(env)
     overdue = dataclasses.replace(waiting.approval, expires_at_ms=past_ms)
     env.put(record_image("stream-modify"), approval=overdue, due_at_ms=past_ms)
 
-    report = sweeper.handler(event, LambdaContext("SweeperFunction", 60))
+    from bot import metrics
+
+    with metrics.collected() as documents:
+        report = sweeper.handler(event, LambdaContext("SweeperFunction", 60))
 
     assert report["examined"] == 1 and report["moved"] == {"expiry": 1}
     ex = env.execution(waiting.execution_id)
     assert ex.status is Status.TIMED_OUT and ex.approval is not None and ex.approval.decision == "expired"
     assert ex.error["code"] == "ApprovalExpired"
+    recorded = json.dumps(documents)
+    assert '"decision": "expired"' in recorded and '"status": "TIMED_OUT"' in recorded, recorded[:500]
 
 
 def test_alarm_sample_starts_the_mapped_throttle_run_for_partner_acme_once(env):
