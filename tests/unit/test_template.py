@@ -738,3 +738,29 @@ def test_the_local_stack_reads_each_stream_consumers_record_age_limit():
     for function in STREAM_CONSUMERS:
         (stream,) = events(function, "DynamoDB")
         assert consumers[function].maximum_record_age_seconds == stream["MaximumRecordAgeInSeconds"]
+
+
+# What each function's code asks of the executions table (ExecutionStore, PostsStore):
+TABLE_CALLS = {
+    # runs and their locks (a transaction of puts), claims taken and given back, decisions, cancels
+    "IngressFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem"},
+    # claims, commits, progress and spilled outputs; the purge of an expired run (query + deletes)
+    "WorkerFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
+    # the publisher's item, a channel marked unreachable and cleared again
+    "TimelineFunction": {"GetItem", "PutItem", "DeleteItem"},
+    # claims before it moves a run (given back on a conflict), commits, nudges; the due-index
+    "SweeperFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
+    # a run created with its locks in one transaction
+    "AlarmFunction": {"GetItem", "PutItem", "ConditionCheckItem"},
+}
+
+
+@pytest.mark.parametrize("function", sorted(TABLE_CALLS))
+def test_each_function_may_make_the_table_calls_its_code_makes(function):
+    granted = {
+        action.removeprefix("dynamodb:")
+        for statement in statements(function)
+        for action in as_list(statement["Action"])
+        if action.startswith("dynamodb:")
+    }
+    assert TABLE_CALLS[function] <= granted, f"{function} lacks {TABLE_CALLS[function] - granted}"
