@@ -152,6 +152,10 @@ class Publisher:
         was_unreachable = state.unreachable
         tally = _Tally()
         now_ms = int(self.clock() * 1000)
+        if ex.version < state.seen_version:
+            # A late duplicate of an older state: a newer one was published from already. Acting on
+            # it would turn the parent back and could clear a wait the newer state still needs.
+            return PublishResult(0, 0, False, "", 0)
         if state.paced_until_ms > now_ms:
             self._wait_turn(ex, state, state.paced_until_ms)  # Slack said wait: ask nothing before then
             return PublishResult(0, 0, False, "", 0, paced=True)
@@ -175,11 +179,23 @@ class Publisher:
             return PublishResult(tally.posted, tally.recovered, False, "", tally.lookups, paced=True)
         if was_unreachable:
             self.posts.clear_channel(refreshed.channel)  # reachable again: /runbook there stops warning
-        if refreshed.unreachable or refreshed.retry_at_ms or refreshed.paced_until_ms:
+        if (
+            refreshed.unreachable
+            or refreshed.retry_at_ms
+            or refreshed.paced_until_ms
+            or refreshed.seen_version < ex.version
+        ):
             self._save(
                 ex,
                 refreshed,
-                replace(refreshed, unreachable="", unreachable_since_ms=0, retry_at_ms=0, paced_until_ms=0),
+                replace(
+                    refreshed,
+                    unreachable="",
+                    unreachable_since_ms=0,
+                    retry_at_ms=0,
+                    paced_until_ms=0,
+                    seen_version=max(refreshed.seen_version, ex.version),
+                ),
             )
         return PublishResult(tally.posted, tally.recovered, refreshed is not state, "", tally.lookups)
 
@@ -189,6 +205,7 @@ class Publisher:
         is on it."""
         after = replace(
             state,
+            seen_version=max(state.seen_version, ex.version),
             paced_until_ms=until_ms if paced else state.paced_until_ms,
             retry_at_ms=until_ms if not state.retry_at_ms else min(state.retry_at_ms, until_ms),
         )

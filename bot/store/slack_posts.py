@@ -35,6 +35,9 @@ class Posts:
     requester_told: bool = False
     paced_until_ms: int = 0
     retry_at_ms: int = 0
+    seen_version: int = (
+        0  # the newest state published from: an older record (a late duplicate) changes nothing
+    )
     exists: bool = False
 
 
@@ -69,6 +72,7 @@ class PostsStore:
             requester_told=bool(data.get("requester_told", False)),
             paced_until_ms=int(data.get("paced_until_ms", 0)),
             retry_at_ms=int(data.get("retry_at_ms", 0)),
+            seen_version=int(data.get("seen_version", 0)),
             exists=True,
         )
 
@@ -90,6 +94,7 @@ class PostsStore:
             "requester_told": {"BOOL": after.requester_told},
             "paced_until_ms": {"N": str(after.paced_until_ms)},
             "retry_at_ms": {"N": str(after.retry_at_ms)},
+            "seen_version": {"N": str(after.seen_version)},
         }
         if after.retry_at_ms:  # in the sparse due-index until nothing waits: the sweeper nudges
             item[keys.DUE_BUCKET] = {"S": keys.due_bucket(execution_id)}

@@ -72,7 +72,9 @@ def test_throttle_runs_in_the_browser_with_a_refused_self_approval_then_an_appro
     expect(page.locator("#ephemeral")).to_contain_text("you started this run", timeout=15_000)
 
     approve_as(page, "U0ACMELEAD")  # the capacity change
-    expect(page.locator(".msg").first).to_contain_text("replay", timeout=30_000)
+    expect(page.locator(".msg").first).to_contain_text(
+        "Replay throttled writes", timeout=30_000
+    )  # by its title
     expect(page.locator("#messages")).to_contain_text("approved", timeout=30_000)
     # The replay's own approval message, with what it will write and at what rate.
     expect(page.locator("#messages")).to_contain_text("missed writes", timeout=30_000)

@@ -3,6 +3,7 @@ without a stream lane sleeping through it, and the sweeper nudges the run when i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -104,3 +105,14 @@ def test_the_timeline_function_records_slack_errors_and_record_age(monkeypatch):
         timeline.publish_record(DynamoDBRecord(record))
     text = json.dumps(documents)
     assert "not_in_channel" in text and "ratelimited" in text and "timeline" in text
+
+
+def test_a_late_duplicate_of_an_older_state_changes_nothing(slack, publisher):  # noqa: F811
+    newer = run(6)
+    publisher.publish(newer)
+    calls = len(slack.calls)
+    older = dataclasses.replace(run(3), created_at_ms=newer.created_at_ms, timeline=newer.timeline[:3])
+    result = publisher.publish(older)
+    assert (result.posted, result.parent_updated) == (0, False)
+    assert len(slack.calls) == calls, "the parent is not turned back to the older state"
+    assert publisher.posts.get(newer.execution_id).seen_version == newer.version
