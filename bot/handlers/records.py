@@ -39,6 +39,12 @@ def state_image(record: dict[str, Any]) -> Execution | None:
         ) from error
 
 
+def record_age_ms(record: dict[str, Any], now_s: float) -> float | None:
+    """How long ago the stream took the record (ApproximateCreationDateTime), or None if unknown."""
+    created_s = (record.get("dynamodb") or {}).get("ApproximateCreationDateTime")
+    return None if created_s is None else max(0.0, (now_s - float(created_s)) * 1000)
+
+
 TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 
 

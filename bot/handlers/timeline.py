@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
 from bot import metrics
-from bot.handlers.records import state_image
+from bot.handlers.records import record_age_ms, state_image
 
 logger = Logger()
 RECORDING_MARGIN_SECONDS = 5  # Slack retries stop this long before the function's end
@@ -54,9 +54,8 @@ def publish_record(record: DynamoDBRecord, newest: dict[str, int] | None = None)
         return
     if newest and image.version < newest.get(image.execution_id, image.version):
         return  # a newer record of this run is in the same batch: it publishes everything
-    created_s = (record.raw_event.get("dynamodb") or {}).get("ApproximateCreationDateTime")
-    if created_s is not None:
-        age_ms = max(0.0, time.time() * 1000 - float(created_s) * 1000)
+    age_ms = record_age_ms(record.raw_event, time.time())
+    if age_ms is not None:
         metrics.stream_record_age("timeline", age_ms, image.execution_id)
     result = _current_publisher().publish(image, response_url=_response_url(record.raw_event))
     if result.unreachable:

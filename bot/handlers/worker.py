@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
 from bot import metrics
-from bot.handlers.records import expired_state, state_image
+from bot.handlers.records import expired_state, record_age_ms, state_image
 from bot.store.model import Execution, Status
 
 logger = Logger()
@@ -45,9 +45,8 @@ def advance_record(record: DynamoDBRecord, remaining_ms: Callable[[], int] = lam
     image: Execution | None = state_image(record.raw_event)
     if image is None:
         return  # not a state item: claims, outputs, the publisher's items
-    created_s = (record.raw_event.get("dynamodb") or {}).get("ApproximateCreationDateTime")
-    if created_s is not None:
-        age_ms = max(0.0, time.time() * 1000 - float(created_s) * 1000)
+    age_ms = record_age_ms(record.raw_event, time.time())
+    if age_ms is not None:
         metrics.stream_record_age("worker", age_ms, image.execution_id)
     started = time.perf_counter()
     outcome = _executor().advance(image, remaining_ms)

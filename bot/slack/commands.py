@@ -107,7 +107,7 @@ class CommandService:
         if not partner.may_run_in(inv.channel_id):
             channels = ", ".join(f"<#{c}>" for c in partner.channels)
             raise CommandError(f"{partner.display_name}'s runbooks run in {channels}; start it there")
-        if drill and partner.drill_gaps():
+        if drill:
             try:
                 partner.for_drill()
             except DrillTargetMissing as error:
