@@ -94,11 +94,12 @@ def run(runs: int, duplicate: bool, action: CountAction) -> dict[str, float]:
     )
     action.executed = 0
     with LocalPipeline(options) as pipeline:
-        from bot.store import executions
+        from bot.handlers import sweeper, worker
 
         counter = WriteCounter(pipeline.tables["ExecutionsTable"])
-        # The worker's and sweeper's client (one per sandbox); the ingress's start write is not a step's.
-        executions.dynamodb_client().meta.events.register("before-parameter-build.dynamodb", counter)
+        # The worker's and sweeper's clients (one per sandbox); the ingress's start write is not a step's.
+        for function in (worker, sweeper):
+            function.SANDBOX().store.client.meta.events.register("before-parameter-build.dynamodb", counter)
         started = time.perf_counter()
         ids = []
         for i in range(runs):

@@ -1,4 +1,5 @@
-"""Runbooks, partners and the error catalog, loaded and validated once per sandbox."""
+"""Runbooks, partners and the error catalog, loaded and validated; each function's services object
+loads it once per sandbox and keeps it (bot/handlers/services.py)."""
 
 from __future__ import annotations
 
@@ -47,11 +48,6 @@ def load_catalog(root: Path | None = None) -> Catalog:
     return _load(str((root or runbooks_root()).resolve()))
 
 
-def forget_catalog() -> None:
-    """Load from disk again on next use (a new sandbox; tests that change RUNBOOKS_DIR)."""
-    _load.cache_clear()
-
-
 def fingerprint(root: Path) -> str:
     """The content hash of every runbook, partner, schema and catalog file under `root`."""
     digest = hashlib.sha256()
@@ -81,7 +77,6 @@ def compile_catalog(root: Path) -> Path:
     return target
 
 
-@cache
 def _load(root_text: str) -> Catalog:
     root = Path(root_text)
     compiled = compiled_path(root)

@@ -197,7 +197,7 @@ def _run_dev(console: Console, args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from bot.config import slack_secrets
+    from bot.config import read_slack_secrets
     from bot.exceptions import ConfigError
 
     if args.aws == "real" and not os.environ.get("EXECUTIONS_TABLE"):
@@ -207,7 +207,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        slack_secrets()
+        read_slack_secrets()
     except ConfigError as error:
         print(f"{error}", file=sys.stderr)
         return 2

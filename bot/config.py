@@ -1,4 +1,5 @@
-"""Settings from the environment (set by template.yaml). Slack's secrets are cached with a TTL."""
+"""Settings from the environment (set by template.yaml). Slack's secrets are cached with a TTL by
+a `SecretCache`, which each function's services object holds (bot/handlers/services.py)."""
 
 from __future__ import annotations
 
@@ -105,6 +106,3 @@ class SecretCache:
     def _load(self) -> None:
         self._secrets = self.read()
         self._read_at = self.clock()
-
-
-slack_secrets = SecretCache(read_slack_secrets)

@@ -34,13 +34,10 @@ def executions_table(aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
     import boto3
 
     from bot.local.template import create_tables, load_template
-    from bot.store import executions
 
     tables = create_tables(boto3.client("dynamodb"), load_template(), lambda lid: f"test-{lid}")
     monkeypatch.setenv("EXECUTIONS_TABLE", tables["ExecutionsTable"])
-    executions.dynamodb_client.cache_clear()
     yield tables["ExecutionsTable"]
-    executions.dynamodb_client.cache_clear()
 
 
 class CountingClient:
@@ -91,7 +88,6 @@ def server_table(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     import urllib.request
 
     from bot.local.template import create_tables, load_template
-    from bot.store import executions
 
     urllib.request.urlopen(
         urllib.request.Request(f"{moto_server.moto_url}/moto-api/reset", method="POST"), timeout=10
@@ -100,6 +96,4 @@ def server_table(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         monkeypatch.setenv(name, value)
     tables = create_tables(moto_server.client("dynamodb"), load_template(), lambda lid: f"test-{lid}")
     monkeypatch.setenv("EXECUTIONS_TABLE", tables["ExecutionsTable"])
-    executions.dynamodb_client.cache_clear()
     yield tables["ExecutionsTable"]
-    executions.dynamodb_client.cache_clear()

@@ -44,8 +44,8 @@ def run_local_drill(
 
     from bot.catalog import load_catalog
     from bot.demo import seed_demo
+    from bot.handlers import worker
     from bot.local.pipeline import LocalPipeline, PipelineOptions
-    from bot.partners.sessions import session_for
 
     started = time.monotonic()
     options = PipelineOptions(engine=engine, sweep_interval=1.0, before_invoke=on_records)
@@ -88,7 +88,7 @@ def run_local_drill(
             time.sleep(0.1)
         pipeline.drain(30)
         ex = pipeline.execution(execution_id)
-        injector = session_for(p, ex.drill_faults, drill=True).injector
+        injector = worker.SANDBOX().sessions.get(p, ex.drill_faults, drill=True).injector
         stats = injector.stats if injector else None
         injected = (
             {

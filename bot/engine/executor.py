@@ -57,7 +57,11 @@ class Executor:
     ) -> None:
         self.store = store
         self.catalog = catalog
-        self.sessions = sessions or _default_sessions
+        if sessions is None:
+            from bot.partners.sessions import PartnerSessions
+
+            sessions = PartnerSessions().for_run  # this executor's own; a function passes its services'
+        self.sessions = sessions
         self.clock = clock
         self.sleep = sleep
         self.owner = owner or uuid.uuid4().hex
@@ -289,9 +293,3 @@ def _error_code(error: Exception) -> tuple[str, str]:
     if isinstance(error, ConnectTimeoutError | EndpointConnectionError):
         return "ConnectTimeout", str(error)
     return "InternalError", f"{type(error).__name__}: {error}"
-
-
-def _default_sessions(partner: Partner, ex: Execution) -> PartnerSession:
-    from bot.partners.sessions import session_for
-
-    return session_for(partner, ex.drill_faults if ex.drill else None, drill=ex.drill)

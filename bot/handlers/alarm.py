@@ -7,14 +7,15 @@ same transaction, and the lock is only taken over once the run holding it has en
 from __future__ import annotations
 
 import fnmatch
-import time
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from bot.handlers.services import Sandbox, Services, on_lambda
+
 logger = Logger()
+SANDBOX = Sandbox(Services.for_function)
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ def start_for_alarm(event: dict[str, Any], store: Any, catalog: Any, now_ms: int
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    store, catalog = _services()
-    starts = start_for_alarm(event, store, catalog, int(time.time() * 1000))
+    services = SANDBOX()
+    starts = start_for_alarm(event, services.store, services.catalog, services.now_ms())
     for start in starts:
         logger.info("alarm start", extra=start.__dict__)
     if not starts:
@@ -93,9 +94,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"starts": [s.__dict__ for s in starts]}
 
 
-@cache
-def _services() -> tuple[Any, Any]:
-    from bot.catalog import load_catalog
-    from bot.store.executions import ExecutionStore
-
-    return ExecutionStore(), load_catalog()
+if on_lambda():  # init, not the first event
+    SANDBOX.warm()

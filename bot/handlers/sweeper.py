@@ -16,8 +16,10 @@ from aws_lambda_powertools import Logger
 
 from bot.engine import machine
 from bot.exceptions import ClaimHeld, TransitionConflict
+from bot.handlers.services import Sandbox, Services, on_lambda
 
 logger = Logger()
+SANDBOX = Sandbox(Services.for_function)
 # A run whose step nobody has claimed is waiting for its stream record, not stuck, for this long:
 # the stream retries a failed batch for minutes before it gives the record up.
 QUEUED_PATIENCE_MS = 5 * 60_000
@@ -103,13 +105,8 @@ def _still_working(store: Any, ex: Any, now_ms: int) -> bool:
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any, clock: Callable[[], float] = time.time) -> dict[str, Any]:
-    from bot.catalog import load_catalog
-    from bot.engine.executor import Executor
-    from bot.store.executions import ExecutionStore
-
-    store = ExecutionStore()
-    catalog = load_catalog()
-    report = sweep(store, catalog, Executor(store, catalog), int(clock() * 1000))
+    services = SANDBOX()
+    report = sweep(services.store, services.catalog, services.executor, int(clock() * 1000))
     summary = {
         "examined": report.examined,
         "moved": report.moved,
@@ -118,3 +115,7 @@ def handler(event: dict[str, Any], context: Any, clock: Callable[[], float] = ti
     }
     logger.info("swept", extra=summary)
     return summary
+
+
+if on_lambda():  # init, not the first schedule
+    SANDBOX.warm()

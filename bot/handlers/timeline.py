@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -12,15 +11,18 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 
 from bot import metrics
 from bot.handlers.records import record_age_ms, state_image
+from bot.handlers.services import Sandbox, Services, on_lambda
 
 logger = Logger()
+SANDBOX = Sandbox(Services.for_function)
 RECORDING_MARGIN_SECONDS = 5  # Slack retries stop this long before the function's end
 DEAD_TOKEN = frozenset({"invalid_auth", "token_revoked"})  # perhaps rotated: read the secret again
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    publisher = _current_publisher()
+    services = SANDBOX()
+    publisher = services.publisher()
     publisher.budget.reset(context.get_remaining_time_in_millis() / 1000 - RECORDING_MARGIN_SECONDS)
     # A processor per invocation: it holds the batch's outcomes, which must never mix with another's.
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
@@ -28,7 +30,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return dict(
         process_partial_response(
             event=event,
-            record_handler=lambda record: publish_record(record, newest),
+            record_handler=lambda record: publish_record(record, services, newest),
             processor=processor,
             context=context,
         )
@@ -48,7 +50,7 @@ def newest_versions(event: dict[str, Any]) -> dict[str, int]:
     return newest
 
 
-def publish_record(record: DynamoDBRecord, newest: dict[str, int] | None = None) -> None:
+def publish_record(record: DynamoDBRecord, services: Services, newest: dict[str, int] | None = None) -> None:
     image = state_image(record.raw_event)
     if image is None:
         return
@@ -57,15 +59,13 @@ def publish_record(record: DynamoDBRecord, newest: dict[str, int] | None = None)
     age_ms = record_age_ms(record.raw_event, time.time())
     if age_ms is not None:
         metrics.stream_record_age("timeline", age_ms, image.execution_id)
-    result = _current_publisher().publish(image, response_url=_response_url(record.raw_event))
+    result = services.publisher().publish(image, response_url=_response_url(record.raw_event))
     if result.unreachable:
         metrics.slack_error(result.unreachable, image.execution_id)
     if result.paced:
         metrics.slack_error("ratelimited", image.execution_id)
     if result.unreachable in DEAD_TOKEN:
-        from bot.config import slack_secrets
-
-        slack_secrets.reread()  # rate-limited; a rotated token serves the run's next record
+        services.secrets.reread()  # rate-limited; a rotated token serves the run's next record
     logger.info(
         "published",
         extra={
@@ -85,25 +85,5 @@ def _response_url(record: dict[str, Any]) -> str:
     return str((image.get("response_url") or {}).get("S") or "")
 
 
-def _current_publisher() -> Any:
-    from bot.config import slack_secrets
-
-    return _publisher(slack_secrets().bot_token)
-
-
-@lru_cache(maxsize=1)
-def _publisher(bot_token: str) -> Any:
-    """One per sandbox, and a new one when the bot token rotates."""
-    from bot.catalog import load_catalog
-    from bot.slack.client import RetryBudget, slack_client
-    from bot.slack.publisher import Publisher
-    from bot.store.executions import dynamodb_client, executions_table
-    from bot.store.slack_posts import PostsStore
-
-    budget = RetryBudget()
-    return Publisher(
-        slack_client(bot_token, rate_limit_retries=10, budget=budget),
-        PostsStore(dynamodb_client(), executions_table()),
-        load_catalog,
-        budget=budget,
-    )
+if on_lambda():  # init, not the first batch
+    SANDBOX.warm()

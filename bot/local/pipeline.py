@@ -93,27 +93,17 @@ class WorkerCrashes:
         return sum(self.count.values())
 
 
-def reset_sandbox() -> None:
-    """Forget what each handler cached, as a fresh Lambda sandbox would (new endpoints, secrets)."""
-    from bot import catalog, config
-    from bot.handlers import alarm, ingress, timeline, worker
-    from bot.partners.sessions import forget_sessions
-    from bot.store import executions
+def fresh_sandboxes() -> None:
+    """Every function starts in a fresh sandbox: its services (clients, catalog, secrets, partner
+    sessions) are built anew on next use, from the environment as it is now."""
+    for module in _handler_modules():
+        module.SANDBOX.renew()
 
-    forget_sessions()
 
-    for cached in (
-        ingress._app,
-        worker._executor,
-        timeline._publisher,
-        alarm._services,
-        config.slack_secrets,
-        executions.dynamodb_client,
-        catalog.load_catalog,
-    ):
-        cache_clear = getattr(cached, "cache_clear", None)
-        if cache_clear:
-            cache_clear()
+def _handler_modules() -> list[Any]:
+    from bot.handlers import alarm, ingress, sweeper, timeline, worker
+
+    return [alarm, ingress, sweeper, timeline, worker]
 
 
 def _resolve(handler: str) -> Callable[[dict[str, Any], Any], Any]:
@@ -174,7 +164,7 @@ class LocalPipeline:
                 **o.extra_env,
             }
         )
-        reset_sandbox()
+        fresh_sandboxes()
         from bot.local.ttl import TtlReaper
 
         self.ttl = TtlReaper(self.aws.client("dynamodb"), self.tables["ExecutionsTable"])
@@ -202,7 +192,7 @@ class LocalPipeline:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        reset_sandbox()
+        fresh_sandboxes()
 
     def __enter__(self) -> LocalPipeline:
         return self.start()
@@ -344,17 +334,20 @@ class LocalPipeline:
         self.crashes: WorkerCrashes | None = None
         if o.bot_throttle_rate:
             from bot.partners.faults import FaultInjector, FaultSpec
-            from bot.store.executions import dynamodb_client
+            from bot.store.lean import LeanJsonClient
 
             self.bot_faults = FaultInjector(
                 FaultSpec(throttle=o.bot_throttle_rate), tables={self.tables["ExecutionsTable"]}, seed=o.seed
             )
-            self.bot_faults.install(dynamodb_client())
+            for module in _handler_modules():  # every boto3 client of the bot's table (not the ack path's)
+                client = module.SANDBOX().store.client
+                if not isinstance(client, LeanJsonClient):
+                    self.bot_faults.install(client)
         if o.worker_crash_rate:
             from bot.handlers import worker
 
             self.crashes = WorkerCrashes(o.worker_crash_rate, o.seed)
-            worker._executor().crash_hook = self.crashes.at
+            worker.SANDBOX().executor.crash_hook = self.crashes.at
 
     def _every(self, seconds: float, task: Callable[[], object], name: str) -> None:
         def loop() -> None:

@@ -117,32 +117,43 @@ class PartnerSession:
         )
 
 
-_SESSIONS: dict[tuple[str, bool, tuple[tuple[str, float], ...]], tuple[Partner, PartnerSession]] = {}
+class PartnerSessions:
+    """The partner sessions of one function's services, cached per partner, drill and faults.
+
+    A drill gets a session (and clients) of its own: the partner's drill view (raises
+    DrillTargetMissing when something has no drill target), its faults, and a guard that refuses
+    every production resource. An edited partner file (a new `Partner`) gets a new session.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[
+            tuple[str, bool, tuple[tuple[str, float], ...]], tuple[Partner, PartnerSession]
+        ] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, partner: Partner, faults: dict[str, float] | None = None, *, drill: bool = False
+    ) -> PartnerSession:
+        key = (partner.name, drill, tuple(sorted((faults or {}).items())))
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] == partner:
+                return cached[1]
+            session = _new_session(partner, faults, drill)
+            self._cache[key] = (partner, session)
+            return session
+
+    def for_run(self, partner: Partner, ex: Any) -> PartnerSession:
+        """The session a run's steps use: its drill's, with the drill's faults, or production's."""
+        return self.get(partner, ex.drill_faults if ex.drill else None, drill=ex.drill)
 
 
-def session_for(
-    partner: Partner, faults: dict[str, float] | None = None, *, drill: bool = False
-) -> PartnerSession:
-    """The partner's cached session. A drill gets a session (and clients) of its own: the
-    partner's drill view (raises DrillTargetMissing when something has no drill target), its
-    faults, and a guard that refuses every production resource."""
-    key = (partner.name, drill, tuple(sorted((faults or {}).items())))
-    cached = _SESSIONS.get(key)
-    if cached is not None and cached[0] == partner:
-        return cached[1]
+def _new_session(partner: Partner, faults: dict[str, float] | None, drill: bool) -> PartnerSession:
     injector = None
     if faults:
         from bot.partners.faults import FaultInjector, FaultSpec
 
         injector = FaultInjector(FaultSpec.from_dict(faults), seed=partner.name)
     if drill:
-        session = PartnerSession(partner.for_drill(), injector, DrillGuard(partner.production_resources()))
-    else:
-        session = PartnerSession(partner, injector)
-    _SESSIONS[key] = (partner, session)
-    return session
-
-
-def forget_sessions() -> None:
-    """Drop every cached session and client (a fresh sandbox; new endpoints or credentials)."""
-    _SESSIONS.clear()
+        return PartnerSession(partner.for_drill(), injector, DrillGuard(partner.production_resources()))
+    return PartnerSession(partner, injector)

@@ -6,7 +6,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Protocol
 
 from bot.exceptions import ClaimHeld, ConfigError, TransitionConflict
@@ -20,9 +19,8 @@ SPILL_BYTES = 8_192  # step outputs larger than this live in their own item, not
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
-@cache
 def dynamodb_client() -> Any:
-    """One low-level client per sandbox. Standard retry mode rides out throttling of our own table."""
+    """A new low-level client (a function's services hold one per sandbox). Standard retry mode rides out throttling of our own table."""
     import boto3
     from botocore.config import Config
 

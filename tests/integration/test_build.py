@@ -137,9 +137,7 @@ def layer(build: Path) -> Path:
 
 @pytest.fixture
 def fresh_catalog() -> Iterator[None]:
-    catalog.forget_catalog()
     yield
-    catalog.forget_catalog()
 
 
 # -- uv.lock ------------------------------------------------------------------------------------

@@ -193,7 +193,7 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
     from bot.handlers import worker as worker_handler
 
     late = LateCommits()
-    late.watch(worker_handler._executor())
+    late.watch(worker_handler.SANDBOX().executor)
     started = time.monotonic()
     ids = start_runs(chaos)
     drill = chaos.command("drill throttle partner-acme faults=throttle=0.1 for=5m", user_id="U0DRILLBOT")

@@ -296,8 +296,9 @@ def test_partner_clients_are_made_only_in_actions():
             receiver = node.func.value
             partner_session = (isinstance(receiver, ast.Attribute) and receiver.attr == "aws") or (
                 isinstance(receiver, ast.Call)
-                and isinstance(receiver.func, ast.Name)
-                and receiver.func.id == "session_for"
+                and isinstance(receiver.func, ast.Attribute)
+                and receiver.func.attr in {"get", "for_run"}
+                and ast.unparse(receiver.func.value).endswith("sessions")
             )
             if node.func.attr == "client" and partner_session:
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}")

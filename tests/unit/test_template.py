@@ -681,7 +681,7 @@ def test_only_functions_that_talk_to_slack_may_read_the_slack_secret(function):
     module = FUNCTIONS[function]["Handler"].rpartition(".")[0]
     source = (REPO / (module.replace(".", "/") + ".py")).read_text()
     reads = any(a.startswith("secretsmanager:") for s in statements(function) for a in as_list(s["Action"]))
-    assert reads == ("slack_secrets" in source), (
+    assert reads == ("services.secrets" in source or "services.publisher()" in source), (
         f"{function}: {'unused' if reads else 'missing'} secret permission"
     )
 
@@ -689,7 +689,8 @@ def test_only_functions_that_talk_to_slack_may_read_the_slack_secret(function):
 def test_the_worker_never_reads_the_slack_secret():
     actions = {a for s in statements("WorkerFunction") for a in as_list(s["Action"])}
     assert not {a for a in actions if a.startswith("secretsmanager:")}
-    assert "slack_secrets" not in (REPO / "bot" / "handlers" / "worker.py").read_text()
+    source = (REPO / "bot" / "handlers" / "worker.py").read_text()
+    assert "services.secrets" not in source and "services.publisher" not in source
 
 
 def test_the_roles_that_assume_partner_roles_are_outputs_for_the_partner_template():

@@ -33,9 +33,7 @@ MARK = "#!"
 def fresh_catalog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No catalog cached across tests, and the default root is the shipped library."""
     monkeypatch.delenv("RUNBOOKS_DIR", raising=False)
-    catalog.forget_catalog()
     yield
-    catalog.forget_catalog()
 
 
 @pytest.fixture
@@ -440,7 +438,6 @@ def test_compile_keeps_one_catalog_named_by_the_content_fingerprint(library):
 def test_an_unchanged_library_loads_from_the_compiled_catalog_without_validating(monkeypatch, library):
     catalog.compile_catalog(library)
     expected = catalog.load_catalog(library)
-    catalog.forget_catalog()
     no_source_validation(monkeypatch)
     loaded = catalog.load_catalog(library)
     assert sorted(loaded.runbooks) == sorted(expected.runbooks)

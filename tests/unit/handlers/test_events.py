@@ -220,15 +220,15 @@ def slack() -> Iterator[SlackStandIn]:
 
 @pytest.fixture
 def env(server_table: str, slack: SlackStandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    from bot.local.pipeline import reset_sandbox
+    from bot.local.pipeline import fresh_sandboxes
 
     secret = "test-signing-" + secrets.token_hex(16)  # not the secret the files were signed with
     monkeypatch.setenv("SLACK_SIGNING_SECRET", secret)
     monkeypatch.setenv("SLACK_BOT_TOKEN", DEV_BOT_TOKEN)
     monkeypatch.setenv("SLACK_API_URL", slack.base_url)
-    reset_sandbox()
+    fresh_sandboxes()
     yield Env(server_table, secret, slack)
-    reset_sandbox()
+    fresh_sandboxes()
 
 
 def record_image(name: str) -> dict[str, Any]:

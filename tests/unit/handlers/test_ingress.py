@@ -22,16 +22,16 @@ CONTEXT = None
 
 @pytest.fixture
 def ingress(server_table, monkeypatch):
-    from bot.local.pipeline import reset_sandbox
+    from bot.local.pipeline import fresh_sandboxes
 
     monkeypatch.setenv("SLACK_SIGNING_SECRET", DEV_SIGNING_SECRET)
     monkeypatch.setenv("SLACK_BOT_TOKEN", DEV_BOT_TOKEN)
     monkeypatch.setenv("SLACK_API_URL", "http://127.0.0.1:9/api/")  # nothing listens: no call may be made
-    reset_sandbox()
+    fresh_sandboxes()
     from bot.handlers import ingress as module
 
     yield module
-    reset_sandbox()
+    fresh_sandboxes()
 
 
 def state_items(table: str) -> list[dict]:

@@ -80,17 +80,21 @@ def test_when_ttl_removes_a_runs_state_nothing_of_the_run_remains(executions_tab
 
     client = boto3.client("dynamodb")
     store = ExecutionStore(client, executions_table)
-    worker._executor.cache_clear()
+    worker.SANDBOX.renew()
     ex = ended_run(store)
     client.delete_item(TableName=executions_table, Key=keys_of(ex))  # what TTL does
     assert len(items_of(client, executions_table, ex)) == 5  # output, progress, claim, slack, lock
 
-    worker.advance_record(DynamoDBRecord(remove_record(ex, identity=None)))  # someone's delete: not ours
+    worker.advance_record(
+        DynamoDBRecord(remove_record(ex, identity=None)), worker.SANDBOX()
+    )  # someone's delete: not ours
     assert len(items_of(client, executions_table, ex)) == 5
-    worker.advance_record(DynamoDBRecord(remove_record(ex, identity=TTL)))
+    worker.advance_record(DynamoDBRecord(remove_record(ex, identity=TTL)), worker.SANDBOX())
     assert items_of(client, executions_table, ex) == []
-    worker.advance_record(DynamoDBRecord(remove_record(ex, identity=TTL)))  # redelivered: harmless
-    worker._executor.cache_clear()
+    worker.advance_record(
+        DynamoDBRecord(remove_record(ex, identity=TTL)), worker.SANDBOX()
+    )  # redelivered: harmless
+    worker.SANDBOX.renew()
 
 
 def test_a_lock_another_run_took_over_is_left_alone(executions_table):

@@ -19,7 +19,7 @@ NEW = "signing-secret-after-rotation"
 @pytest.fixture
 def secret(server_table, moto_server, monkeypatch):
     """The Slack secret in (moto's) Secrets Manager, as deployed: no secret in the environment."""
-    from bot.local.pipeline import reset_sandbox
+    from bot.local.pipeline import fresh_sandboxes
 
     manager = moto_server.client("secretsmanager")
     arn = manager.create_secret(
@@ -37,9 +37,9 @@ def secret(server_table, moto_server, monkeypatch):
             SecretString=json.dumps({"signing_secret": signing_secret, "bot_token": DEV_BOT_TOKEN}),
         )
 
-    reset_sandbox()
+    fresh_sandboxes()
     yield rotate
-    reset_sandbox()
+    fresh_sandboxes()
 
 
 def listing(signing_secret: str, *, timestamp: str | None = None) -> dict:
@@ -64,9 +64,9 @@ def test_a_rotated_signing_secret_is_accepted_without_a_redeploy(secret):
 
 
 def test_the_old_secret_stops_working_once_the_new_one_is_read(secret, monkeypatch):
-    from bot import config
+    from bot.handlers import ingress
 
-    monkeypatch.setattr(config.slack_secrets, "min_interval", 0)
+    monkeypatch.setattr(ingress.SANDBOX().secrets, "min_interval", 0)
     assert status(listing(OLD)) == 200
     secret(NEW)
     assert status(listing(NEW)) == 200
@@ -74,11 +74,12 @@ def test_the_old_secret_stops_working_once_the_new_one_is_read(secret, monkeypat
 
 
 def test_forged_requests_re_read_the_secret_at_most_once_per_interval(secret, monkeypatch):
-    from bot import config
+    from bot.handlers import ingress
 
     reads = []
-    read = config.slack_secrets.read
-    monkeypatch.setattr(config.slack_secrets, "read", lambda: reads.append(1) or read())
+    secrets = ingress.SANDBOX().secrets
+    read = secrets.read
+    monkeypatch.setattr(secrets, "read", lambda: reads.append(1) or read())
     assert status(listing(OLD)) == 200
     for _ in range(10):
         assert status(listing("a-forger-guessing")) == 401
@@ -95,11 +96,12 @@ def test_a_timestamp_that_is_not_ascii_epoch_seconds_is_401_never_500(secret, ti
 
 
 def test_a_stale_request_is_401_without_re_reading_the_secret(secret, monkeypatch):
-    from bot import config
+    from bot.handlers import ingress
 
     reads = []
-    read = config.slack_secrets.read
-    monkeypatch.setattr(config.slack_secrets, "read", lambda: reads.append(1) or read())
+    secrets = ingress.SANDBOX().secrets
+    read = secrets.read
+    monkeypatch.setattr(secrets, "read", lambda: reads.append(1) or read())
     assert status(listing(OLD, timestamp=str(int(time.time()) - 301))) == 401
     assert reads == []
 

@@ -17,15 +17,15 @@ from tests.events import load_event
 
 @pytest.fixture
 def slack(executions_table, monkeypatch):
-    from bot.local.pipeline import reset_sandbox
+    from bot.local.pipeline import fresh_sandboxes
 
     stand_in = SlackStandIn(DEV_BOT_TOKEN)
     monkeypatch.setenv("SLACK_API_URL", stand_in.start())
     monkeypatch.setenv("SLACK_SIGNING_SECRET", DEV_SIGNING_SECRET)
     monkeypatch.setenv("SLACK_BOT_TOKEN", DEV_BOT_TOKEN)
-    reset_sandbox()
+    fresh_sandboxes()
     yield stand_in
-    reset_sandbox()
+    fresh_sandboxes()
     stand_in.stop()
 
 

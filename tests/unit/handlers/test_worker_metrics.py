@@ -23,12 +23,12 @@ from tests.events import load_event
 
 @pytest.fixture
 def table(server_table: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from bot.local.pipeline import reset_sandbox
+    from bot.local.pipeline import fresh_sandboxes
 
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
-    reset_sandbox()
+    fresh_sandboxes()
     yield server_table
-    reset_sandbox()
+    fresh_sandboxes()
 
 
 def stored(table: str, event: dict[str, Any], **changes: Any) -> tuple[Execution, dict[str, Any]]:
@@ -67,7 +67,7 @@ def test_the_first_step_of_a_run_counts_the_run_started_and_times_the_step(table
         ex.execution_id,
     )
     (step,) = named(documents, metrics.STEP_DURATION)
-    runbook_steps = {s.id: s.action for s in worker._executor().catalog.runbooks[ex.runbook].steps}
+    runbook_steps = {s.id: s.action for s in worker.SANDBOX().catalog.runbooks[ex.runbook].steps}
     assert step["action"] == runbook_steps[ex.cursor or next(iter(runbook_steps))]
     assert 0 < step[metrics.STEP_DURATION][0] < 120_000
     (age,) = named(documents, metrics.STREAM_RECORD_AGE)

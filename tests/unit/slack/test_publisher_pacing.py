@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -96,13 +97,13 @@ def test_the_timeline_function_records_slack_errors_and_record_age(monkeypatch):
         def publish(self, image, response_url=""):
             return PublishResult(0, 0, False, "not_in_channel", 0, paced=True)
 
-    monkeypatch.setattr(timeline, "_current_publisher", Paced)
+    services = SimpleNamespace(publisher=Paced, secrets=None)
     record = {
         "eventName": "MODIFY",
         "dynamodb": {"NewImage": to_item(ex), "ApproximateCreationDateTime": time.time() - 2},
     }
     with metrics.collected() as documents:
-        timeline.publish_record(DynamoDBRecord(record))
+        timeline.publish_record(DynamoDBRecord(record), services)
     text = json.dumps(documents)
     assert "not_in_channel" in text and "ratelimited" in text and "timeline" in text
 

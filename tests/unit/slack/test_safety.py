@@ -29,7 +29,8 @@ NOW = 1_795_000_000_000
 def service(executions_table):
     store = ExecutionStore(boto3.client("dynamodb"), executions_table)
     groups = {"S0ACMEONCALL": frozenset({"U0ONCALL"})}
-    return CommandService(store, load_catalog, lambda: NOW, lambda g: groups.get(g, frozenset())), store
+    catalog = load_catalog()  # one per service, as a function's services hold it
+    return CommandService(store, lambda: catalog, lambda: NOW, lambda g: groups.get(g, frozenset())), store
 
 
 def ask(service_and_store, text, *, user="U0DEVONCALL", channel=ACME, trigger=None):
@@ -135,7 +136,7 @@ def test_only_an_approver_may_force_past_a_lock_and_the_run_says_so(service):
 def test_a_partner_without_a_drill_target_for_its_store_cannot_be_drilled(service, monkeypatch):
     import dataclasses
 
-    catalog = load_catalog()
+    catalog = service[0].catalog()
     acme = catalog.partners["partner-acme"]
     partial = dataclasses.replace(acme, drill_target={"orders": "acme-orders-drill"})
     monkeypatch.setitem(catalog.partners, "partner-acme", partial)

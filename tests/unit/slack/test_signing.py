@@ -168,7 +168,7 @@ def ingress(monkeypatch):
     """The Slack-facing handler configured with the documented secret, at the documented time."""
     import slack_sdk.signature
 
-    from bot.local.pipeline import reset_sandbox
+    from bot.local.pipeline import fresh_sandboxes
 
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-signing-vector")
@@ -177,11 +177,11 @@ def ingress(monkeypatch):
     clock = {"now": float(TIMESTAMP)}
     # Bolt builds SignatureVerifier with slack_sdk's default Clock, which reads this module's time().
     monkeypatch.setattr(slack_sdk.signature, "time", lambda: clock["now"])
-    reset_sandbox()
+    fresh_sandboxes()
     from bot.handlers import ingress as module
 
     yield lambda event: module.handler(event, None), clock
-    reset_sandbox()
+    fresh_sandboxes()
 
 
 def event(body: str = BODY, *, timestamp: str = str(TIMESTAMP), sig: str = EXPECTED, base64_body=False):
@@ -222,11 +222,11 @@ def test_the_ingress_refuses_the_example_signed_with_a_wrong_secret(ingress):
 
 
 def test_the_ingress_configured_with_another_secret_refuses_the_example(ingress, monkeypatch):
-    from bot.local.pipeline import reset_sandbox
+    from bot.local.pipeline import fresh_sandboxes
 
     handle, _ = ingress
     monkeypatch.setenv("SLACK_SIGNING_SECRET", "another-apps-secret")
-    reset_sandbox()
+    fresh_sandboxes()
     assert handle(event())["statusCode"] == 401
 
 
