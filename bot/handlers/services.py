@@ -43,9 +43,10 @@ class Services:
     _app: tuple[SlackSecrets, Any] | None = field(default=None, repr=False)
 
     @classmethod
-    def for_function(cls, *, lean: bool = False) -> Services:
+    def for_function(cls, *, lean: bool = False, catalog: Catalog | None = None) -> Services:
         """The services of a function, from its environment (template.yaml sets it). `lean`: the
-        ack path's DynamoDB client (no boto3 import: cold starts stay short)."""
+        ack path's DynamoDB client (no boto3 import: cold starts stay short); `catalog`: one
+        already loaded (else it is loaded now)."""
         from bot.catalog import load_catalog
         from bot.partners.sessions import PartnerSessions
         from bot.store.executions import ExecutionStore, dynamodb_client
@@ -56,7 +57,12 @@ class Services:
             client: Any = lean_client.dynamodb()
         else:
             client = dynamodb_client()
-        return cls(ExecutionStore(client), load_catalog(), SecretCache(read_slack_secrets), PartnerSessions())
+        return cls(
+            ExecutionStore(client),
+            catalog or load_catalog(),
+            SecretCache(read_slack_secrets),
+            PartnerSessions(),
+        )
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -133,9 +139,10 @@ class Services:
         """The services of a sandbox restored from a snapshot: the catalog (immutable, the part a
         snapshot saves time on) is kept; clients, credentials, secrets, sessions and owner ids are
         renewed, since every sandbox restored from one snapshot would otherwise share them."""
-        fresh = Services.for_function(lean=_is_lean(self.store.client))
-        fresh.catalog = self.catalog
-        return fresh
+        import random
+
+        random.seed()  # the snapshot holds the generator's state: each sandbox draws its own jitter
+        return Services.for_function(lean=_is_lean(self.store.client), catalog=self.catalog)
 
 
 def _is_lean(client: Any) -> bool:

@@ -21,6 +21,7 @@ import random
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,6 +152,7 @@ class LeanJsonClient:
         # one) and gives it back when its answer is read. Lambda calls one at a time: one connection.
         self._idle: list[http.client.HTTPConnection] = []
         self._idle_lock = threading.Lock()
+        self.credentials = Credentials()
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(params, separators=(",", ":")).encode()
@@ -182,7 +184,7 @@ class LeanJsonClient:
 
     def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
         headers = {"Content-Type": self.content_type, "X-Amz-Target": f"{self.target_prefix}.{operation}"}
-        access, secret, token = _credentials()
+        access, secret, token = self.credentials()
         headers |= sigv4_headers(
             method="POST",
             url=self.endpoint,
@@ -222,11 +224,13 @@ class LeanJsonClient:
         conn.close()
 
     def close(self) -> None:
-        """Close the idle connections (calls after this open new ones)."""
+        """Close the idle connections and forget fetched credentials (calls after this open new
+        connections and fetch credentials again)."""
         with self._idle_lock:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        self.credentials.forget()
 
 
 def dynamodb() -> LeanJsonClient:
@@ -239,18 +243,86 @@ def secretsmanager() -> LeanJsonClient:
     )
 
 
-def _credentials() -> tuple[str, str, str | None]:
-    access = os.environ.get("AWS_ACCESS_KEY_ID")
-    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if access and secret:
-        return access, secret, os.environ.get("AWS_SESSION_TOKEN")
-    import botocore.session  # the full chain (profiles, IMDS, SSO) only when the env has none
+CONTAINER_REFRESH_SECONDS = 300  # container credentials are fetched again this long before they expire
+CONTAINER_HOSTS = ("127.0.0.1", "localhost", "169.254.170.2", "169.254.170.23")
 
-    creds = botocore.session.get_session().get_credentials()
-    if creds is None:
-        raise RuntimeError("no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile")
-    frozen = creds.get_frozen_credentials()
-    return str(frozen.access_key), str(frozen.secret_key), frozen.token
+
+class Credentials:
+    """The function's AWS credentials, in botocore's order of the sources Lambda uses: the
+    environment's keys, else the container credentials endpoint (a SnapStart function gets its
+    role's credentials there, not in the environment), else botocore's full chain.
+
+    Container credentials are kept until shortly before they expire; `forget()` drops them (a
+    sandbox restored from a snapshot must fetch its own)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._cached: tuple[str, str, str | None] | None = None
+        self._expires_at = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> tuple[str, str, str | None]:
+        access = os.environ.get("AWS_ACCESS_KEY_ID")
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if access and secret:
+            return access, secret, os.environ.get("AWS_SESSION_TOKEN")
+        url = _container_url()
+        if url:
+            with self._lock:
+                if self._cached is None or self.clock() >= self._expires_at - CONTAINER_REFRESH_SECONDS:
+                    self._cached, self._expires_at = _fetch_container_credentials(url)
+                return self._cached
+        import botocore.session  # the full chain (profiles, IMDS, SSO) only when nothing above is set
+
+        creds = botocore.session.get_session().get_credentials()
+        if creds is None:
+            raise RuntimeError("no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile")
+        frozen = creds.get_frozen_credentials()
+        return str(frozen.access_key), str(frozen.secret_key), frozen.token
+
+    def forget(self) -> None:
+        with self._lock:
+            self._cached, self._expires_at = None, 0.0
+
+
+def _container_url() -> str:
+    full = os.environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    if full:
+        return full
+    relative = os.environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+    return f"http://169.254.170.2{relative}" if relative else ""
+
+
+def _fetch_container_credentials(url: str) -> tuple[tuple[str, str, str | None], float]:
+    """GET the endpoint with its authorization token (AWS_CONTAINER_AUTHORIZATION_TOKEN, or the
+    file AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE names), as the AWS SDKs' container provider does."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" and parts.hostname not in CONTAINER_HOSTS:
+        raise RuntimeError(
+            f"AWS_CONTAINER_CREDENTIALS_FULL_URI {url!r} must be https, or http on a loopback or "
+            "container-metadata address"
+        )
+    headers = {"Accept": "application/json"}
+    token_file = os.environ.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+    token = os.environ.get("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+    if token_file:
+        with open(token_file, encoding="utf-8") as file:
+            token = file.read().strip()
+    if token:
+        headers["Authorization"] = token
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.netloc, timeout=2)
+    try:
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"the container credentials endpoint answered HTTP {response.status}")
+    answer = json.loads(body)
+    expires = datetime.fromisoformat(str(answer["Expiration"]).replace("Z", "+00:00")).timestamp()
+    return (str(answer["AccessKeyId"]), str(answer["SecretAccessKey"]), answer.get("Token")), expires
 
 
 def _backoff(attempt: int) -> float:

@@ -765,3 +765,18 @@ def test_each_function_may_make_the_table_calls_its_code_makes(function):
         if action.startswith("dynamodb:")
     }
     assert TABLE_CALLS[function] <= granted, f"{function} lacks {TABLE_CALLS[function] - granted}"
+
+
+# -- SnapStart on the ingress (README "Cold starts") ----------------------------------------------
+
+
+def test_snapstart_is_a_parameter_off_by_default_on_the_slack_facing_function_only():
+    parameter = RAW["Parameters"]["IngressSnapStart"]
+    assert parameter["Default"] == "Disabled" and parameter["AllowedValues"] == ["Enabled", "Disabled"]
+    ingress = FUNCTIONS["IngressFunction"]
+    assert ingress["AutoPublishAlias"] == "live", "SnapStart serves published versions, through an alias"
+    condition, enabled, disabled = ingress["SnapStart"]["Fn::If"]
+    assert RAW["Conditions"][condition] == {"Fn::Equals": [{"Ref": "IngressSnapStart"}, "Enabled"]}
+    assert enabled == {"ApplyOn": "PublishedVersions"} and disabled == {"Ref": "AWS::NoValue"}
+    assert [f for f in FUNCTIONS if "SnapStart" in FUNCTIONS[f]] == ["IngressFunction"]
+    assert "register_snapstart_hooks(SANDBOX)" in (REPO / "bot" / "handlers" / "ingress.py").read_text()
