@@ -459,7 +459,8 @@ class EmfAggregator:
 
 def summary_lines(snapshot: Snapshot, *, width: int = 220) -> list[str]:
     """A few lines: what was recorded since when, then one line per metric with its figures by
-    dimension values (counts: Sum; the rest: p50/p99/Maximum and the number of samples)."""
+    dimension values (counts: Sum; the rest: p50/p99/Maximum and the number of samples, or the
+    value of a single sample), largest first, as many as fit in `width`."""
     started = time.strftime("%H:%M:%S", time.localtime(snapshot.started_at))
     head = f"metrics since {started}: {snapshot.documents} EMF document{'s' * (snapshot.documents != 1)}"
     namespaces = sorted({s.namespace for s in snapshot.series})
@@ -495,11 +496,7 @@ def summary_lines(snapshot: Snapshot, *, width: int = 220) -> list[str]:
             symbol = UNIT_SYMBOLS.get(unit, "" if unit == "None" else unit)
             ranked = sorted(series, key=lambda s: -s.statistics["p99"])
             start = f"  {title}{by} p50/p99/max{f' {symbol}' if symbol else ''}: "
-            entries = [
-                f"{label(s)} {_figure(s.statistics['p50'])}/{_figure(s.statistics['p99'])}/"
-                f"{_figure(s.statistics['Maximum'])} ×{int(s.statistics['SampleCount'])}"
-                for s in ranked
-            ]
+            entries = [f"{label(s)} {_distribution(s.statistics)}" for s in ranked]
         lines.append(_fit(start, entries, width))
     return lines
 
@@ -513,6 +510,14 @@ def _fit(start: str, entries: list[str], width: int) -> str:
             return start + ", ".join([*shown, f"+{len(entries) - len(shown)} more"])
         shown.append(entry)
     return start + ", ".join(shown)
+
+
+def _distribution(statistics: Mapping[str, float]) -> str:
+    """p50/p99/max ×samples; a single sample is just its value."""
+    if statistics["SampleCount"] == 1:
+        return _figure(statistics["Maximum"])
+    figures = "/".join(_figure(statistics[k]) for k in ("p50", "p99", "Maximum"))
+    return f"{figures} ×{int(statistics['SampleCount'])}"
 
 
 def _figure(value: float) -> str:

@@ -129,11 +129,22 @@ def test_a_dev_session_with_three_throttle_runs_prints_one_line_per_event_and_no
             )
             send(port, f"cancel {execution_id}")
             dev.wait_for(lambda line, x=execution_id: f"{x} run cancelled" in line, 60, "the run's end")
+        # The bot's own metrics, at once when asked, from the EMF lines its functions logged.
+        asked_at = len(dev.lines)
+        dev.proc.send_signal(signal.SIGUSR1)
+        dev.wait_for(lambda line: line.startswith("  RunsStarted "), 30, "the metrics summary")
     finally:
         code = dev.stop(signal.SIGTERM)
     output = dev.output
     assert code == 0, output
     assert not NOISE.search(output), output
+    assert "  Bot metrics:        a summary every 30s when it changed, and at once on `kill -USR1" in output
+    summary = dev.lines[asked_at:]
+    head = next(i for i, line in enumerate(summary) if re.match(r"\d\d:\d\d:\d\d metrics since ", line))
+    assert "  RunsStarted (runbook/trigger) 3: throttle/slash 3" in summary[head:], output
+    assert any(line.startswith("  StepDuration (action) p50/p99/max ms: ") for line in summary), output
+    # Stopping prints the last summary before "stopped".
+    assert dev.lines[-2].startswith("  ") and "metrics since " in "\n".join(dev.lines[-9:]), output
     events = [line for line in dev.lines if re.match(r"\d\d:\d\d:\d\d rb-", line)]
     assert sum(" step finished hot_keys: " in line for line in events) == 3, output
     assert sum(" run started: " in line for line in events) == 3, output

@@ -401,11 +401,13 @@ def test_the_summary_is_a_line_per_metric_with_its_figures_by_dimension_values(a
     assert "  RunsEnded (runbook/status) 2: throttle/SUCCEEDED 1, throttle/TIMED_OUT 1" in lines
     assert "  SlackErrors (kind) 3: ratelimited 2, channel_not_found 1" in lines
     (steps,) = [line for line in lines if line.startswith("  StepDuration")]
-    assert steps.startswith("  StepDuration (action) p50/p99/max ms: dynamodb.replay 2200/2200/2200 ×1, ")
+    assert steps.startswith(
+        "  StepDuration (action) p50/p99/max ms: dynamodb.replay 2200, dynamodb.hot_keys 900, "
+    )
     assert "dynamodb.describe 40/60/60 ×2" in steps
     (approvals,) = [line for line in lines if line.startswith("  ApprovalWait")]
     assert approvals == (
-        "  ApprovalWait (decision/runbook) p50/p99/max s: expired/throttle 900/900/900 ×1, "
+        "  ApprovalWait (decision/runbook) p50/p99/max s: expired/throttle 900, "
         "approved/throttle 35.5/80/80 ×2"
     )
     assert not any("service" in line or "runbook-bot" in line for line in lines)
