@@ -207,6 +207,7 @@ def _run_dev(console: Console, args: argparse.Namespace) -> None:
         playground = Playground(pipeline).start()
         pipeline.ingress.on_answer = console.answered
         url = pipeline.ingress.url
+        summaries.start()  # SIGUSR1 is taken before the banner names it (its default ends the process)
         console.say(
             f"Runbook Bot is running locally ({args.engine}); ready in {time.monotonic() - started:.1f}s"
         )
@@ -219,7 +220,6 @@ def _run_dev(console: Console, args: argparse.Namespace) -> None:
         console.say("Send a signed command (in another terminal):")
         console.say(f'  .venv/bin/runbook-bot send --url {url} "throttle partner-acme"')
         console.say("Each command, and each event of a run, prints here. Press Ctrl-C to stop.")
-        summaries.start()
         threading.Event().wait()
     finally:
         console.say("stopping …")
@@ -299,8 +299,8 @@ def _run_serve(console: Console, args: argparse.Namespace) -> None:
         )
         console.say(f"Slack Web API: {os.environ.get('SLACK_API_URL') or 'https://slack.com/api/'}.")
         if summaries is not None:
-            console.say(f"Bot metrics: {summaries.how_to_ask()}.")
             summaries.start()
+            console.say(f"Bot metrics: {summaries.how_to_ask()}.")
         console.say(f"Logs: {console.log_file}. Ctrl-C stops.")
         threading.Event().wait()
     finally:
