@@ -34,6 +34,7 @@ MAX_METRICS = 100  # metric definitions in one directive
 MAX_VALUES = 100  # values in one metric's array
 MAX_NAME_CHARS = 255  # a namespace, a metric or a dimension name
 MAX_DIMENSION_VALUE_CHARS = 1024
+MAX_MAGNITUDE = 2.0**360  # CloudWatch refuses values beyond ±2^360
 
 # Bounds of this aggregator.
 MAX_SERIES = 500
@@ -188,6 +189,8 @@ def _values(raw: object, name: str) -> tuple[float, ...]:
                 f"metric {name!r} needs a finite number (or an array of them) at the document's root, "
                 f"not {_shown(value)}"
             )
+        if abs(value) > MAX_MAGNITUDE:
+            raise EmfError(f"metric {name!r} has {value:g}: CloudWatch takes values from -2^360 to 2^360")
         numbers.append(float(value))
     return tuple(numbers)
 

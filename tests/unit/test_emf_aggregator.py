@@ -288,6 +288,7 @@ def test_each_dimension_set_is_its_own_series_and_an_array_is_several_samples():
             '{"_aws": {"Timestamp": 1, "CloudWatchMetrics": [{"Namespace": "N", "Dimensions": [], "Metrics": [{"Name": "M"}]}]}, "M": NaN}',
             "finite",
         ),
+        (emf(kind="ratelimited", SlackErrors=1e300), "CloudWatch takes values from -2\\^360 to 2\\^360"),
         (emf(SlackErrors=1), "dimension 'kind' needs a string value .* not nothing"),
         (emf(kind=7, SlackErrors=1), "dimension 'kind' needs a string value .* not 7"),
         (emf(kind="", SlackErrors=1), "dimension 'kind' needs a string value of 1 to 1024"),
