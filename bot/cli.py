@@ -3,7 +3,9 @@
 `dev`, `serve` and `drill` keep a quiet console: one line per meaningful event (a command and its
 answer, each timeline event of a run as the pipeline commits it, a warning of the bot's own code);
 everything else, tracebacks included, goes to the log file they name. A busy port or a missing
-dependency is one line saying what to do; SIGINT, SIGTERM and SIGHUP stop every child.
+dependency is one line saying what to do; SIGINT, SIGTERM and SIGHUP stop every child. `dev` (and
+`serve` on embedded AWS) also print a few lines of the bot's own metrics: every so often when they
+changed, on SIGUSR1, and when they stop.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from bot.local.emf import EmfAggregator
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--port", type=int, default=3000, help="port of the Slack request URL and playground")
     dev.add_argument("--no-seed", action="store_true", help="skip seeding the demo partners' resources")
+    _metrics_every_option(dev)
     _log_file_option(dev)
     dev.set_defaults(run=_dev)
 
@@ -81,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         "AWS account your credentials and EXECUTIONS_TABLE name (the deployed stack runs the rest)",
     )
     serve.add_argument("--engine", choices=["moto", "ddblocal"], default="moto")
+    _metrics_every_option(serve)
     _log_file_option(serve)
     serve.set_defaults(run=_serve)
 
@@ -143,6 +150,29 @@ def _log_file_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _metrics_every_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-every",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="print the bot's metrics summary this often when something was recorded since the last one "
+        "(default 30; 0: only on SIGUSR1 and at the end)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds (e.g. 30, or 0 for never)"
+        ) from None
+    if not 0 <= value <= 86_400:  # NaN and infinity fail it too
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 86400 seconds")
+    return value
+
+
 def _default_log_file(name: str) -> Path:
     return Path(tempfile.gettempdir()) / f"runbook-bot-{name}.log"
 
@@ -153,29 +183,31 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _run_dev(console: Console, args: argparse.Namespace) -> None:
-    """Start everything, seed the demo, say how to use it, run until a signal."""
+    """Start everything, seed the demo before the request URL answers, say how to use it, run
+    until a signal."""
     from bot.local.pipeline import LocalPipeline, PipelineOptions
 
     started = time.monotonic()
     console.say(f"Starting the local pipeline ({args.engine}) …")
     pipeline = LocalPipeline(
-        PipelineOptions(engine=args.engine, port=args.port, before_invoke=console.observe)
+        PipelineOptions(
+            engine=args.engine,
+            port=args.port,
+            before_invoke=console.observe,
+            before_serving=None if args.no_seed else _seed_demo_here,
+        )
     )
     playground: Any = None
+    summaries = MetricsSummaries(console, pipeline.metrics, args.metrics_every)
     try:
         pipeline.start()
         console.adopt_function_loggers()
-        if not args.no_seed:
-            import boto3
-
-            from bot.demo import seed_demo
-
-            seed_demo(boto3.session.Session())
         from bot.local.playground import Playground
 
         playground = Playground(pipeline).start()
         pipeline.ingress.on_answer = console.answered
         url = pipeline.ingress.url
+        summaries.start()  # SIGUSR1 is taken before the banner names it (its default ends the process)
         console.say(
             f"Runbook Bot is running locally ({args.engine}); ready in {time.monotonic() - started:.1f}s"
         )
@@ -183,6 +215,7 @@ def _run_dev(console: Console, args: argparse.Namespace) -> None:
         console.say(f"  Playground:         {playground.url}")
         console.say(f"  Slack stand-in:     {os.environ['SLACK_API_URL']}")
         console.say(f"  Embedded AWS:       {os.environ.get('AWS_ENDPOINT_URL')}")
+        console.say(f"  Bot metrics:        {summaries.how_to_ask()}; JSON at {playground.url}api/metrics")
         console.say(f"  Logs:               {console.log_file}")
         console.say("Send a signed command (in another terminal):")
         console.say(f'  .venv/bin/runbook-bot send --url {url} "throttle partner-acme"')
@@ -192,8 +225,18 @@ def _run_dev(console: Console, args: argparse.Namespace) -> None:
         console.say("stopping …")
         if playground is not None:
             playground.stop()
+        summaries.stop()
         pipeline.stop()
         console.say("stopped")
+
+
+def _seed_demo_here() -> None:
+    """The demo partners' resources where the standard AWS variables point (the embedded AWS)."""
+    import boto3
+
+    from bot.demo import seed_demo
+
+    seed_demo(boto3.session.Session())
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -224,6 +267,7 @@ def _run_serve(console: Console, args: argparse.Namespace) -> None:
 
     pipeline: LocalPipeline | None = None
     server: IngressServer | None = None
+    summaries: MetricsSummaries | None = None
     try:
         if args.aws == "real":
             module, _, function = load_template().http_function()[1].rpartition(".")
@@ -231,17 +275,17 @@ def _run_serve(console: Console, args: argparse.Namespace) -> None:
             server = IngressServer(handler, port=args.port).start()
             where = f"real AWS (table {os.environ['EXECUTIONS_TABLE']}); the deployed worker runs the steps"
         else:
-            import boto3
-
-            from bot.demo import seed_demo
-
             options = PipelineOptions(
-                engine=args.engine, port=args.port, slack_stand_in=False, before_invoke=console.observe
+                engine=args.engine,
+                port=args.port,
+                slack_stand_in=False,
+                before_invoke=console.observe,
+                before_serving=_seed_demo_here,
             )
             pipeline = LocalPipeline(options)
+            summaries = MetricsSummaries(console, pipeline.metrics, args.metrics_every)
             pipeline.start()
             console.adopt_function_loggers()
-            seed_demo(boto3.session.Session())
             server = pipeline.ingress
             where = (
                 f"embedded AWS ({args.engine}) with the demo partners; worker, publisher and sweeper run here"
@@ -254,9 +298,14 @@ def _run_serve(console: Console, args: argparse.Namespace) -> None:
             f"http://127.0.0.1:{args.port}`); put the tunnel's https URL + /slack/events in slack-manifest.yaml."
         )
         console.say(f"Slack Web API: {os.environ.get('SLACK_API_URL') or 'https://slack.com/api/'}.")
+        if summaries is not None:
+            summaries.start()
+            console.say(f"Bot metrics: {summaries.how_to_ask()}.")
         console.say(f"Logs: {console.log_file}. Ctrl-C stops.")
         threading.Event().wait()
     finally:
+        if summaries is not None:
+            summaries.stop()
         if pipeline is not None:
             pipeline.stop()
         elif server is not None:
@@ -435,6 +484,12 @@ class Console:
         with self._lock:
             print(line, file=self.out, flush=True)
 
+    def say_lines(self, lines: Sequence[str]) -> None:
+        """Lines that belong together, never interleaved with another event's line."""
+        with self._lock:
+            for line in lines:
+                print(_clip(line), file=self.out, flush=True)
+
     def error(self, command: str, message: str) -> None:
         with self._lock:
             print(f"runbook-bot {command}: {message}", file=sys.stderr, flush=True)
@@ -557,6 +612,82 @@ class Console:
         logger.error("%s stopped", name, exc_info=(died.exc_type, died.exc_value, died.exc_traceback))  # type: ignore[arg-type]
 
 
+class MetricsSummaries:
+    """The bot's own metrics on the console, as a few lines (`EmfAggregator.summary`): every
+    `every` seconds if something was recorded since the last summary, at once on SIGUSR1, and a
+    last time when the command stops (if anything was recorded at all)."""
+
+    def __init__(self, console: Console, metrics: EmfAggregator, every: float) -> None:
+        self.console = console
+        self.metrics = metrics
+        self.every = every
+        self._asked = threading.Event()
+        self._stopping = threading.Event()
+        self._printed_version = 0
+        self._thread: threading.Thread | None = None
+        self._previous_handler: Any = None
+
+    @staticmethod
+    def signal_available() -> bool:
+        return hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()
+
+    def how_to_ask(self) -> str:
+        when = f"a summary every {self.every:g}s when it changed" if self.every else "a summary"
+        if self.signal_available():
+            return f"{when}, and at once on `kill -USR1 {os.getpid()}`"
+        return when
+
+    def start(self) -> MetricsSummaries:
+        if self.signal_available():
+            self._previous_handler = signal.signal(signal.SIGUSR1, lambda signum, frame: self.ask())
+        self._thread = threading.Thread(target=self._run, name="metrics-summary", daemon=True)
+        self._thread.start()
+        return self
+
+    def ask(self) -> None:
+        """Print a summary now (a signal handler may call it: it only wakes the printing thread)."""
+        self._asked.set()
+
+    def stop(self) -> None:
+        """Stop the periodic summary and print the last one."""
+        self._stopping.set()
+        self._asked.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGUSR1, self._previous_handler)
+            self._previous_handler = None
+        if self.metrics.version:
+            self.print_summary()
+
+    def print_summary(self, *, only_if_changed: bool = False) -> None:
+        version = self.metrics.version
+        if only_if_changed and version == self._printed_version:
+            return
+        self._printed_version = version
+        lines = self.metrics.summary(width=_CONSOLE_WIDTH - 9)
+        self.console.say_lines([f"{_clock()} {lines[0]}", *lines[1:]])
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.every if self.every else None
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            asked = self._asked.wait(timeout)
+            if self._stopping.is_set():
+                return
+            try:
+                if asked:
+                    self._asked.clear()
+                    self.print_summary()
+                else:
+                    self.print_summary(only_if_changed=True)
+            except Exception:  # the summary never stops the command
+                logger.exception("cannot print the metrics summary")
+            if deadline is not None and time.monotonic() >= deadline:
+                deadline = time.monotonic() + self.every
+
+
 class _OneLineHandler(logging.Handler):
     """Warnings and errors of the bot's own code (and of the functions), one line each; the
     traceback, if any, is in the log file."""
@@ -647,7 +778,10 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-def _clip(line: str, width: int = 240) -> str:
+_CONSOLE_WIDTH = 240
+
+
+def _clip(line: str, width: int = _CONSOLE_WIDTH) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 

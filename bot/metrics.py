@@ -9,7 +9,8 @@ execution id, which correlates a metric with the run's log lines, travels as met
 
 In Lambda the documents go to stdout, which is the function's log group. Elsewhere (the local
 pipeline, tests) they go nowhere until a sink is installed with `publish_to`, so a console
-stays readable; the local stack installs one to show the same metrics.
+stays readable. Listeners (`listen`) get each document as the very log line Lambda would write,
+besides the sink: the local stack aggregates those lines to show the same metrics.
 
 The template's dashboard charts these metrics by name and dimensions: change both together
 (tests/unit/test_metrics.py checks that they agree).
@@ -35,6 +36,7 @@ DEFAULT_NAMESPACE = "RunbookBot"  # template.yaml's MetricsNamespace default
 
 Document = dict[str, Any]
 Sink = Callable[[Document], None]
+Listener = Callable[[str], None]
 
 RUNS_STARTED = "RunsStarted"
 RUNS_ENDED = "RunsEnded"
@@ -114,8 +116,13 @@ def emf_document(name: str, value: float, dimensions: dict[str, str], execution_
     return dict(provider.serialize_metric_set())
 
 
+def to_line(document: Document) -> str:
+    """The document as one log line, exactly as the function writes it to its log group."""
+    return json.dumps(document, separators=(",", ":"))
+
+
 def to_stdout(document: Document) -> None:
-    print(json.dumps(document, separators=(",", ":")), flush=True)
+    print(to_line(document), flush=True)
 
 
 def _discard(document: Document) -> None:
@@ -137,6 +144,25 @@ def publish_to(sink: Sink | None) -> Sink:
     with _sink_lock:
         previous, _sink = _sink, sink or _default_sink()
         return previous
+
+
+class _Listeners:
+    """Replaced whole under the sink lock, so `_record` reads `current` without taking it."""
+
+    current: tuple[Listener, ...] = ()
+
+
+def listen(listener: Listener) -> Callable[[], None]:
+    """Also hand every following document, as its log line, to `listener` (whatever the sink);
+    returns the function that stops it. A listener that raises is logged, never propagated."""
+    with _sink_lock:
+        _Listeners.current = (*_Listeners.current, listener)
+
+    def stop() -> None:
+        with _sink_lock:
+            _Listeners.current = tuple(other for other in _Listeners.current if other is not listener)
+
+    return stop
 
 
 @contextmanager
@@ -167,6 +193,14 @@ def _record(name: str, value: float, dimensions: dict[str, str], execution_id: s
         )
         return
     _sink(document)
+    listeners = _Listeners.current
+    if listeners:
+        line = to_line(document)
+        for listener in listeners:
+            try:
+                listener(line)
+            except Exception:
+                logger.warning("a metrics listener failed", extra={"metric": name}, exc_info=True)
 
 
 def _metrics_disabled() -> bool:

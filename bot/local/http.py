@@ -48,7 +48,8 @@ class IngressServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread is not None:  # shutdown() waits for a serve_forever that never began
+            self._server.shutdown()
         self._server.server_close()
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:

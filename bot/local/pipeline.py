@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import metrics
+from bot.local.emf import EmfAggregator
 from bot.local.lambda_context import LambdaContext
 from bot.local.slack_requests import (
     DEV_BOT_TOKEN,
@@ -50,6 +52,9 @@ class PipelineOptions:
     worker_crash_rate: float = 0.0  # the worker dies before a batch, between effect and commit, or after
     bot_throttle_rate: float = 0.0  # DynamoDB throttles this share of the bot's own table requests
     before_invoke: Callable[[str, list[dict[str, Any]]], None] | None = None
+    # Runs once everything but the ingress is up, before the ingress serves its port (bound
+    # already: a request that comes meanwhile waits and is answered after): `dev` seeds here.
+    before_serving: Callable[[], object] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -124,6 +129,9 @@ class LocalPipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._saved_env: dict[str, str | None] = {}
+        # The bot's own metrics, from the EMF lines the functions log (dev's summary, the playground).
+        self.metrics = EmfAggregator()
+        self._stop_metrics: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -165,6 +173,7 @@ class LocalPipeline:
             }
         )
         fresh_sandboxes()
+        self._stop_metrics = metrics.listen(self.metrics.observe)
         from bot.local.ttl import TtlReaper
 
         self.ttl = TtlReaper(self.aws.client("dynamodb"), self.tables["ExecutionsTable"])
@@ -172,7 +181,10 @@ class LocalPipeline:
         self._start_stream_consumers()
         self._every(o.ttl_interval, self.ttl.sweep, "ttl")
         self._every(o.sweep_interval, self.sweep_once, "sweeper")
-        self.ingress = IngressServer(_resolve(template.http_function()[1]), port=o.port).start()
+        self.ingress = IngressServer(_resolve(template.http_function()[1]), port=o.port)
+        if o.before_serving is not None:
+            o.before_serving()
+        self.ingress.start()
         return self
 
     def stop(self) -> None:
@@ -187,6 +199,9 @@ class LocalPipeline:
             self.slack.stop()
         if self.aws:
             self.aws.stop()
+        if self._stop_metrics is not None:
+            self._stop_metrics()
+            self._stop_metrics = None
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -2,7 +2,8 @@
 
 Commands typed in the composer go through the real ingress handler as signed HttpApi events;
 buttons send signed `block_actions` payloads; the page shows what the bot posted to the Slack
-stand-in (Block Kit rendered), every Web API call it made, and lets you switch users and fire a
+stand-in (Block Kit rendered), every Web API call it made, and the bot's own metrics (the EMF lines
+its functions log, under the names the dashboard charts); it lets you switch users and fire a
 CloudWatch alarm. Loopback only.
 """
 
@@ -83,6 +84,12 @@ class Playground:
         ]
         return {"channels": channels, "calls": calls, "users": USERS, "ephemerals": ephemerals[-50:]}
 
+    def metrics(self) -> dict[str, Any]:
+        """The pipeline's metrics: every series with its statistics, and the console's summary."""
+        aggregator = self.pipeline.metrics
+        snapshot = aggregator.snapshot()
+        return {**snapshot.as_json(), "summary": aggregator.summary()}
+
     def channels(self) -> list[str]:
         from bot.catalog import load_catalog
 
@@ -119,6 +126,8 @@ class Playground:
                     self._send(200, page, "text/html; charset=utf-8")
                 elif self.path.startswith("/api/state"):
                     self._json(200, playground.state())
+                elif self.path.split("?")[0] == "/api/metrics":
+                    self._json(200, playground.metrics())
                 else:
                     self._json(404, {"error": f"no such page {self.path}"})
 

@@ -6,6 +6,7 @@ The screenshot lands in `test-results/playground-throttle.png`.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +59,7 @@ def approve_as(page: Any, user: str) -> None:
     page.locator('button[data-action="approve"]').last.click()
 
 
-def test_throttle_runs_in_the_browser_with_a_refused_self_approval_then_an_approver(page):
+def test_throttle_runs_in_the_browser_with_a_refused_self_approval_then_an_approver(page, playground):
     from playwright.sync_api import expect
 
     page.select_option("#user", "U0DEVONCALL")
@@ -82,6 +83,24 @@ def test_throttle_runs_in_the_browser_with_a_refused_self_approval_then_an_appro
 
     expect(page.locator(".msg").first).to_contain_text("SUCCEEDED", timeout=90_000)
     expect(page.locator('button[data-action="approve"]')).to_have_count(0)
+
+    # The bot's own metrics, under the dashboard's names, from the EMF lines the functions logged.
+    def figure(metric: str, dimensions: str, stat: str) -> Any:
+        row = page.locator(f'#metrics [data-metric="{metric}"] tr[data-dimensions*="{dimensions}"]')
+        return row.locator(f'td[data-stat="{stat}"]')
+
+    expect(figure("RunsStarted", "trigger=slash", "Sum")).to_have_text("1", timeout=15_000)
+    expect(figure("RunsEnded", "status=SUCCEEDED", "Sum")).to_have_text("1", timeout=15_000)
+    expect(figure("ApprovalWait", "decision=approved", "SampleCount")).to_have_text("2")
+    for action in ("cloudwatch.metrics", "dynamodb.replay"):
+        expect(figure("StepDuration", f"action={action}", "p99")).to_have_text(re.compile(r"^\d"))
+    expect(page.locator('#metrics [data-metric="StreamRecordAge"] tr[data-dimensions]')).to_have_count(2)
+    expect(page.locator("#metrics-meta")).to_contain_text("RunbookBot · since ")
+    panel = playground.metrics()
+    assert sum(s["statistics"]["Sum"] for s in panel["series"] if s["name"] == "RunsEnded") == 1
+    assert panel["summary"][0].startswith("metrics since ")
+    for selector in ("#composer", "#user", "#health"):
+        assert in_viewport(page, selector), f"{selector} scrolled out of view"
     out = REPO / "test-results"
     out.mkdir(exist_ok=True)
     page.screenshot(path=str(out / "playground-throttle.png"), full_page=True)
@@ -133,7 +152,6 @@ def test_the_message_pane_scrolls_with_the_composer_and_user_switcher_always_in_
 
 
 def test_a_second_fire_alarm_says_why_nothing_started(page):
-    import re
 
     from playwright.sync_api import expect
 

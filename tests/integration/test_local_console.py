@@ -129,11 +129,34 @@ def test_a_dev_session_with_three_throttle_runs_prints_one_line_per_event_and_no
             )
             send(port, f"cancel {execution_id}")
             dev.wait_for(lambda line, x=execution_id: f"{x} run cancelled" in line, 60, "the run's end")
+        # The bot's own metrics, at once when asked, from the EMF lines its functions logged (the
+        # worker records the last run's end just after its event printed: ask until it is in).
+        ended = "  RunsEnded (runbook/status) 3: throttle/CANCELLED 3"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            asked_at = len(dev.lines)
+            dev.proc.send_signal(signal.SIGUSR1)
+            while time.monotonic() < deadline and not any(
+                line.startswith("  StreamRecordAge ") for line in dev.lines[asked_at:]
+            ):
+                time.sleep(0.05)
+            if ended in dev.lines[asked_at:]:
+                break
     finally:
         code = dev.stop(signal.SIGTERM)
     output = dev.output
     assert code == 0, output
     assert not NOISE.search(output), output
+    assert "  Bot metrics:        a summary every 30s when it changed, and at once on `kill -USR1" in output
+    summary = dev.lines[asked_at:]
+    head = next(i for i, line in enumerate(summary) if re.match(r"\d\d:\d\d:\d\d metrics since ", line))
+    assert "  RunsStarted (runbook/trigger) 3: throttle/slash 3" in summary[head:], output
+    assert ended in summary[head:], output
+    assert any(line.startswith("  StepDuration (action) p50/p99/max ms: ") for line in summary), output
+    # Stopping prints the last summary before "stopped".
+    last = dev.lines[dev.lines.index("stopping …") :]
+    assert any(re.match(r"\d\d:\d\d:\d\d metrics since ", line) for line in last), output
+    assert "  RunsStarted (runbook/trigger) 3: throttle/slash 3" in last, output
     events = [line for line in dev.lines if re.match(r"\d\d:\d\d:\d\d rb-", line)]
     assert sum(" step finished hot_keys: " in line for line in events) == 3, output
     assert sum(" run started: " in line for line in events) == 3, output

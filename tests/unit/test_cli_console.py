@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,92 @@ def test_the_functions_logs_go_to_the_file_and_their_errors_to_the_console_as_on
     assert '"message":"a structured line"' in log and "Traceback" in log and "a library's own error" in log
     # Put back as they were: the function's logger writes where it wrote before.
     assert logging.getLogger("console-test-function").propagate is True
+
+
+# -- the bot's metrics on the console --------------------------------------------------------------
+
+
+def emf_line(kind: str) -> str:
+    from bot import metrics
+
+    return metrics.to_line(metrics.emf_document(metrics.SLACK_ERRORS, 1, {"kind": kind}))
+
+
+def summaries_of(console, every: float):
+    from bot.cli import MetricsSummaries
+    from bot.local.emf import EmfAggregator
+
+    screen, out = console
+    aggregator = EmfAggregator()
+    return MetricsSummaries(screen, aggregator, every), aggregator, out
+
+
+def test_the_periodic_summary_prints_only_when_something_was_recorded_since_the_last(console):
+    summaries, aggregator, out = summaries_of(console, every=30)
+    summaries.print_summary(only_if_changed=True)
+    assert out.getvalue() == ""  # nothing recorded: nothing said
+    aggregator.observe(emf_line("ratelimited"))
+    summaries.print_summary(only_if_changed=True)
+    first = out.getvalue().splitlines()
+    assert len(first) == 2
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d metrics since \d\d:\d\d:\d\d: 1 EMF document in RunbookBot", first[0]
+    )
+    assert first[1] == "  SlackErrors (kind) 1: ratelimited 1"
+    summaries.print_summary(only_if_changed=True)
+    assert out.getvalue().splitlines() == first  # unchanged: not printed again
+    aggregator.observe('{"level":"INFO","message":"an ordinary log line"}')
+    summaries.print_summary(only_if_changed=True)
+    assert out.getvalue().splitlines() == first
+
+
+def test_asking_prints_the_summary_at_once_and_stopping_prints_the_last(console):
+    import time
+
+    summaries, aggregator, out = summaries_of(console, every=0)  # 0: never on its own
+    summaries.start()
+    try:
+        aggregator.observe(emf_line("ratelimited"))
+        summaries.ask()
+        deadline = time.monotonic() + 5
+        while "SlackErrors" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "  SlackErrors (kind) 1: ratelimited 1" in out.getvalue().splitlines()
+        aggregator.observe(emf_line("http_5xx"))
+    finally:
+        summaries.stop()
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "  SlackErrors (kind) 2: http_5xx 1, ratelimited 1"
+    assert sum("metrics since" in line for line in lines) == 2
+
+
+def test_the_summary_on_its_timer_and_nothing_at_the_end_of_a_silent_session(console):
+    import time
+
+    summaries, aggregator, out = summaries_of(console, every=0.05)
+    summaries.start()
+    time.sleep(0.2)
+    assert out.getvalue() == ""  # nothing recorded: the timer stays quiet
+    aggregator.observe(emf_line("ratelimited"))
+    deadline = time.monotonic() + 5
+    while "SlackErrors" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # several more ticks: no change, no repeat
+    assert out.getvalue().count("metrics since") == 1
+    summaries.stop()
+    silent, _, quiet = summaries_of(console, every=0.05)
+    silent.start()
+    silent.stop()
+    assert quiet.getvalue().count("metrics since") == 2  # the first session's last summary only
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("soon", "not a number of seconds"), ("-1", "between 0 and 86400"), ("nan", "between 0 and 86400")],
+)
+def test_a_bad_summary_interval_says_what_is_valid(text, message, capsys):
+    from bot.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["dev", "--metrics-every", text])
+    assert message in capsys.readouterr().err

@@ -164,3 +164,51 @@ def test_the_default_namespace_is_the_templates():
 
     raw = yaml.load(TEMPLATE_PATH.read_text(), Loader=_CfnLoader)
     assert raw["Parameters"]["MetricsNamespace"]["Default"] == metrics.DEFAULT_NAMESPACE
+
+
+# -- listeners: the local stack's view of the same lines ----------------------------------------
+
+
+def test_a_listener_hears_each_document_as_the_line_lambda_writes(monkeypatch, capsys):
+    heard: list[str] = []
+    stop = metrics.listen(heard.append)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "runbook-bot-TimelineFunction")
+    previous = metrics.publish_to(None)
+    try:
+        metrics.slack_error("ratelimited", execution_id="rb-1")
+    finally:
+        metrics.publish_to(previous)
+        stop()
+    (printed,) = capsys.readouterr().out.splitlines()
+    assert heard == [printed]
+    metrics.slack_error("ratelimited")
+    assert len(heard) == 1  # stopped
+
+
+def test_a_failing_listener_never_fails_the_work_nor_the_other_listeners(caplog):
+    def broken(line: str) -> None:
+        raise RuntimeError("the console is gone")
+
+    heard: list[str] = []
+    stops = [metrics.listen(broken), metrics.listen(heard.append)]
+    try:
+        with metrics.collected() as documents:
+            metrics.run_started("throttle", "slash", execution_id="rb-1")
+    finally:
+        for stop in stops:
+            stop()
+    assert len(documents) == 1 and len(heard) == 1
+    assert json.loads(heard[0]) == documents[0]
+    assert "a metrics listener failed" in caplog.text
+
+
+def test_switched_off_metrics_reach_no_listener(monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "1")
+    heard: list[str] = []
+    stop = metrics.listen(heard.append)
+    try:
+        for record in RECORDERS.values():
+            record()
+    finally:
+        stop()
+    assert heard == []
