@@ -220,3 +220,20 @@ def test_an_ended_runs_last_message_offers_the_evidence_file():
     (button,) = message.blocks[-1]["elements"]
     assert (button["action_id"], button["value"]) == (render.EXPORT_ACTION, "rb-abcdefghij")
     assert_slack_accepts(message)
+
+
+def test_a_partner_without_channels_shows_each_channel_the_runs_started_there():
+    import dataclasses
+
+    catalog = load_catalog()
+    anywhere = dataclasses.replace(catalog.partners["partner-acme"], channels=())
+    partners = {**catalog.partners, "partner-acme": anywhere}
+    store = FakeHistory()
+    open_service = HistoryService(
+        store,  # type: ignore[arg-type]
+        lambda: dataclasses.replace(catalog, partners=partners),
+        lambda: NOW,
+        lambda user, partner: False,
+    )
+    open_service.answer(grammar.parse("history partner-acme"), Asker("U0ANYONE", "C0WARROOM"))
+    assert store.asked[-1][0].channel == "C0WARROOM"
