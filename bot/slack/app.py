@@ -114,6 +114,8 @@ def _history_and_export_buttons(app: App, commands: CommandService) -> None:
         user_id, channel = _clicker(body)
         try:
             message = commands.more_history(str(action.get("value") or ""), user_id, channel)
+        except RunbookBotError as refused:  # e.g. the approvers' group could not be read in time
+            message = render.refusal(str(refused))
         except Exception:
             logger.exception("history page failed", extra={"user": user_id})
             message = render.refusal("Runbook Bot hit an internal error reading the history; try again.")
@@ -127,6 +129,8 @@ def _history_and_export_buttons(app: App, commands: CommandService) -> None:
             message = commands.export_click(
                 str(action.get("value") or ""), user_id, channel, str(body.get("response_url") or "")
             )
+        except RunbookBotError as refused:
+            message = render.refusal(str(refused))
         except Exception:
             logger.exception("export click failed", extra={"user": user_id})
             message = render.refusal("Runbook Bot hit an internal error; nothing was exported. Try again.")
