@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from bot.catalog import Catalog
     from bot.engine.model import Runbook
     from bot.partners.model import Partner
+    from bot.slack.history import Asker, HistoryService
     from bot.store.executions import ExecutionStore
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ class CommandService:
                 return self._cancel(command.execution_id, inv)
             case grammar.Errors():
                 return render.errors_text(catalog.errors, command.code)
+            case grammar.History():
+                return self.history().answer(command, _asker(inv))
+            case grammar.Export():
+                return self.export(command.execution_id, inv)
         raise CommandError(f"`{inv.text}` is not a command I know; try `/runbook help`")
 
     # -- starting a run --------------------------------------------------------------------
@@ -170,6 +175,54 @@ class CommandService:
             f"Cancelling {execution_id}: it stops at its next step boundary (a step in flight finishes first)."
         )
 
+    # -- history and evidence files (bot/slack/history.py, bot/slack/evidence.py) ---------------
+
+    def history(self) -> HistoryService:
+        from bot.slack.history import HistoryService
+        from bot.store.history import HistoryStore
+
+        return HistoryService(
+            HistoryStore(self.store.client, self.store.table), self.catalog, self.now_ms, self._is_approver
+        )
+
+    def more_history(self, value: str, user_id: str, channel_id: str) -> render.Message:
+        """A click on *More*: the next page, if the clicker may still see it here."""
+        try:
+            return self.history().more(value, _asker(Invocation("", user_id, channel_id, "", "")))
+        except CommandError as error:
+            return render.refusal(str(error))
+
+    def export(self, execution_id: str, inv: Invocation) -> render.Message:
+        """Ask for the run's evidence file: a small item whose stream record makes the timeline
+        consumer upload it to the run's thread. Nothing is uploaded here (this is the ack path)."""
+        from bot.store.exports import UPLOADING, ExportRequest, ExportStore
+
+        ex = self._visible_execution(execution_id, inv)
+        asked = ExportRequest(execution_id, inv.user_id, self.now_ms(), inv.channel_id, inv.response_url)
+        standing = ExportStore(self.store.client, self.store.table).request(asked)
+        if standing is None:
+            return render.refusal(
+                f"Exporting `{ex.execution_id}`: its evidence file (Markdown and JSON) appears in the run's thread "
+                "in a few seconds."
+            )
+        doing = "is being uploaded" if standing.status == UPLOADING else "was asked for"
+        return render.refusal(
+            f"The evidence file of `{ex.execution_id}` {doing} by <@{standing.requested_by}> "
+            f"{render.date_token(standing.requested_at_ms, '{time_secs}')}; look in the run's thread. "
+            "Ask again after a minute for a fresh one."
+        )
+
+    def export_click(
+        self, execution_id: str, user_id: str, channel_id: str, response_url: str
+    ) -> render.Message:
+        """A click on *Export evidence*: the same request as the command, rights checked again."""
+        try:
+            return self.export(
+                grammar.execution_id(execution_id), Invocation("", user_id, channel_id, "", "", response_url)
+            )
+        except CommandError as error:
+            return render.refusal(str(error))
+
     # -- who may see and do what -------------------------------------------------------------
 
     def _is_approver(self, user_id: str, partner: Partner) -> bool:
@@ -229,6 +282,12 @@ class CommandService:
 
 
 FORCE_KEY = "force"
+
+
+def _asker(inv: Invocation) -> Asker:
+    from bot.slack.history import Asker
+
+    return Asker(inv.user_id, inv.channel_id)
 
 
 def _did_you_mean(name: str, known: Any) -> str:

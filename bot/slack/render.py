@@ -204,6 +204,26 @@ def timeline_reply(
     return Message(_clip(escape(text), 3000), blocks)
 
 
+EXPORT_ACTION = "export_evidence"
+
+
+def with_export_button(message: Message, execution_id: str) -> Message:
+    """A run's last message, with *Export evidence*: the evidence file goes to this thread."""
+    button = {
+        "type": "actions",
+        "block_id": "evidence",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": EXPORT_ACTION,
+                "text": {"type": "plain_text", "text": "Export evidence", "emoji": True},
+                "value": execution_id,
+            }
+        ],
+    }
+    return Message(message.text, [*message.blocks, button][-MAX_BLOCKS:])
+
+
 def approval_request(
     ex: Execution,
     step_id: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -11,12 +12,13 @@ from typing import Any, Protocol
 from bot.exceptions import ClaimHeld, ConfigError, TransitionConflict
 from bot.store import keys
 from bot.store.codec import from_attribute, from_item, size_of, to_attribute, to_item, to_plain
-from bot.store.model import Execution, Status, StepRecord
+from bot.store.model import EventKind, Execution, Status, StepRecord
 
 NUDGE_AGAIN_MS = 10_000  # a waiting timeline is nudged again this often until its publisher catches up
 MOVE_LEASE_MS = 15_000  # a claim for a transition that runs no step (sweeper, click, worker move)
 SPILL_BYTES = 8_192  # step outputs larger than this live in their own item, not the state item
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")  # a person's Slack user id (alarms start runs as `alarm:<name>`)
 
 
 def dynamodb_client() -> Any:
@@ -59,17 +61,53 @@ class ExecutionStore:
     # -- the state item --------------------------------------------------------------------
 
     def create(self, ex: Execution) -> bool:
-        """Write a new execution; False if one with this id exists (a redelivered request)."""
+        """Write a new execution (and its requester's history entry, in one transaction when there
+        is one); False if one with this id exists (a redelivered request)."""
+        entry = self._requester_entry(ex)
+        if entry is None:
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item=to_item(ex),
+                    ConditionExpression="attribute_not_exists(#pk)",
+                    ExpressionAttributeNames={"#pk": keys.PK},
+                )
+            except self.client.exceptions.ConditionalCheckFailedException:
+                return False
+            return True
         try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=to_item(ex),
-                ConditionExpression="attribute_not_exists(#pk)",
-                ExpressionAttributeNames={"#pk": keys.PK},
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
+            self.client.transact_write_items(TransactItems=[self._state_put(ex), entry])
+        except self.client.exceptions.TransactionCanceledException:
+            if self.get(ex.execution_id) is not None:
+                return False
+            raise
         return True
+
+    def _state_put(self, ex: Execution) -> dict[str, Any]:
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": to_item(ex),
+                "ConditionExpression": "attribute_not_exists(#pk)",
+                "ExpressionAttributeNames": {"#pk": keys.PK},
+            }
+        }
+
+    def _requester_entry(self, ex: Execution) -> dict[str, Any] | None:
+        """The run's item in its requester's history partition (history-index), for a person only:
+        alarm-started runs have no requester to list them for. It lives under the run's own key,
+        so it goes when the run's items are purged."""
+        if not SLACK_USER.fullmatch(ex.requested_by):
+            return None
+        item = {
+            **_key(keys.requester_key(ex.execution_id)),
+            keys.HISTORY_PK: {"S": keys.requester_history(ex.requested_by)},
+            keys.HISTORY_AT: {"N": str(ex.created_at_ms)},
+            "execution_id": {"S": ex.execution_id},
+            "partner": {"S": ex.partner},
+            "runbook": {"S": ex.runbook},
+        }
+        return {"Put": {"TableName": self.table, "Item": item}}
 
     def create_locked(self, ex: Execution, locks: list[dict[str, str]], *, force: bool = False) -> str | None:
         """Create `ex` holding `locks` (keys from `keys`), unless an active run holds one of them.
@@ -102,16 +140,11 @@ class ExecutionStore:
                 }
             item = _key(lock) | {"execution_id": {"S": ex.execution_id}}
             puts.append({"Put": {"TableName": self.table, "Item": item, **condition}})
-        state = {
-            "Put": {
-                "TableName": self.table,
-                "Item": to_item(ex),
-                "ConditionExpression": "attribute_not_exists(#pk)",
-                "ExpressionAttributeNames": {"#pk": keys.PK},
-            }
-        }
+        entry = self._requester_entry(ex)
         try:
-            self.client.transact_write_items(TransactItems=[*puts, state])
+            self.client.transact_write_items(
+                TransactItems=[*puts, self._state_put(ex), *([entry] if entry else [])]
+            )
         except self.client.exceptions.TransactionCanceledException:
             for lock in locks:  # someone took a lock between our read and write, or this is a redelivery
                 again = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True)
@@ -177,6 +210,12 @@ class ExecutionStore:
             values[":events"] = to_attribute(to_plain(list(t.events)))
             values[":empty"] = {"L": []}
             sets.append("#timeline = list_append(if_not_exists(#timeline, :empty), :events)")
+        adds: list[str] = []
+        granted = sorted({e.actor for e in t.events if e.kind is EventKind.APPROVAL_GRANTED and e.actor})
+        if granted:  # who approved, kept where the history-index projects it
+            names["#approved_by"] = keys.APPROVED_BY
+            values[":approved_by"] = {"SS": granted}
+            adds.append("#approved_by :approved_by")
         condition = "#version = :from"
         if t.expect_status:
             allowed = sorted(s.value for s in t.expect_status)
@@ -184,6 +223,8 @@ class ExecutionStore:
                 values[f":ok{i}"] = {"S": status}
             condition += f" AND #status IN ({', '.join(f':ok{i}' for i in range(len(allowed)))})"
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        if adds:
+            expression += " ADD " + ", ".join(adds)
         try:
             self.client.update_item(
                 TableName=self.table,
