@@ -742,8 +742,9 @@ def test_the_local_stack_reads_each_stream_consumers_record_age_limit():
 
 # What each function's code asks of the executions table (ExecutionStore, PostsStore):
 TABLE_CALLS = {
-    # runs and their locks (a transaction of puts), claims taken and given back, decisions, cancels
-    "IngressFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem"},
+    # runs and their locks (a transaction of puts), claims taken and given back, decisions, cancels;
+    # a retry's transaction (state update, lock puts, output checks, the failed step's progress deleted)
+    "IngressFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"},
     # claims, commits, progress and spilled outputs; the purge of an expired run (query + deletes)
     "WorkerFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
     # the publisher's item, a channel marked unreachable and cleared again

@@ -1,0 +1,56 @@
+"""Resuming an ended run (`/runbook retry`): which statuses may be resumed, from where, what the
+run's on_failure steps already undid, and the locks it takes again. Pure functions.
+
+The transition itself is `bot.engine.machine.resume`; the store writes it with
+`ExecutionStore.reopen` (claim, then one transaction with the locks).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.engine.model import Risk, Runbook, Step
+from bot.store import keys
+from bot.store.model import EventKind, Execution, Status, TimelineEvent
+
+if TYPE_CHECKING:
+    from bot.partners.model import Partner
+
+RESUMABLE = frozenset({Status.FAILED, Status.TIMED_OUT})
+
+
+def resume_point(ex: Execution, runbook: Runbook) -> Step | None:
+    """The step the run failed at (recorded in its error), where a retry resumes it; None when it
+    ended outside a step or the step is no longer in the runbook."""
+    step_id = (ex.error or {}).get("step", "")
+    if not step_id:
+        return None
+    try:
+        return runbook.step(step_id)
+    except KeyError:
+        return None
+
+
+def rolled_back(ex: Execution, runbook: Runbook) -> list[TimelineEvent]:
+    """What the run's on_failure steps changed since it last (re)started: the finished on_failure
+    steps that change something (a changing action, or a risky step), as their timeline events."""
+    from bot.engine.starts import CHANGING_ACTIONS
+
+    changing = {s.id for s in runbook.on_failure if s.action in CHANGING_ACTIONS or s.risk is Risk.HIGH}
+    since = max((e.seq for e in ex.timeline if e.kind is EventKind.RUN_RESUMED), default=0)
+    return [
+        e
+        for e in ex.timeline
+        if e.seq > since and e.kind is EventKind.STEP_FINISHED and e.step_id in changing
+    ]
+
+
+def locks_of(ex: Execution, runbook: Runbook, partner: Partner) -> list[dict[str, str]]:
+    """The locks the run took when it started, to take again: its tables' (a drill's are its drill
+    tables), and an alarm start's partner+runbook lock."""
+    from bot.engine.starts import run_locks
+
+    locks = run_locks(runbook, partner, ex.params, drill=ex.drill)
+    if ex.trigger == "alarm":
+        locks.insert(0, keys.active_run_key(ex.partner, ex.runbook))
+    return locks
