@@ -36,10 +36,10 @@ def _buttons(message):
     ]
 
 
-def _parent(slack, ex):
+def _parent(stand_in, ex):
     (parent,) = [
         m
-        for m in slack.messages(ex.channel)
+        for m in stand_in.messages(ex.channel)
         if (m.get("metadata") or {}).get("event_payload", {}).get("execution_id") == ex.execution_id
     ]
     return parent
@@ -56,7 +56,7 @@ def test_a_resumed_run_goes_on_in_its_thread_under_the_same_parent(slack, publis
     publisher.publish(failed)
     parent = _parent(slack, failed)
     assert "FAILED" in parent["text"]
-    closed = [m for m in slack.thread(ex.channel, parent["ts"]) if m["ts"] == first_ts][0]
+    closed = next(m for m in slack.thread(ex.channel, parent["ts"]) if m["ts"] == first_ts)
     assert _buttons(closed) == [], "the run ended: its approval's buttons went"
 
     resumed = _then(

@@ -156,7 +156,6 @@ def test_succeeded_and_cancelled_runs_are_not_resumed(service, status, says):
 
 
 def test_a_run_that_has_not_ended_is_refused_with_how_to_follow_or_stop_it(service):
-    _, store = service
     execution_id = start(service)
     answer = ask(service, f"retry {execution_id}")
     assert f"`{execution_id}` is PENDING, not ended: retry resumes FAILED or TIMED_OUT runs" in answer
