@@ -220,7 +220,7 @@ class ExecutionStore:
         version, still ended, its TTL not yet passed; `t` removes the TTL), the run takes its
         `locks` back (free, held by a run that has ended, or its own already), its spilled outputs
         are checked to be still there, and `fresh_step`'s saved progress goes (its re-run starts
-        afresh). Raises ClaimHeld (another writer is moving it: someone resuming it too),
+        afresh). With none of those to write, one conditional UpdateItem instead. Raises ClaimHeld (another writer is moving it: someone resuming it too),
         TransitionConflict (it moved first), LockHeld (an active run holds a lock; `.holder`),
         RunExpired (its retention ran out). The claim is given back on every refusal.
         """
@@ -269,22 +269,23 @@ class ExecutionStore:
                         }
                     }
                 )
-        if fresh_step:
-            items.append(
-                {
-                    "Delete": {
-                        "TableName": self.table,
-                        "Key": _key(keys.progress_key(execution_id, fresh_step)),
-                    }
-                }
-            )
+        if fresh_step and self.progress(execution_id, fresh_step) is not None:
+            # Nobody writes it meanwhile: its step is not running while the run is ended.
+            progress = _key(keys.progress_key(execution_id, fresh_step))
+            items.append({"Delete": {"TableName": self.table, "Key": progress}})
         update = self._transition_update(execution_id, t)
         update["ExpressionAttributeNames"]["#ttl"] = keys.TTL_ATTRIBUTE
         update["ExpressionAttributeValues"][":now_s"] = {"N": str(now_ms // 1000)}
         update["ConditionExpression"] += " AND (attribute_not_exists(#ttl) OR #ttl > :now_s)"
         try:
-            self.client.transact_write_items(TransactItems=[*items, {"Update": update}])
-        except self.client.exceptions.TransactionCanceledException:
+            if items:
+                self.client.transact_write_items(TransactItems=[*items, {"Update": update}])
+            else:  # nothing to write with it: one conditional write, like every other transition
+                self.client.update_item(**update)
+        except (
+            self.client.exceptions.TransactionCanceledException,
+            self.client.exceptions.ConditionalCheckFailedException,
+        ):
             self._why_not_reopened(ex, t, locks, now_ms)
             raise TransitionConflict(
                 f"execution {execution_id} changed while it was being resumed; look at it again"

@@ -162,6 +162,10 @@ def test_the_lean_ack_path_client_reopens_and_refuses_alike(server_table):
     with pytest.raises(LockHeld):
         store.reopen(ex, machine.resume(ex, RB, "U0REQ", NOW), [LOCK], "retry-U0REQ", NOW)
     store.reopen(ex, machine.resume(ex, RB, "U0REQ", NOW), [], "retry-U0REQ", NOW)
-    with pytest.raises(TransitionConflict):  # the transaction itself refuses: read back, told why
-        store._reopen(ex, machine.resume(ex, RB, "U0REQ", NOW), [], NOW, "")
+    stale = machine.resume(ex, RB, "U0REQ", NOW)
+    with pytest.raises(TransitionConflict):  # the conditional write itself refuses: read back, told why
+        store._reopen(ex, stale, [], NOW, "")
+    with pytest.raises(TransitionConflict):  # and the transaction with a (free) lock
+        store._reopen(ex, stale, [keys.table_lock_key("partner-acme", "acme-free")], NOW, "")
+    assert store.lock_holder(keys.table_lock_key("partner-acme", "acme-free")) is None
     assert store.get("rb-test").status is Status.RUNNING
