@@ -54,3 +54,10 @@ def locks_of(ex: Execution, runbook: Runbook, partner: Partner) -> list[dict[str
     if ex.trigger == "alarm":
         locks.insert(0, keys.active_run_key(ex.partner, ex.runbook))
     return locks
+
+
+def just_resumed(ex: Execution) -> bool:
+    """This state is the one `/runbook retry` wrote: its last transition (at `updated_at_ms`) added
+    the RUN_RESUMED event (and at most an SLA warning after it). The worker counts the run as
+    started again from it (RunsStarted, trigger `retry`), once, as its own writes are counted."""
+    return any(e.kind is EventKind.RUN_RESUMED and e.at_ms == ex.updated_at_ms for e in ex.timeline[-2:])

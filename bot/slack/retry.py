@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot import metrics
 from bot.engine import machine
 from bot.engine.resumes import RESUMABLE, locks_of, resume_point, rolled_back
 from bot.exceptions import ClaimHeld, CommandError, LockHeld, RunExpired, TransitionConflict
@@ -67,7 +66,6 @@ def resume_run(
         ) from None
     except RunExpired:
         raise CommandError(expired_text(ex.execution_id)) from None
-    metrics.run_started(ex.runbook, "retry", ex.execution_id)  # RunsEnded counted its end: it runs again
     title = escape(step.title or step.id)
     kept = sum(1 for r in ex.steps.values() if r.outcome == "succeeded" and r.step_id != step.id)
     risky = " It needs an approver again before it runs." if step.risk.value == "high" else ""

@@ -168,3 +168,17 @@ def test_a_resumed_run_takes_the_locks_it_started_with():
     assert locks_of(alarm, throttle, acme)[0] == keys.active_run_key("partner-acme", "throttle")
     drill = dataclasses.replace(ex, drill=True)
     assert locks_of(drill, throttle, acme) == [keys.table_lock_key("partner-acme", "acme-orders-drill")]
+
+
+def test_only_the_state_a_retry_wrote_counts_as_just_resumed():
+    from bot.engine.resumes import just_resumed
+
+    ex = failed_at_b()
+    assert not just_resumed(ex)
+    resumed = machine.apply(ex, machine.resume(ex, RB, "U0REQ", T0 + 5_000))
+    assert just_resumed(resumed)
+    plan = machine.plan(resumed, RB, T0 + 6_000, always, effect)
+    moved_on = machine.apply(
+        resumed, machine.after_step(resumed, RB, plan.step, FAIL, T0 + 6_000, always, effect)
+    )
+    assert not just_resumed(moved_on)

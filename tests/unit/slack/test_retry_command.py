@@ -7,7 +7,6 @@ import dataclasses
 import boto3
 import pytest
 
-from bot import metrics
 from bot.catalog import load_catalog
 from bot.engine import machine
 from bot.exceptions import CommandError
@@ -72,8 +71,7 @@ def test_the_requester_resumes_a_failed_run_from_its_failed_step_in_the_partners
     _, store = service
     execution_id = start(service)
     ended = end(store, execution_id)
-    with metrics.collected() as recorded:
-        answer = ask(service, f"retry {execution_id}")
+    answer = ask(service, f"retry {execution_id}")
     assert f"Resuming `{execution_id}` from *Find hot partition keys*" in answer, answer
     assert "2 completed steps and their outputs are kept" in answer
     ex = store.get(execution_id)
@@ -82,8 +80,6 @@ def test_the_requester_resumes_a_failed_run_from_its_failed_step_in_the_partners
     resumed = ex.timeline[-1]
     assert resumed.kind is EventKind.RUN_RESUMED and resumed.actor == "U0DEVONCALL"
     assert store.lock_holder(ORDERS_LOCK) == execution_id, "it holds its table lock again"
-    started = [d for d in recorded if "RunsStarted" in d]
-    assert [(d["runbook"], d["trigger"]) for d in started] == [("throttle", "retry")]
 
 
 @pytest.mark.parametrize("user", ["U0ACMELEAD", "U0ONCALL"])  # named, and a member of an approvers' group
