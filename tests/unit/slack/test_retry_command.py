@@ -245,3 +245,14 @@ def test_retry_parses_with_and_without_confirmation():
     assert grammar.parse("retry rb-aaaaaaaaaa") == grammar.Retry("rb-aaaaaaaaaa")
     assert grammar.parse("retry rb-aaaaaaaaaa CONFIRM=true") == grammar.Retry("rb-aaaaaaaaaa", True)
     assert "/runbook retry" in grammar.GRAMMAR
+
+
+def test_the_retry_command_loads_no_botocore_on_the_ack_path():
+    import subprocess
+    import sys
+
+    probe = "import sys, bot.slack.commands, bot.slack.retry; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
