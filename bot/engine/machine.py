@@ -398,15 +398,16 @@ def resume(ex: Execution, runbook: Runbook, by: str, now_ms: int) -> Transition:
     the failed step starts again at attempt 1 under a new idempotency key (`reopened` counts up);
     no approval carries over, so a risky step asks again; the retention TTL goes. Nothing here
     evaluates `when` or effects: the worker's `plan()` asks for a risky step's approval with the
-    effect it computes. Raises ValueError for a run `bot.engine.resumes.refusal` refuses.
+    effect it computes. Raises ValueError for a run that did not end FAILED or TIMED_OUT at a step
+    of `runbook` (`bot.slack.retry.refusal` tells people why).
     """
-    from bot.engine.resumes import RESUMABLE, resume_point
+    from bot.engine.resumes import RESUMABLE, kept_steps, resume_point
 
     step = resume_point(ex, runbook)
     if ex.status not in RESUMABLE or step is None:
         raise ValueError(f"resume() needs a run that ended FAILED or TIMED_OUT at a step, not {ex.status}")
     code = (ex.error or {}).get("code", "")
-    kept = sum(1 for r in ex.steps.values() if r.outcome == "succeeded" and r.step_id != step.id)
+    kept = kept_steps(ex, runbook, step)
     event = _event(
         ex,
         0,

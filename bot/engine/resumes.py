@@ -31,9 +31,16 @@ def resume_point(ex: Execution, runbook: Runbook) -> Step | None:
         return None
 
 
+def kept_steps(ex: Execution, runbook: Runbook, step: Step) -> int:
+    """How many of its main path's steps before `step` the run completed: kept, not run again."""
+    main = {s.id for s in runbook.steps} - {step.id}
+    return sum(1 for r in ex.steps.values() if r.outcome == "succeeded" and r.step_id in main)
+
+
 def rolled_back(ex: Execution, runbook: Runbook) -> list[TimelineEvent]:
-    """What the run's on_failure steps changed since it last (re)started: the finished on_failure
-    steps that change something (a changing action, or a risky step), as their timeline events."""
+    """What the run's on_failure steps changed since it last (re)started: the on_failure steps that
+    change something (a changing action, or a risky step) and ran, finished or failed part way, as
+    their timeline events."""
     from bot.engine.starts import CHANGING_ACTIONS
 
     changing = {s.id for s in runbook.on_failure if s.action in CHANGING_ACTIONS or s.risk is Risk.HIGH}
@@ -41,7 +48,9 @@ def rolled_back(ex: Execution, runbook: Runbook) -> list[TimelineEvent]:
     return [
         e
         for e in ex.timeline
-        if e.seq > since and e.kind is EventKind.STEP_FINISHED and e.step_id in changing
+        if e.seq > since
+        and e.kind in {EventKind.STEP_FINISHED, EventKind.STEP_FAILED}
+        and e.step_id in changing
     ]
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.engine import machine
-from bot.engine.resumes import RESUMABLE, locks_of, resume_point, rolled_back
+from bot.engine.model import Risk
+from bot.engine.resumes import RESUMABLE, kept_steps, locks_of, resume_point, rolled_back
 from bot.exceptions import ClaimHeld, CommandError, LockHeld, RunExpired, TransitionConflict
 from bot.slack import render
-from bot.store.model import EventKind, Execution, Status
+from bot.store.model import EventKind, Execution, Status, TimelineEvent
 from bot.text import escape
 
 if TYPE_CHECKING:
@@ -67,8 +68,8 @@ def resume_run(
     except RunExpired:
         raise CommandError(expired_text(ex.execution_id)) from None
     title = escape(step.title or step.id)
-    kept = sum(1 for r in ex.steps.values() if r.outcome == "succeeded" and r.step_id != step.id)
-    risky = " It needs an approver again before it runs." if step.risk.value == "high" else ""
+    kept = kept_steps(ex, runbook, step)
+    risky = " It needs an approver again before it runs." if step.risk is Risk.HIGH else ""
     return render.refusal(
         f"Resuming `{ex.execution_id}` from *{title}* with a fresh attempt; {kept} completed "
         f"step{'s' if kept != 1 else ''} and their outputs are kept.{risky} It continues in its thread; "
@@ -136,7 +137,7 @@ def unknown_text(execution_id: str) -> str:
     )
 
 
-def _confirm_first(ex: Execution, runbook: Runbook, undone: list) -> render.Message:
+def _confirm_first(ex: Execution, runbook: Runbook, undone: list[TimelineEvent]) -> render.Message:
     """The run's on_failure steps changed something back: say what, and how to resume anyway."""
     step = resume_point(ex, runbook)
     assert step is not None
@@ -149,7 +150,7 @@ def _confirm_first(ex: Execution, runbook: Runbook, undone: list) -> render.Mess
         lines.append(f"• *{escape(title)}*: {escape(event.summary)}")
     return render.refusal(
         f"`{ex.execution_id}` is not resumed yet: after it failed at *{escape(step.title or step.id)}*, its "
-        "on_failure steps already rolled this back:\n"
+        "on_failure steps already ran and rolled this back:\n"
         + "\n".join(lines)
         + f"\nResuming runs *{escape(step.title or step.id)}* and the steps after it on the state as it is "
         f"now (rolled back), not as it was when it failed. To resume anyway: "

@@ -122,6 +122,7 @@ def test_a_run_that_went_down_its_on_failure_path_resumes_on_the_main_path():
     undone = rolled_back(ex, WITH_ROLLBACK)
     assert [e.step_id for e in undone] == ["rollback"], "a notify undoes nothing; a capacity change does"
     resumed = machine.apply(ex, machine.resume(ex, WITH_ROLLBACK, "U0REQ", T0))
+    assert "1 completed step kept" in resumed.timeline[-1].summary, "a rollback is not a kept step"
     assert resumed.phase == "main" and resumed.end_status == "" and resumed.cursor == "b"
     assert rolled_back(resumed, WITH_ROLLBACK) == [], (
         "what was rolled back before the resume is not asked again"
@@ -182,3 +183,13 @@ def test_only_the_state_a_retry_wrote_counts_as_just_resumed():
         resumed, machine.after_step(resumed, RB, plan.step, FAIL, T0 + 6_000, always, effect)
     )
     assert not just_resumed(moved_on)
+
+
+def test_a_rollback_that_failed_part_way_is_reported_too():
+    failing_rollback = machine.Failed(T0, "LimitExceededException", "too many changes today", False)
+    ex = run_to_end(
+        WITH_ROLLBACK, execution(WITH_ROLLBACK), results={"b": FAIL, "rollback": failing_rollback}
+    )
+    assert ex.status is Status.FAILED and ex.steps["rollback"].outcome == "failed"
+    (event,) = rolled_back(ex, WITH_ROLLBACK)
+    assert event.kind is EventKind.STEP_FAILED and "too many changes today" in event.summary
