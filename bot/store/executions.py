@@ -78,11 +78,13 @@ class ExecutionStore:
 
         Returns None when created, else the id of the active run that holds a lock: `ex`'s own
         id when a redelivered request created it already. A lock whose run has ended is taken over in the same
-        transaction; with `force`, so is an active run's (the caller states that on the timeline).
+        transaction (on condition that it is still ended: a retry may reopen it meanwhile); with
+        `force`, so is an active run's (the caller states that on the timeline).
         """
         if not locks:
             return None if self.create(ex) else ex.execution_id
         puts: list[dict[str, Any]] = []
+        ended: dict[str, Execution] = {}
         for lock in locks:
             current = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True).get(
                 "Item"
@@ -98,6 +100,8 @@ class ExecutionStore:
                 running = self.get(held_by)
                 if running is not None and not running.status.terminal and not force:
                     return held_by
+                if running is not None and running.status.terminal:
+                    ended[held_by] = running
                 condition = {
                     "ConditionExpression": "execution_id = :held",
                     "ExpressionAttributeValues": {":held": {"S": held_by}},
@@ -113,7 +117,9 @@ class ExecutionStore:
             }
         }
         try:
-            self.client.transact_write_items(TransactItems=[*puts, state])
+            self.client.transact_write_items(
+                TransactItems=[*puts, *map(self._still_ended, ended.values()), state]
+            )
         except self.client.exceptions.TransactionCanceledException:
             for lock in locks:  # someone took a lock between our read and write, or this is a redelivery
                 again = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True)
@@ -240,6 +246,7 @@ class ExecutionStore:
     ) -> None:
         execution_id = ex.execution_id
         items: list[dict[str, Any]] = []
+        ended: dict[str, Execution] = {}
         for lock in locks:
             holder = self._lock_owner(lock)
             condition: dict[str, Any] = {
@@ -250,6 +257,8 @@ class ExecutionStore:
                 running = self.get(holder)
                 if running is not None and not running.status.terminal:
                     raise LockHeld(holder)
+                if running is not None:
+                    ended[holder] = running
             if holder:
                 condition = {
                     "ConditionExpression": "execution_id = :held",
@@ -257,6 +266,7 @@ class ExecutionStore:
                 }
             item = _key(lock) | {"execution_id": {"S": execution_id}}
             items.append({"Put": {"TableName": self.table, "Item": item, **condition}})
+        items += map(self._still_ended, ended.values())
         for record in ex.steps.values():
             if record.spilled:
                 items.append(
@@ -311,6 +321,19 @@ class ExecutionStore:
                 ConsistentRead=True,
             ).get("Item"):
                 raise RunExpired(f"the outputs of step {record.step_id} of {ex.execution_id} are gone")
+
+    def _still_ended(self, run: Execution) -> dict[str, Any]:
+        """A transaction's check that `run`, whose lock is being taken over, is still the ended run
+        that was read: a retry reopening it meanwhile (a new version) cancels the takeover."""
+        return {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": _key(keys.state_key(run.execution_id)),
+                "ConditionExpression": "#version = :seen",
+                "ExpressionAttributeNames": {"#version": "version"},
+                "ExpressionAttributeValues": {":seen": {"N": str(run.version)}},
+            }
+        }
 
     def _lock_owner(self, lock: dict[str, str]) -> str:
         """The run a lock item names (active or not), or "" when there is none."""

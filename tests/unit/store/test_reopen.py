@@ -169,3 +169,35 @@ def test_the_lean_ack_path_client_reopens_and_refuses_alike(server_table):
         store._reopen(ex, stale, [keys.table_lock_key("partner-acme", "acme-free")], NOW, "")
     assert store.lock_holder(keys.table_lock_key("partner-acme", "acme-free")) is None
     assert store.get("rb-test").status is Status.RUNNING
+
+
+def _reopen_first(store: ExecutionStore, run, lock) -> None:
+    """Reopen `run` (holding `lock`) just before the next transaction is sent: the race a lock
+    takeover must lose."""
+    send = store.client.transact_write_items
+
+    def racing(**request):
+        store.client.transact_write_items = send
+        store.reopen(run, machine.resume(run, RB, "U0REQ", NOW), [lock], "retry-U0REQ", NOW)
+        return send(**request)
+
+    store.client.transact_write_items = racing
+
+
+def test_a_new_run_never_takes_the_lock_of_an_ended_run_that_is_reopened_meanwhile(store):
+    ended = failed_run(store, "rb-ended")
+    hold(store, LOCK, "rb-ended")
+    _reopen_first(store, ended, LOCK)
+    newcomer = execution(RB, execution_id="rb-newcomer")
+    assert store.create_locked(newcomer, [LOCK]) == "rb-ended", "told who holds it now"
+    assert store.lock_holder(LOCK) == "rb-ended" and store.get("rb-newcomer") is None
+
+
+def test_a_retry_never_takes_the_lock_of_another_ended_run_that_is_reopened_meanwhile(store):
+    first, second = failed_run(store, "rb-first"), failed_run(store, "rb-second")
+    hold(store, LOCK, "rb-first")
+    _reopen_first(store, first, LOCK)
+    with pytest.raises(LockHeld) as refused:
+        store.reopen(second, machine.resume(second, RB, "U0SRE", NOW), [LOCK], "retry-U0SRE", NOW)
+    assert refused.value.holder == "rb-first" and store.get("rb-second").status is Status.FAILED
+    assert store.get("rb-first").status is Status.RUNNING
