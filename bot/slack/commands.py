@@ -97,6 +97,8 @@ class CommandService:
                 return self.history().answer(command, _asker(inv))
             case grammar.Export():
                 return self.export(command.execution_id, inv)
+            case grammar.Retry():
+                return self._retry(command, inv)
         raise CommandError(f"`{inv.text}` is not a command I know; try `/runbook help`")
 
     # -- starting a run --------------------------------------------------------------------
@@ -223,6 +225,24 @@ class CommandService:
         except CommandError as error:
             return render.refusal(str(error))
 
+    def _retry(self, command: grammar.Retry, inv: Invocation) -> render.Message:
+        from bot.slack.retry import resume_run, unknown_text
+
+        ex = self.store.get(command.execution_id)  # consistent: its status decides what happens
+        if ex is None:
+            raise CommandError(unknown_text(command.execution_id))
+        self._check_visible(ex, inv)
+        partner = self._partner(ex.partner)
+        if inv.user_id != ex.requested_by and not self._is_approver(inv.user_id, partner):
+            raise CommandError(
+                f"only the requester {render.mention(ex.requested_by)} or {partner.display_name}'s approvers "
+                f"may retry {ex.execution_id}"
+            )
+        runbook = self._runbook(ex.runbook)
+        return resume_run(
+            self.store, ex, runbook, partner, inv.user_id, confirm=command.confirm, now_ms=self.now_ms()
+        )
+
     # -- who may see and do what -------------------------------------------------------------
 
     def _is_approver(self, user_id: str, partner: Partner) -> bool:
@@ -233,7 +253,10 @@ class CommandService:
     def _visible_execution(self, execution_id: str, inv: Invocation) -> Execution:
         """A run, for someone who may see it: in the partner's channels, or in a DM (or any other
         channel) only to its requester and the partner's approvers."""
-        ex = self._execution(execution_id)
+        return self._check_visible(self._execution(execution_id), inv)
+
+    def _check_visible(self, ex: Execution, inv: Invocation) -> Execution:
+        execution_id = ex.execution_id
         partner = self.catalog().partners.get(ex.partner)
         if partner is None or (partner.channels and inv.channel_id in partner.channels):
             return ex

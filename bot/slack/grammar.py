@@ -30,6 +30,7 @@ GRAMMAR = """\
 `/runbook status &lt;execution-id&gt;` where a run stands
 `/runbook timeline &lt;execution-id&gt;` the run's timeline
 `/runbook cancel &lt;execution-id&gt;` stop a run at its next step boundary
+`/runbook retry &lt;execution-id&gt; [confirm=true]` resume a failed or timed-out run from its failed step
 `/runbook errors [ErrorCode]` the error catalog, or one entry
 `/runbook drill &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a rehearsal against the drill target
 `/runbook history [partner] [runbook] [status] [since=7d]` the last runs that match, newest first
@@ -96,7 +97,15 @@ class Export:
     execution_id: str
 
 
-Command = StartRun | Drill | ListCommand | Help | Status | Timeline | Cancel | Errors | History | Export
+@dataclass(frozen=True)
+class Retry:
+    execution_id: str
+    confirm: bool = False  # resume even though its on_failure steps rolled something back
+
+
+Command = (
+    StartRun | Drill | ListCommand | Help | Status | Timeline | Cancel | Errors | History | Export | Retry
+)
 _BY_ID: dict[str, type[Status] | type[Timeline] | type[Cancel]] = {
     "status": Status,
     "timeline": Timeline,
@@ -120,6 +129,8 @@ def parse(text: str) -> Command:
         if len(rest) != 1:
             raise CommandError(f"`{head}` takes one execution id, e.g. `/runbook {head} rb-abcdefghij`")
         return _BY_ID[head](execution_id(rest[0]))
+    if head == "retry":
+        return _retry(rest)
     if head == "errors":
         _no_more(head, rest, 1)
         if rest and not ERROR_CODE.fullmatch(rest[0]):
@@ -268,6 +279,21 @@ def execution_id(word: str) -> str:
             "e.g. rb-k3j7q2m4xa (the answer that started the run names it)"
         )
     return value
+
+
+def _retry(rest: list[str]) -> Retry:
+    usage = "e.g. `/runbook retry rb-abcdefghij`, or `/runbook retry rb-abcdefghij confirm=true`"
+    if not 1 <= len(rest) <= 2:
+        raise CommandError(f"`retry` takes one execution id and optionally confirm=true, {usage}")
+    confirm = False
+    if len(rest) == 2:
+        key, _, value = rest[1].partition("=")
+        if key.lower() != "confirm" or value.lower() not in {"true", "yes"}:
+            raise CommandError(
+                f"`{_show(rest[1])}`: after the execution id, `retry` takes only confirm=true, {usage}"
+            )
+        confirm = True
+    return Retry(execution_id(rest[0]), confirm)
 
 
 def _run_words(words: list[str], verb: str) -> tuple[str, str, dict[str, str]]:

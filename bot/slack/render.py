@@ -51,6 +51,7 @@ EVENT_EMOJI = {
     EventKind.RUN_FAILED: ":red_circle:",
     EventKind.RUN_CANCELLED: ":no_entry_sign:",
     EventKind.RUN_TIMED_OUT: ":alarm_clock:",
+    EventKind.RUN_RESUMED: ":arrows_counterclockwise:",
 }
 
 

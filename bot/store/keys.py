@@ -103,5 +103,8 @@ def export_key(execution_id: str) -> dict[str, str]:
     return {PK: execution_pk(execution_id), SK: EXPORT_SK}
 
 
-def idempotency_key(execution_id: str, step_id: str, attempt: int) -> str:
-    return f"{execution_id}:{step_id}:{attempt}"
+def idempotency_key(execution_id: str, step_id: str, attempt: int, reopened: int = 0) -> str:
+    """`<execution>:<step>:<attempt>`; after the run's n-th `/runbook retry`, `...:<attempt>:r<n>`,
+    so a resumed step's attempt 1 is a fresh attempt, never the one that failed before."""
+    key = f"{execution_id}:{step_id}:{attempt}"
+    return f"{key}:r{reopened}" if reopened else key

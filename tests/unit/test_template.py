@@ -813,8 +813,9 @@ def test_the_local_stack_reads_each_stream_consumers_record_age_limit():
 # What each function's code asks of the executions table (ExecutionStore, PostsStore):
 TABLE_CALLS = {
     # runs and their locks (a transaction of puts), claims taken and given back, decisions, cancels,
-    # evidence requests; history pages (a Query of history-index)
-    "IngressFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
+    # evidence requests; history pages (a Query of history-index); a retry's transaction (state
+    # update, lock puts, output checks, the failed step's progress deleted)
+    "IngressFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "ConditionCheckItem"},
     # claims, commits, progress and spilled outputs; the purge of an expired run (query + deletes)
     "WorkerFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
     # the publisher's item, a channel marked unreachable and cleared again; an evidence request
