@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.engine.machine import quorum_text
 from bot.exceptions import CommandError
 from bot.partners.model import Partner
 from bot.store.model import Execution, Status
@@ -47,7 +48,8 @@ def refusal(
         return (
             f"execution {ex.execution_id} is {ex.status.value}, not waiting for an approval; nothing changed"
         )
-    if ex.approval.step_id != button.step_id or ex.version != button.version:
+    asked_at = ex.approval.version or ex.version  # runs from before quorums: the version itself
+    if ex.approval.step_id != button.step_id or button.version != asked_at:
         return (
             f"this approval message is out of date (the run has moved on to {ex.approval.step_id}); "
             "use the latest approval message in the thread"
@@ -63,6 +65,12 @@ def refusal(
         )
     if not is_approver(user_id, partner, members_of):
         return f"only {partner.display_name}'s approvers may decide this step: {approvers_text(partner)}"
+    vote = ex.approval.voted(user_id)
+    if vote is not None:
+        return (
+            f"you approved this step already ({quorum_text(ex.approval)}); each approver decides once, "
+            "so nothing changed. It waits for another approver"
+        )
     return None
 
 

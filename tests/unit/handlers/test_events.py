@@ -438,7 +438,7 @@ def test_timeline_posts_the_waiting_run_with_the_buttons_the_button_samples_clic
     assert [r["metadata"]["event_payload"]["seq"] for r in replies] == [e.seq for e in waiting.timeline]
     (actions,) = [b for b in replies[-1]["blocks"] if b["type"] == "actions"]
     buttons = {e["action_id"]: e for e in actions["elements"]}
-    assert set(buttons) == {"approve", "reject"}
+    assert set(buttons) == {"approve", "approve_comment", "reject"}
     for name in BUTTONS:
         click = clicked(name)
         assert click["block_id"] == actions["block_id"]

@@ -318,12 +318,12 @@ def actions_of(message: render.Message) -> list[dict[str, Any]]:
     return [b for b in message.blocks if b["type"] == "actions"]
 
 
-def test_an_approval_request_has_exactly_an_approve_and_a_reject_button():
+def test_an_approval_request_has_approve_approve_with_comment_and_reject_buttons():
     (actions,) = actions_of(approval_request())
     buttons = actions["elements"]
-    assert [b["action_id"] for b in buttons] == ["approve", "reject"]
-    assert [b["text"]["text"] for b in buttons] == ["Approve", "Reject"]
-    assert [b["style"] for b in buttons] == ["primary", "danger"]
+    assert [b["action_id"] for b in buttons] == ["approve", "approve_comment", "reject"]
+    assert [b["text"]["text"] for b in buttons] == ["Approve", "Approve with comment", "Reject"]
+    assert [b.get("style") for b in buttons] == ["primary", None, "danger"]
 
 
 def test_both_buttons_carry_the_execution_the_step_and_the_version_they_decide():

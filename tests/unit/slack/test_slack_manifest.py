@@ -33,6 +33,14 @@ DOCUMENTED_SINCE = {
     "users.info": set(),
     "conversations.open": set(),
     "auth.test": set(),
+    # The spec lists no errors for views.open; docs.slack.dev/reference/methods/views.open does.
+    "views.open": {
+        "invalid_arguments",
+        "invalid_trigger_id",
+        "expired_trigger_id",
+        "exchanged_trigger_id",
+        "view_too_large",
+    },
 }
 MANIFEST_ONLY = {"commands"}  # the slash command itself, not a Web API call
 
