@@ -48,8 +48,7 @@ def refusal(
         return (
             f"execution {ex.execution_id} is {ex.status.value}, not waiting for an approval; nothing changed"
         )
-    asked_at = ex.approval.version or ex.version  # runs from before quorums: the version itself
-    if ex.approval.step_id != button.step_id or button.version != asked_at:
+    if ex.approval.step_id != button.step_id or not _same_approval(ex, button.version):
         return (
             f"this approval message is out of date (the run has moved on to {ex.approval.step_id}); "
             "use the latest approval message in the thread"
@@ -72,6 +71,16 @@ def refusal(
             "so nothing changed. It waits for another approver"
         )
     return None
+
+
+def _same_approval(ex: Execution, version: int) -> bool:
+    """The button belongs to the pending approval: it carries a version from the approval's own
+    lifetime (asked at `approval.version`; votes and a reminder move the run on while it waits),
+    never one of an earlier approval of the same step. Runs from before quorums: the version."""
+    assert ex.approval is not None
+    if not ex.approval.version:
+        return version == ex.version
+    return ex.approval.version <= version <= ex.version
 
 
 def is_approver(user_id: str, partner: Partner, members_of: Callable[[str], frozenset[str]]) -> bool:
