@@ -737,7 +737,8 @@ class SlackStandIn:
         if time.monotonic() - at > self.trigger_seconds:
             return {"ok": False, "error": "expired_trigger_id"}
         raw = args.get("view")
-        if isinstance(raw, str) and len(raw.encode()) > VIEW_BYTES:
+        size = len((raw if isinstance(raw, str) else json.dumps(raw)).encode())
+        if size > VIEW_BYTES:
             return {"ok": False, "error": "view_too_large"}
         view = _json(raw)
         if not isinstance(view, dict):
