@@ -426,6 +426,13 @@ class SlackStandIn:
             self.changed.notify_all()
             return result
 
+    def close_view(self, view_id: str) -> None:
+        """The user closed a modal (Cancel, ×): Slack drops it and, without `notify_on_close`,
+        tells the app nothing."""
+        with self._lock:
+            self.views.pop(view_id, None)
+            self.changed.notify_all()
+
     # -- what tests and the playground read ----------------------------------------------------------
 
     def messages(self, channel: str) -> list[dict[str, Any]]:
