@@ -152,6 +152,8 @@ def parent_message(
     status = f"{STATUS_EMOJI[ex.status]} *{ex.status.value.replace('_', ' ')}*"
     if ex.status is Status.AWAITING_APPROVAL and ex.approval:
         status += f" — *{escape(titles.get(ex.approval.step_id, ex.approval.step_id))}* needs an approver"
+        if ex.approval.required > 1:
+            status += f" ({len(ex.approval.votes)} of {ex.approval.required} approvals)"
     if ex.error and ex.status.terminal:
         by = f" by {mention(ex.error['by'])}" if ex.error.get("by") else ""
         status += f" — `{escape(ex.error.get('code', ''))}`: {escape(ex.error.get('message', ''))}{by}"
