@@ -156,7 +156,10 @@ def _with_dialog(
     except Exception as error:
         why = error_code(error) if isinstance(error, SlackApiError) else type(error).__name__
         logger.warning("could not open the decision dialog; deciding without it", extra={"error": why})
-        return decider.decide(user_id, value, approve=approve, note=unsaid(approve, why))
+        result = decider.decide(user_id, value, approve=approve, note=unsaid(approve, why))
+        if not result.decided:  # the click's one Slack call is spent: no ephemeral on top
+            logger.warning("the click changed nothing", extra={"user": user_id, "why": result.explanation})
+        return DecisionResult(result.decided, "")
 
 
 class MembershipUnknown(RunbookBotError):

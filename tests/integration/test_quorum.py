@@ -143,7 +143,12 @@ def test_two_distinct_approvers_are_needed_and_a_rejection_carries_its_reason(qu
     assert not quorum.slack.open_views("U0ACMELEAD"), "no dialog for someone who may not decide"
 
     # The second approver comments through the dialog; the quorum is met.
+    before = len(quorum.slack.calls)
     assert quorum.click("approve_comment", value, user_id="U0ACMESRE")["statusCode"] == 200
+    clicked = [
+        c.method for c in quorum.slack.calls[before:] if c.method in {"views.open", "chat.postEphemeral"}
+    ]
+    assert clicked == ["views.open"]
     (dialog,) = quorum.slack.open_views("U0ACMESRE")
     assert dialog["title"]["text"] == "Approve with comment"
     assert quorum.execution(execution_id).status is Status.AWAITING_APPROVAL, "opening decides nothing"
@@ -185,12 +190,17 @@ def test_a_rejection_whose_dialog_cannot_open_proceeds_without_a_reason_and_says
     waiting_on(quorum, execution_id)
     value = button(quorum, execution_id)
     quorum.slack.trigger_seconds = 0.0  # every trigger_id has expired by the time the bot uses it
+    before = len(quorum.slack.calls)
     try:
         assert quorum.click("reject", value, user_id="U0ACMESRE")["statusCode"] == 200
     finally:
         quorum.slack.trigger_seconds = 3.0
-    opens = [c for c in quorum.slack.calls if c.method == "views.open"]
-    assert opens[-1].error == "expired_trigger_id"
+    by_the_click = [
+        c for c in quorum.slack.calls[before:] if c.method in {"views.open", "chat.postEphemeral"}
+    ]
+    assert [(c.method, c.error) for c in by_the_click] == [("views.open", "expired_trigger_id")], (
+        "one Slack call per click, time-boxed"
+    )
     ended, event = rejected(quorum, execution_id)
     assert event.actor == "U0ACMESRE"
     assert "no reason given" in event.summary and "expired_trigger_id" in event.summary
