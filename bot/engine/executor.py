@@ -241,8 +241,11 @@ class Executor:
             ctx = self._context(ex, step, lambda: 30_000)
             return planned_effect(action, ctx, inputs)
         except Exception as error:  # the approver must still see what will run
+            # Nobody can say how big it is, so it needs the approvers a critical change needs.
             return Effect(
-                f"runs {step.action} (its effect could not be estimated: {error})", fingerprint="unknown"
+                f"runs {step.action} (its effect could not be estimated: {error})",
+                fingerprint="unknown",
+                risk="critical",
             )
 
     def _commit(self, ex: Execution, t: machine.Transition, action: str, step_id: str = "") -> Outcome:
