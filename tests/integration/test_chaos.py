@@ -253,6 +253,7 @@ class LateCommits:
         executor._commit = commit
 
 
+@pytest.mark.timeout(900)  # 40 runs take 2-4 min on 2 cores; CHAOS_RUNS=200 takes longer
 def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledger):
     from bot.handlers import worker as worker_handler
 
