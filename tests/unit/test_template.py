@@ -852,3 +852,17 @@ def test_snapstart_is_a_parameter_off_by_default_on_the_slack_facing_function_on
     assert enabled == {"ApplyOn": "PublishedVersions"} and disabled == {"Ref": "AWS::NoValue"}
     assert [f for f in FUNCTIONS if "SnapStart" in FUNCTIONS[f]] == ["IngressFunction"]
     assert "register_snapstart_hooks(SANDBOX)" in (REPO / "bot" / "handlers" / "ingress.py").read_text()
+
+
+def test_the_partner_alarm_bus_policy_id_fits_eventbridge_whatever_the_stack_name():
+    """EventBridge takes a StatementId of at most 64 characters, [a-zA-Z0-9-_]; a stack name may
+    be 128: the id is built from the stack id's UUID (36 characters), never from the name."""
+    import re
+
+    statement_id = RESOURCES["PartnerAlarmEventsPolicy"]["Properties"]["StatementId"]
+    separator, (prefix, select) = statement_id["Fn::Join"]
+    assert select == {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}
+    longest = separator.join(
+        [prefix, "0" * 8 + "-" + "0" * 4 + "-" + "0" * 4 + "-" + "0" * 4 + "-" + "0" * 12]
+    )
+    assert len(longest) <= 64 and re.fullmatch(r"[a-zA-Z0-9_-]+", longest)
