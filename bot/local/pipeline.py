@@ -12,6 +12,7 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -101,7 +102,12 @@ class WorkerCrashes:
 
 def fresh_sandboxes() -> None:
     """Every function starts in a fresh sandbox: its services (clients, catalog, secrets, partner
-    sessions) are built anew on next use, from the environment as it is now."""
+    sessions) are built anew on next use, from the environment as it is now. A new sandbox is a
+    new process too: boto3's default session, which keeps the credentials it first resolved (and
+    DynamoDB Local keeps one database per access key), starts again from the environment."""
+    boto3: Any = sys.modules.get("boto3")
+    if boto3 is not None:
+        boto3.DEFAULT_SESSION = None
     for module in _handler_modules():
         module.SANDBOX.renew()
 
