@@ -24,6 +24,8 @@ from bot.exceptions import RunbookBotError
 from bot.slack.client import slack_client
 from bot.slack.commands import CommandService, Invocation
 from bot.slack.decisions import DecisionResult, DecisionService
+from bot.slack.plan_render import RUN_PLAN_ACTION
+from bot.slack.plan_runs import PlanStart, start_from_plan
 
 logger = logging.getLogger(__name__)
 GROUP_CACHE_SECONDS = 300
@@ -98,6 +100,24 @@ def build_app(
                 click_client.chat_postEphemeral(channel=channel, user=user_id, text=result.explanation)
             except Exception:  # Slack slow or rate-limited: the refusal is lost, the decision is not
                 logger.warning("could not tell the clicker why nothing changed", extra={"user": user_id})
+
+    @app.action(RUN_PLAN_ACTION)
+    def run_plan_click(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        user_id = str((body.get("user") or {}).get("id") or "")
+        channel = str(
+            (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
+        )
+        try:
+            result = start_from_plan(commands, user_id, channel, str(action.get("value") or ""))
+        except Exception:  # never a 500 to Slack: say that nothing was started
+            logger.exception("run plan click failed", extra={"user": user_id})
+            result = PlanStart(False, "Runbook Bot hit an internal error; nothing was started. Try again.")
+        if channel and user_id:
+            try:
+                click_client.chat_postEphemeral(channel=channel, user=user_id, text=result.text)
+            except Exception:  # the run (if any) goes on; its thread says so in the channel
+                logger.warning("could not tell the clicker what the plan started", extra={"user": user_id})
 
     return app
 

@@ -29,7 +29,8 @@ GRAMMAR = """\
 `/runbook timeline &lt;execution-id&gt;` the run's timeline
 `/runbook cancel &lt;execution-id&gt;` stop a run at its next step boundary
 `/runbook errors [ErrorCode]` the error catalog, or one entry
-`/runbook drill &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a rehearsal against the drill target"""
+`/runbook drill &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a rehearsal against the drill target
+`/runbook plan &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a dry run: what a run would do, changing nothing"""
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,15 @@ class StartRun:
 
 @dataclass(frozen=True)
 class Drill:
+    runbook: str
+    partner: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanRun:
+    """`/runbook plan`: a dry run with the exact effects (reads for real, changes nothing)."""
+
     runbook: str
     partner: str
     params: dict[str, str] = field(default_factory=dict)
@@ -76,7 +86,7 @@ class Errors:
     code: str | None = None
 
 
-Command = StartRun | Drill | ListCommand | Help | Status | Timeline | Cancel | Errors
+Command = StartRun | Drill | PlanRun | ListCommand | Help | Status | Timeline | Cancel | Errors
 _BY_ID: dict[str, type[Status] | type[Timeline] | type[Cancel]] = {
     "status": Status,
     "timeline": Timeline,
@@ -110,6 +120,9 @@ def parse(text: str) -> Command:
     if head == "drill":
         runbook, partner, params = _run_words(rest, "drill")
         return Drill(runbook, partner, params)
+    if head == "plan":
+        runbook, partner, params = _run_words(rest, "plan")
+        return PlanRun(runbook, partner, params)
     runbook, partner, params = _run_words(words, "")
     return StartRun(runbook, partner, params)
 
