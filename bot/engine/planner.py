@@ -17,7 +17,7 @@ from typing import Any
 from bot.actions.base import Effect
 from bot.engine import machine
 from bot.engine.machine import Changes, Execute, Idle, Move, Transition
-from bot.engine.model import Runbook, Step
+from bot.engine.model import Risk, Runbook, Step
 from bot.store.model import ACTIVE, EventKind, Execution, Status, StepRecord, TimelineEvent
 
 PLAN = "plan"  # Execution.kind of a plan
@@ -75,9 +75,15 @@ def after_preview(
         return _failed(ex, runbook, step, result, first_started, now_ms, when)
 
     mark = str(result.figures.get(MARK) or "run")
+    figures = dict(result.figures)
+    if step.risk is Risk.HIGH and mark == "run":  # the run asks for approval of every risky step
+        mark = figures[MARK] = "approval"
+        figures.setdefault("effect", result.summary)
     record = StepRecord(step.id, "succeeded", ex.attempt, first_started, now_ms, result.outputs)
     kind = EventKind.STEP_SKIPPED if mark == "skip" else EventKind.STEP_FINISHED
     summary = _marked(mark, result.summary)
+    if step.when:
+        summary += f" (its condition holds: {_condition(step)})"
     event = _event(
         ex,
         0,
@@ -86,7 +92,7 @@ def after_preview(
         summary,
         step_id=step.id,
         duration_ms=now_ms - first_started,
-        figures=dict(result.figures),
+        figures=figures,
     )
     if mark == "skip":
         record = dataclasses.replace(record, outcome="skipped")
@@ -165,6 +171,14 @@ def tally(ex: Execution, runbook: Runbook) -> dict[str, int]:
 
 
 _PREFIX = {"approval": "needs approval: ", "skip": "would skip, because "}
+
+
+def _condition(step: Step) -> str:
+    """A step's `when` as people read it: the expression, without its template braces."""
+    text = (step.when or "").strip()
+    if text.startswith("{{") and text.endswith("}}"):
+        text = text[2:-2].strip()
+    return text
 
 
 def _marked(mark: str, summary: str) -> str:
@@ -251,7 +265,7 @@ def _enter(
                 len(events),
                 now_ms,
                 EventKind.STEP_SKIPPED,
-                f"would skip, because its condition is false: {(step.when or '').strip()}",
+                f"would skip, because its condition is false: {_condition(step)}",
                 step_id=step.id,
                 figures={MARK: "skip"},
             )
