@@ -112,6 +112,9 @@ def test_clicking_run_this_plan_starts_the_run_with_the_same_parameters_once(pip
         if c.method == "chat.postEphemeral" and c.args.get("user") == "U0ACMESRE"
     ]
     assert any("already started" in t and run_id in t for t in told), told
+    # A plan takes no lock: another plan of the same table runs while this run holds it.
+    beside = plan(pipeline, "throttle partner-acme")
+    assert pipeline.wait_for(beside, {"SUCCEEDED", "FAILED"}, 60).status is Status.SUCCEEDED
     pipeline.command(f"cancel {run_id}", user_id="U0ACMESRE", channel_id=ACME)
     pipeline.wait_for(run_id, {"CANCELLED", "FAILED", "TIMED_OUT", "SUCCEEDED"}, 60)
 
@@ -164,3 +167,24 @@ def test_the_button_is_refused_in_another_channel(pipeline):
 
     time.sleep(0.2)
     assert pipeline.execution(run_id_for(plan_id)) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("partner", sorted(CATALOG.partners))
+@pytest.mark.parametrize("runbook", sorted(CATALOG.runbooks))
+def test_a_plan_leaves_every_production_table_store_and_capacity_exactly_as_it_was(
+    pipeline, runbook, partner
+):
+    session = boto3.session.Session()
+    before = production(session)
+    channel = CATALOG.partners[partner].channels[0]
+    plan_id = plan(pipeline, f"{runbook} {partner}", channel=channel)
+    ex = pipeline.wait_for(plan_id, {"SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"}, 90)
+    assert pipeline.drain(60)
+    assert production(session) == before, f"plan {runbook} {partner} changed a partner resource"
+    assert ex.status is Status.SUCCEEDED and ex.kind == "plan", ex.error
+    assert not ex.approval and not ex.approved_steps, "a plan asks for no approval"
+    assert not any(e.error_code == "PlanRefusesWrite" for e in ex.timeline), (
+        "the previews only read: the guard never had to refuse"
+    )
+    assert len(plan_messages(pipeline, plan_id, channel)) == 1
