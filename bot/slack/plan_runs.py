@@ -89,7 +89,7 @@ def start_from_plan(commands: CommandService, user_id: str, channel_id: str, raw
         requested_by=user_id,
         channel=plan.channel,
         now_ms=now_ms,
-        trigger="plan",
+        trigger="button",
         plan_of=plan_id,
     )
     held = commands.store.create_locked(ex, locks)

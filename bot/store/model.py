@@ -100,7 +100,7 @@ class Execution:
     channel: str
     created_at_ms: int
     updated_at_ms: int
-    trigger: str = "slash"  # slash | alarm | drill | plan (started from a plan's Run this plan button)
+    trigger: str = "slash"  # slash | alarm | drill | button (a plan's Run this plan)
     kind: str = "run"  # run | plan (a dry run: reads for real, changes nothing; no approval, no lock)
     plan_of: str = ""  # a run started from a plan: the plan's execution id
     forced_over: str = ""  # the active run whose table lock an approver overrode with force=true
