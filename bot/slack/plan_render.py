@@ -29,7 +29,7 @@ PLAN_LABEL = "[PLAN]"
 MARKS: dict[str, tuple[str, str]] = {
     "run": (":white_check_mark:", "would run"),
     "approval": (":raised_hand:", "needs approval"),
-    "skip": (":fast_forward:", "would skip"),
+    "skip": (":fast_forward:", "would skip, because"),
     "end": (":checkered_flag:", "the run would end here"),
     planner.FAILS_ON: (":warning:", "would fail"),
     planner.STOP: (":octagonal_sign:", "the run would stop here"),
@@ -78,7 +78,8 @@ def plan_message(ex: Execution, runbook: Runbook, partner_display: str) -> Messa
         emoji, label = MARKS.get(mark, (":small_blue_diamond:", mark))
         said = next((p for p in _SAID if summary.startswith(p)), "")
         what = summary[len(said) :] if said else summary
-        detail = f": {escape(_clip(what, STEP_TEXT_LIMIT))}" if what else ""
+        joint = " " if label.endswith("because") else ": "
+        detail = f"{joint}{escape(_clip(what, STEP_TEXT_LIMIT))}" if what else ""
         line = f"{i}. {emoji} *{escape(step.title or step.id)}* — _{label}_{detail}"
         lines.append(line)
         blocks.append(section(line))
@@ -105,7 +106,9 @@ def plan_message(ex: Execution, runbook: Runbook, partner_display: str) -> Messa
         f"{PLAN_LABEL} {runbook.title} for {partner_display} ({ex.execution_id}): "
         + ("plan ready" if ex.status is Status.SUCCEEDED else ex.status.value)
         + "; "
-        + "; ".join(f"{step.id}: {MARKS.get(mark, ('', mark))[1]}" for step, mark, _ in rows)
+        + "; ".join(
+            f"{step.id}: {MARKS.get(mark, ('', mark))[1].removesuffix(', because')}" for step, mark, _ in rows
+        )
     )
     return Message(_clip(text, 3000), blocks)
 

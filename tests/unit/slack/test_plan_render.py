@@ -77,7 +77,7 @@ def test_a_ready_plan_lists_every_step_in_order_with_its_mark_and_a_run_button()
     order = [shown.index(f"*{s.title}*") for s in THROTTLE.steps]
     assert order == sorted(order), "steps in the runbook's order"
     assert "_would run_: acme-orders: throttled for 8" in shown
-    assert "_would skip_: its condition is false: not steps.detect.outputs.throttling" in shown
+    assert "_would skip, because_ its condition is false: not steps.detect.outputs.throttling" in shown
     assert "_needs approval_: changes acme-orders from 100 RCU / 50 WCU to on-demand" in shown
     assert "Parameters: mode=on-demand, table=orders" in shown
     assert "on_failure steps run: `rollback`" in shown
