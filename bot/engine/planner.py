@@ -23,7 +23,7 @@ from bot.store.model import ACTIVE, EventKind, Execution, Status, StepRecord, Ti
 PLAN = "plan"  # Execution.kind of a plan
 MARK = "plan"  # the event figures key holding a step's mark
 # Marks beyond the previews' (run, approval, skip, end): where the run would fail.
-STOP, FAILS_ON = "stop", "fails"
+STOP, FAILS_ON, UNSEEN = "stop", "fails", "unseen"
 NOT_REACHED = "not_reached"
 
 
@@ -219,6 +219,18 @@ def _failed(
         )
         following = jump or machine._next_id(runbook, step, ex.phase)
         return _enter(ex, runbook, following, now_ms, [event], [record], when)
+    if result.code == "PlanRefusesWrite":  # not where the run would stop: where the plan cannot see
+        event = _event(
+            ex,
+            0,
+            now_ms,
+            EventKind.STEP_FAILED,
+            f"the plan cannot preview this step without changing something, so it stops here: {result.message}",
+            step_id=step.id,
+            error_code=result.code,
+            figures={MARK: UNSEEN},
+        )
+        return _end(ex, runbook, now_ms, [event], [record], Status.SUCCEEDED)
     rollback = ""
     if runbook.on_failure:
         rollback = (

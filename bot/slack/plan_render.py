@@ -33,6 +33,7 @@ MARKS: dict[str, tuple[str, str]] = {
     "end": (":checkered_flag:", "the run would end here"),
     planner.FAILS_ON: (":warning:", "would fail"),
     planner.STOP: (":octagonal_sign:", "the run would stop here"),
+    planner.UNSEEN: (":grey_question:", "cannot be previewed"),
     planner.NOT_REACHED: (":heavy_minus_sign:", "not reached"),
     "pending": (":hourglass_flowing_sand:", "planning…"),
 }

@@ -251,3 +251,12 @@ def test_a_run_from_a_plan_shows_the_planned_effect_beside_a_changed_one():
     unplanned = planner.beside_plan(now, plan, "other")
     assert unplanned.text.endswith("(plan rb-planplanpl did not reach this step)")
     assert planner.beside_plan(now, None, "m") == now
+
+
+def test_a_step_the_guard_refused_is_where_the_plan_cannot_see_not_where_the_run_would_stop():
+    rb = runbook(step("odd", action="custom.write"), step("after"))
+    refused = machine.Failed(T0, "PlanRefusesWrite", "a plan tried PutItem, which is not a read", False)
+    ex = walk(rb, {"odd": refused})
+    assert [m for _, m, _ in planner.marks(ex, rb)] == [planner.UNSEEN, planner.NOT_REACHED]
+    assert "the plan cannot preview this step" in next(e for e in ex.timeline if e.step_id == "odd").summary
+    assert ex.status is Status.SUCCEEDED
