@@ -6,6 +6,7 @@ answer that says what was wrong and what is valid, and nothing is started or wri
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,6 +194,8 @@ class CommandService:
             response_url=inv.response_url,
             kind=PLAN,
         )
+        # A plan resolves nothing: no SLA clock runs on it (status shows none, no warning is posted).
+        ex = dataclasses.replace(ex, sla_response_minutes=0, sla_resolution_minutes=0)
         if not self.store.create(ex):
             logger.info("redelivered plan request", extra={"execution_id": ex.execution_id})
         return planning(ex, unreachable=self.store.channel_unreachable(inv.channel_id))

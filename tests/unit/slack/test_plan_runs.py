@@ -36,6 +36,7 @@ def planned(commands, text: str = "plan throttle partner-acme mode=provisioned w
     plan_id = answer.split("plan `")[1].split("`")[0]
     plan = commands.store.get(plan_id)
     assert plan.kind == "plan" and plan.status is Status.PENDING
+    assert plan.sla_resolution_minutes == 0, "no SLA clock runs on a plan"
     return plan_id
 
 
