@@ -39,3 +39,17 @@ class ActionError(RunbookBotError):
         self.code = code
         self.retryable = retryable
         super().__init__(message)
+
+
+class LockHeld(RunbookBotError):
+    """Another active run holds a lock the run needs (a partner table, its partner+runbook);
+    `holder` names it. Nothing was changed."""
+
+    def __init__(self, holder: str, message: str = "") -> None:
+        self.holder = holder
+        super().__init__(message or f"execution {holder} holds a lock this run needs")
+
+
+class RunExpired(RunbookBotError):
+    """An ended run's retention ran out (its TTL passed, or items it needs are gone): it cannot
+    be resumed. Nothing was changed."""

@@ -194,7 +194,7 @@ class Executor:
             execution_id=ex.execution_id,
             step_id=step.id,
             attempt=ex.attempt,
-            idempotency_key=keys.idempotency_key(ex.execution_id, step.id, ex.attempt),
+            idempotency_key=keys.idempotency_key(ex.execution_id, step.id, ex.attempt, ex.reopened),
             partner=partner,
             aws=self.sessions(self.catalog.partners[ex.partner], ex),  # the production file: drills guard it
             params=ex.params,
@@ -285,7 +285,7 @@ def partner_scope(partner: Partner) -> dict[str, Any]:
 def _backoff_ms(ex: Execution, step: Step) -> int:
     """Exponential backoff with equal jitter, seeded by the attempt so a replayed record agrees."""
     ceiling = min(step.retry.max_seconds, step.retry.base_seconds * 2 ** (ex.attempt - 1))
-    rng = random.Random(keys.idempotency_key(ex.execution_id, step.id, ex.attempt))
+    rng = random.Random(keys.idempotency_key(ex.execution_id, step.id, ex.attempt, ex.reopened))
     return int((ceiling / 2 + rng.uniform(0, ceiling / 2)) * 1000)
 
 

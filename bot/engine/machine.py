@@ -57,6 +57,8 @@ class Changes(TypedDict, total=False):
     sla_warned: bool
     end_status: str
     expires_at: int | None
+    reopened: int
+    cancel_requested_by: str
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,54 @@ def decide(
         effect,
     )
     return _amend(t, frozenset({Status.AWAITING_APPROVAL}), approval=approval)
+
+
+def resume(ex: Execution, runbook: Runbook, by: str, now_ms: int) -> Transition:
+    """`/runbook retry`: an ended run (FAILED, TIMED_OUT) continues at the step it failed at.
+
+    The same run goes on (id, thread, version). Completed steps keep their records and outputs;
+    the failed step starts again at attempt 1 under a new idempotency key (`reopened` counts up);
+    no approval carries over, so a risky step asks again; the retention TTL goes. Nothing here
+    evaluates `when` or effects: the worker's `plan()` asks for a risky step's approval with the
+    effect it computes. Raises ValueError for a run that did not end FAILED or TIMED_OUT at a step
+    of `runbook` (`bot.slack.retry.refusal` tells people why).
+    """
+    from bot.engine.resumes import RESUMABLE, kept_steps, resume_point
+
+    step = resume_point(ex, runbook)
+    if ex.status not in RESUMABLE or step is None:
+        raise ValueError(f"resume() needs a run that ended FAILED or TIMED_OUT at a step, not {ex.status}")
+    code = (ex.error or {}).get("code", "")
+    kept = kept_steps(ex, runbook, step)
+    event = _event(
+        ex,
+        0,
+        now_ms,
+        EventKind.RUN_RESUMED,
+        f"resumed from {_title(step)}"
+        + (f" (it failed with {code})" if code else "")
+        + f"; {kept} completed step{'s' if kept != 1 else ''} kept, a fresh attempt of {step.id}",
+        step_id=step.id,
+        actor=by,
+        figures={"resumed": ex.reopened + 1, "was": ex.status.value},
+    )
+    changes: Changes = {
+        "cursor": step.id,
+        "phase": "main",
+        "attempt": 1,
+        "checkpoint": None,
+        "step_started_at_ms": 0,
+        "resumes": 0,
+        "approval": None,
+        "approved_steps": (),
+        "error": {},
+        "end_status": "",
+        "cancel_requested_by": "",
+        "expires_at": None,
+        "reopened": ex.reopened + 1,
+        **_stuck(step, now_ms),
+    }
+    return _transition(ex, now_ms, Status.RUNNING, [event], [], changes, expect=RESUMABLE)
 
 
 def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: EffectFn) -> Transition | None:

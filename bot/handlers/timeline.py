@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from bot import metrics
 from bot.handlers.records import record_age_ms, state_image
 from bot.handlers.services import Sandbox, Services, on_lambda
+from bot.store.exports import requested_export
 
 logger = Logger()
 SANDBOX = Sandbox(Services.for_function)
@@ -51,6 +52,13 @@ def newest_versions(event: dict[str, Any]) -> dict[str, int]:
 
 
 def publish_record(record: DynamoDBRecord, services: Services, newest: dict[str, int] | None = None) -> None:
+    export = requested_export(record.raw_event)
+    if export is not None:  # /runbook export or the Export evidence button: upload to the thread
+        from bot.slack.evidence import EvidenceExporter
+
+        outcome = EvidenceExporter.beside(services.publisher()).handle(export)
+        logger.info("evidence export", extra={"execution_id": export.execution_id, "outcome": outcome})
+        return
     image = state_image(record.raw_event)
     if image is None:
         return

@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
 from bot import metrics
+from bot.engine.resumes import just_resumed
 from bot.handlers.records import expired_state, record_age_ms, state_image
 from bot.handlers.services import Sandbox, Services, on_lambda
 from bot.store.model import Execution, Status
@@ -92,6 +93,8 @@ def record_transition(image: Execution, outcome: Any, elapsed_ms: float, service
         return
     if image.status is Status.PENDING:
         metrics.run_started(image.runbook, image.trigger, image.execution_id)
+    elif just_resumed(image):  # RunsEnded counted its end: it runs again
+        metrics.run_started(image.runbook, "retry", image.execution_id)
     approval = image.approval
     if image.status is Status.APPROVED and approval is not None and approval.decided_at_ms:
         waited_s = max(0, approval.decided_at_ms - approval.requested_at_ms) / 1000

@@ -240,8 +240,10 @@ class LocalPipeline:
     def click(
         self, action_id: str, value: str, *, user_id: str, channel_id: str = "C0ACMEOPS", message_ts: str = ""
     ) -> dict[str, Any]:
+        # The click's response_url lands on the stand-in, as the command's does.
+        hook = self.slack.response_url(f"{channel_id}-{user_id}") if self.slack is not None else ""
         body = block_actions_body(
-            action_id, value, user_id=user_id, channel_id=channel_id, message_ts=message_ts
+            action_id, value, user_id=user_id, channel_id=channel_id, message_ts=message_ts, response_url=hook
         )
         return dict(self.ingress.invoke(http_api_event(body, signed_headers(DEV_SIGNING_SECRET, body))))
 

@@ -82,6 +82,18 @@ class Playground:
             for c in slack.calls
             if c.method == "chat.postEphemeral" and c.ok
         ]
+        # What clicks answered through their response_url (history's More, Export evidence):
+        # the pipeline's hooks are named <channel>-<user>.
+        ephemerals += [
+            {
+                "channel": r["hook"].partition("-")[0],
+                "user": r["hook"].partition("-")[2],
+                "text": r.get("text"),
+                "blocks": r.get("blocks") or [],
+            }
+            for r in list(slack.responses)
+            if r.get("text") and "-" in str(r.get("hook"))
+        ]
         return {"channels": channels, "calls": calls, "users": USERS, "ephemerals": ephemerals[-50:]}
 
     def metrics(self) -> dict[str, Any]:

@@ -29,6 +29,8 @@ import json
 import math
 import os
 import random
+import re
+import secrets
 import threading
 import time
 import urllib.parse
@@ -112,7 +114,34 @@ WEB_API_METHODS: dict[str, WebApiMethod] = {
     "conversations.open": WebApiMethod(("im:write",), 3, frozenset({"user_not_found", "channel_not_found"})),
     "usergroups.users.list": WebApiMethod(("usergroups:read",), 2, frozenset({"no_such_subteam"})),
     "users.info": WebApiMethod(("users:read",), 4, frozenset({"user_not_found"})),
+    # Newer than the OpenAPI spec: scopes, tiers and errors from Slack's method pages (and
+    # slack-ruby/slack-api-ref); `not_in_channel` is what Slack answers for a channel the bot is not in.
+    "files.getUploadURLExternal": WebApiMethod(
+        ("files:write",),
+        4,
+        frozenset(
+            {"invalid_arguments", "missing_argument", "file_upload_size_restricted", "alt_txt_too_large"}
+        ),
+    ),
+    "files.completeUploadExternal": WebApiMethod(
+        ("files:write",),
+        4,
+        frozenset(
+            {
+                "invalid_arguments",
+                "file_not_found",
+                "invalid_channel",
+                "not_in_channel",
+                "posting_to_channel_denied",
+            }
+        ),
+    ),
 }
+UPLOAD_URL_SECONDS = (
+    600.0  # how long an upload URL takes bytes (scaled by time_scale); Slack's is short-lived
+)
+MAX_UPLOAD_BYTES = 1 << 30  # Slack's 1 GB file limit
+CHANNEL_ID = re.compile(r"[CGDZ][A-Z0-9]{8,}")  # what files.completeUploadExternal accepts as channel_id
 _HISTORY_SCOPE = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
 
 
@@ -141,6 +170,22 @@ class Fault:
     channel: str = ""
     retry_after: float = 1.0
     skip: int = 0  # calls that go through before this fault starts
+
+
+@dataclass
+class Upload:
+    """A file from files.getUploadURLExternal: its bytes arrive at `ticket`'s URL before it expires;
+    files.completeUploadExternal then shares it (once)."""
+
+    file_id: str
+    ticket: str
+    filename: str
+    length: int
+    expires_at: float  # time.monotonic()
+    title: str = ""
+    content: bytes | None = None
+    shared_in: str = ""  # channel, once completed
+    thread_ts: str = ""
 
 
 @dataclass
@@ -220,6 +265,7 @@ class SlackStandIn:
         self.calls: list[Call] = []
         self.responses: list[dict[str, Any]] = []  # what the bot sent to response_urls
         self.faults: list[Fault] = []
+        self.files: dict[str, Upload] = {}  # by file id: what files.getUploadURLExternal issued
         self._member_of = list(partner_channels() if member_of is None else member_of)
         self._rng = random.Random(seed)
         self._channels: dict[str, Conversation] = {}
@@ -259,6 +305,7 @@ class SlackStandIn:
             self.calls.clear()
             self.responses.clear()
             self.faults.clear()
+            self.files.clear()
             self._channels.clear()
             self._buckets.clear()
             self._workspace()
@@ -621,6 +668,132 @@ class SlackStandIn:
         user = str(args.get("user") or "")
         return {"ok": True, "user": {"id": user, "name": user.lower(), "real_name": user, "tz": "UTC"}}
 
+    def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        filename, raw_length = str(args.get("filename") or ""), args.get("length")
+        missing = [
+            name for name, value in (("filename", filename), ("length", raw_length)) if value in (None, "")
+        ]
+        if missing:
+            return _invalid_arguments(*(f"missing required field: {name}" for name in missing))
+        try:
+            length = int(str(raw_length))
+        except ValueError:
+            return _invalid_arguments("must be an integer [json-pointer:/length]")
+        if length <= 0:
+            return {"ok": False, "error": "missing_argument"}
+        if length > MAX_UPLOAD_BYTES:
+            return {"ok": False, "error": "file_upload_size_restricted"}
+        if len(str(args.get("alt_txt") or "")) > 1000:
+            return {"ok": False, "error": "alt_txt_too_large"}
+        assert self._server is not None
+        file_id = "F" + secrets.token_hex(5).upper()
+        ticket = secrets.token_urlsafe(24)
+        self.files[file_id] = Upload(
+            file_id, ticket, filename, length, time.monotonic() + UPLOAD_URL_SECONDS * self.time_scale
+        )
+        port = self._server.server_address[1]
+        return {"ok": True, "upload_url": f"http://127.0.0.1:{port}/upload/v1/{ticket}", "file_id": file_id}
+
+    def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        raw = args.get("files")
+        if raw in (None, ""):
+            return _invalid_arguments("missing required field: files")
+        given = _json(raw)
+        if (
+            not isinstance(given, list)
+            or not given
+            or not all(isinstance(f, dict) and f.get("id") for f in given)
+        ):
+            return _invalid_arguments("must be an array of objects with an id [json-pointer:/files]")
+        channel = str(args.get("channel_id") or "")
+        if not channel and args.get("channels"):
+            channels = [c.strip() for c in str(args["channels"]).split(",") if c.strip()]
+            if args.get("thread_ts") and len(channels) != 1:
+                return _invalid_arguments("thread_ts needs exactly one channel [json-pointer:/channels]")
+            channel = channels[0] if channels else ""
+        if channel and not CHANNEL_ID.fullmatch(channel):
+            return _invalid_arguments(
+                "input must match regex pattern: ^[CGDZ][A-Z0-9]{8,}$ [json-pointer:/channel_id]"
+            )
+        uploads = [self.files.get(str(f["id"])) for f in given]
+        if any(u is None or u.content is None or u.shared_in for u in uploads):
+            return {"ok": False, "error": "file_not_found"}
+        conversation = self._channels.get(channel) if channel else None
+        if channel:
+            if conversation is None:
+                return {"ok": False, "error": "invalid_channel"}
+            if conversation.archived:
+                return {"ok": False, "error": "posting_to_channel_denied"}
+            if not conversation.member:
+                return {"ok": False, "error": "not_in_channel"}
+        thread_ts = str(args.get("thread_ts") or "")
+        if thread_ts and (
+            conversation is None or not any(m["ts"] == thread_ts for m in conversation.messages)
+        ):
+            return _invalid_arguments(
+                "thread_ts must be the ts of a message in the channel [json-pointer:/thread_ts]"
+            )
+        shown = []
+        for upload, wanted in zip(uploads, given, strict=True):
+            assert upload is not None and upload.content is not None
+            upload.title = str(wanted.get("title") or upload.filename)
+            upload.shared_in, upload.thread_ts = channel, thread_ts
+            shown.append(
+                {
+                    "id": upload.file_id,
+                    "name": upload.filename,
+                    "title": upload.title,
+                    "size": len(upload.content),
+                }
+            )
+        if conversation is not None:  # Slack shares the files as a message of the bot's
+            message = self._message({"text": str(args.get("initial_comment") or "")})
+            message["files"] = shown
+            if thread_ts:
+                message["thread_ts"] = thread_ts
+                conversation.replies.setdefault(thread_ts, []).append(message)
+                parent = next(m for m in conversation.messages if m["ts"] == thread_ts)
+                parent["reply_count"] = len(conversation.replies[thread_ts])
+                parent["thread_ts"] = thread_ts
+            else:
+                bisect.insort(conversation.messages, message, key=_ts)
+        return {"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in shown]}
+
+    def _upload(self, ticket: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        """The upload URL: raw bytes or a multipart form with the file; exactly `length` bytes."""
+        with self._lock:
+            upload = next((u for u in self.files.values() if u.ticket == ticket), None)
+            if upload is None or upload.content is not None:
+                return 404, b"upload URL unknown or used"
+            if time.monotonic() > upload.expires_at:
+                return 404, b"upload URL expired: ask files.getUploadURLExternal for a new one"
+            data = (
+                _multipart_file(body, content_type)
+                if content_type.startswith("multipart/form-data")
+                else body
+            )
+            if data is None:
+                return 400, b"multipart form without a file part"
+            if len(data) != upload.length:
+                return (
+                    400,
+                    f"length mismatch: files.getUploadURLExternal said {upload.length} bytes, got {len(data)}".encode(),
+                )
+            upload.content = data
+            self.changed.notify_all()
+            return 200, f"OK - {len(data)}".encode()
+
+    def uploaded(self, channel: str = "", thread_ts: str = "") -> list[Upload]:
+        """Files shared (completed), in `channel` and `thread_ts` when given."""
+        with self._lock:
+            return [
+                u
+                for u in self.files.values()
+                if u.shared_in
+                and (not channel or u.shared_in == channel)
+                and (not thread_ts or u.thread_ts == thread_ts)
+            ]
+
     def _hook(self, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         """A POST to a response_url: Slack answers 200 "ok" and shows the message to the user."""
         with self._lock:
@@ -702,6 +875,18 @@ class SlackStandIn:
             def do_POST(self) -> None:
                 parsed = urllib.parse.urlsplit(self.path)
                 length = int(self.headers.get("content-length") or 0)
+                if parsed.path.startswith("/upload/v1/"):
+                    status, answer = stand_in._upload(
+                        parsed.path.removeprefix("/upload/v1/"),
+                        self.rfile.read(length) if length else b"",
+                        self.headers.get("content-type") or "",
+                    )
+                    self.send_response(status)
+                    self.send_header("content-type", "text/plain; charset=utf-8")
+                    self.send_header("content-length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
                 raw = self.rfile.read(length).decode("utf-8") if length else ""
                 if "json" in (self.headers.get("content-type") or ""):
                     args = json.loads(raw or "{}")
@@ -774,6 +959,29 @@ def _invalid_blocks(*problems: str) -> dict[str, Any]:
         "errors": list(problems),
         "response_metadata": {"messages": [f"[ERROR] {p}" for p in problems]},
     }
+
+
+def _invalid_arguments(*problems: str) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error": "invalid_arguments",
+        "response_metadata": {"messages": [f"[ERROR] {p}" for p in problems]},
+    }
+
+
+def _multipart_file(body: bytes, content_type: str) -> bytes | None:
+    """The first file part of a multipart/form-data body (Slack takes `-F file=@…` too)."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"content-type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
+    for part in message.iter_parts() if message.is_multipart() else []:
+        if part.get_filename() is not None or part.get_param("name", header="content-disposition") == "file":
+            payload = part.get_payload(decode=True)
+            return payload if isinstance(payload, bytes) else b""
+    return None
 
 
 def _ts(message: dict[str, Any]) -> float:

@@ -72,6 +72,7 @@ def block_actions_body(
     channel_id: str,
     message_ts: str = "",
     team_id: str = DEV_TEAM,
+    response_url: str = "",
 ) -> str:
     payload: dict[str, Any] = {
         "type": "block_actions",
@@ -88,7 +89,7 @@ def block_actions_body(
         "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
         "channel": {"id": channel_id, "name": channel_id.lower()},
         "message": {"type": "message", "ts": message_ts},
-        "response_url": f"https://hooks.slack.com/actions/{team_id}/1/local",
+        "response_url": response_url or f"https://hooks.slack.com/actions/{team_id}/1/local",
         "actions": [
             {
                 "action_id": action_id,

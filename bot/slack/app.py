@@ -14,13 +14,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, Respond
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.config import SlackSecrets
 from bot.exceptions import RunbookBotError
+from bot.slack import render
 from bot.slack.client import slack_client
 from bot.slack.commands import CommandService, Invocation
 from bot.slack.decisions import DecisionResult, DecisionService
@@ -119,7 +120,56 @@ def build_app(
             except Exception:  # the run (if any) goes on; its thread says so in the channel
                 logger.warning("could not tell the clicker what the plan started", extra={"user": user_id})
 
+    _history_and_export_buttons(app, commands)
     return app
+
+
+def _history_and_export_buttons(app: App, commands: CommandService) -> None:
+    """*More* under a history page and *Export evidence* under an ended run: each answers the
+    clicker alone (the click's response_url), after checking their rights again."""
+
+    @app.action("history_more")
+    def history_more(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user_id, channel = _clicker(body)
+        try:
+            message = commands.more_history(str(action.get("value") or ""), user_id, channel)
+        except RunbookBotError as refused:  # e.g. the approvers' group could not be read in time
+            message = render.refusal(str(refused))
+        except Exception:
+            logger.exception("history page failed", extra={"user": user_id})
+            message = render.refusal("Runbook Bot hit an internal error reading the history; try again.")
+        _answer_clicker(respond, message)
+
+    @app.action("export_evidence")
+    def export_evidence(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user_id, channel = _clicker(body)
+        try:
+            message = commands.export_click(
+                str(action.get("value") or ""), user_id, channel, str(body.get("response_url") or "")
+            )
+        except RunbookBotError as refused:
+            message = render.refusal(str(refused))
+        except Exception:
+            logger.exception("export click failed", extra={"user": user_id})
+            message = render.refusal("Runbook Bot hit an internal error; nothing was exported. Try again.")
+        _answer_clicker(respond, message)
+
+
+def _clicker(body: dict[str, Any]) -> tuple[str, str]:
+    user_id = str((body.get("user") or {}).get("id") or "")
+    channel = str(
+        (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
+    )
+    return user_id, channel
+
+
+def _answer_clicker(respond: Respond, message: render.Message) -> None:
+    try:
+        respond(text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False)
+    except Exception:  # Slack slow: the click changed nothing it should not have, and says so next time
+        logger.warning("could not answer a click through its response_url")
 
 
 class MembershipUnknown(RunbookBotError):

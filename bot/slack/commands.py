@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bot.catalog import Catalog
     from bot.engine.model import Runbook
     from bot.partners.model import Partner
+    from bot.slack.history import Asker, HistoryService
     from bot.store.executions import ExecutionStore
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,12 @@ class CommandService:
                 return self._cancel(command.execution_id, inv)
             case grammar.Errors():
                 return render.errors_text(catalog.errors, command.code)
+            case grammar.History():
+                return self.history().answer(command, _asker(inv))
+            case grammar.Export():
+                return self.export(command.execution_id, inv)
+            case grammar.Retry():
+                return self._retry(command, inv)
         raise CommandError(f"`{inv.text}` is not a command I know; try `/runbook help`")
 
     # -- starting a run --------------------------------------------------------------------
@@ -216,6 +223,72 @@ class CommandService:
             f"Cancelling {execution_id}: it stops at its next step boundary (a step in flight finishes first)."
         )
 
+    # -- history and evidence files (bot/slack/history.py, bot/slack/evidence.py) ---------------
+
+    def history(self) -> HistoryService:
+        from bot.slack.history import HistoryService
+        from bot.store.history import HistoryStore
+
+        return HistoryService(
+            HistoryStore(self.store.client, self.store.table), self.catalog, self.now_ms, self._is_approver
+        )
+
+    def more_history(self, value: str, user_id: str, channel_id: str) -> render.Message:
+        """A click on *More*: the next page, if the clicker may still see it here."""
+        try:
+            return self.history().more(value, _asker(Invocation("", user_id, channel_id, "", "")))
+        except CommandError as error:
+            return render.refusal(str(error))
+
+    def export(self, execution_id: str, inv: Invocation) -> render.Message:
+        """Ask for the run's evidence file: a small item whose stream record makes the timeline
+        consumer upload it to the run's thread. Nothing is uploaded here (this is the ack path)."""
+        from bot.store.exports import UPLOADING, ExportRequest, ExportStore
+
+        ex = self._visible_execution(execution_id, inv)
+        asked = ExportRequest(execution_id, inv.user_id, self.now_ms(), inv.channel_id, inv.response_url)
+        standing = ExportStore(self.store.client, self.store.table).request(asked)
+        if standing is None:
+            return render.refusal(
+                f"Exporting `{ex.execution_id}`: its evidence file (Markdown and JSON) appears in the run's thread "
+                "in a few seconds."
+            )
+        doing = "is being uploaded" if standing.status == UPLOADING else "was asked for"
+        return render.refusal(
+            f"The evidence file of `{ex.execution_id}` {doing} by <@{standing.requested_by}> "
+            f"{render.date_token(standing.requested_at_ms, '{time_secs}')}; look in the run's thread. "
+            "Ask again after a minute for a fresh one."
+        )
+
+    def export_click(
+        self, execution_id: str, user_id: str, channel_id: str, response_url: str
+    ) -> render.Message:
+        """A click on *Export evidence*: the same request as the command, rights checked again."""
+        try:
+            return self.export(
+                grammar.execution_id(execution_id), Invocation("", user_id, channel_id, "", "", response_url)
+            )
+        except CommandError as error:
+            return render.refusal(str(error))
+
+    def _retry(self, command: grammar.Retry, inv: Invocation) -> render.Message:
+        from bot.slack.retry import resume_run, unknown_text
+
+        ex = self.store.get(command.execution_id)  # consistent: its status decides what happens
+        if ex is None:
+            raise CommandError(unknown_text(command.execution_id))
+        self._check_visible(ex, inv)
+        partner = self._partner(ex.partner)
+        if inv.user_id != ex.requested_by and not self._is_approver(inv.user_id, partner):
+            raise CommandError(
+                f"only the requester {render.mention(ex.requested_by)} or {partner.display_name}'s approvers "
+                f"may retry {ex.execution_id}"
+            )
+        runbook = self._runbook(ex.runbook)
+        return resume_run(
+            self.store, ex, runbook, partner, inv.user_id, confirm=command.confirm, now_ms=self.now_ms()
+        )
+
     # -- who may see and do what -------------------------------------------------------------
 
     def _is_approver(self, user_id: str, partner: Partner) -> bool:
@@ -226,7 +299,10 @@ class CommandService:
     def _visible_execution(self, execution_id: str, inv: Invocation) -> Execution:
         """A run, for someone who may see it: in the partner's channels, or in a DM (or any other
         channel) only to its requester and the partner's approvers."""
-        ex = self._execution(execution_id)
+        return self._check_visible(self._execution(execution_id), inv)
+
+    def _check_visible(self, ex: Execution, inv: Invocation) -> Execution:
+        execution_id = ex.execution_id
         partner = self.catalog().partners.get(ex.partner)
         if partner is None or (partner.channels and inv.channel_id in partner.channels):
             return ex
@@ -275,6 +351,12 @@ class CommandService:
 
 
 FORCE_KEY = "force"
+
+
+def _asker(inv: Invocation) -> Asker:
+    from bot.slack.history import Asker
+
+    return Asker(inv.user_id, inv.channel_id)
 
 
 def _did_you_mean(name: str, known: Any) -> str:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from bot.engine.starts import new_execution_id
 from bot.exceptions import CommandError
+from bot.store.model import ACTIVE, TERMINAL
+from bot.store.model import Status as RunStatus
 from bot.text import escape
 
 __all__ = ["GRAMMAR", "new_execution_id", "parse"]
@@ -28,9 +30,12 @@ GRAMMAR = """\
 `/runbook status &lt;execution-id&gt;` where a run stands
 `/runbook timeline &lt;execution-id&gt;` the run's timeline
 `/runbook cancel &lt;execution-id&gt;` stop a run at its next step boundary
+`/runbook retry &lt;execution-id&gt; [confirm=true]` resume a failed or timed-out run from its failed step
 `/runbook errors [ErrorCode]` the error catalog, or one entry
 `/runbook drill &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a rehearsal against the drill target
-`/runbook plan &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a dry run: what a run would do, changing nothing"""
+`/runbook plan &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a dry run: what a run would do, changing nothing
+`/runbook history [partner] [runbook] [status] [since=7d]` the last runs that match, newest first
+`/runbook export &lt;execution-id&gt;` the run's evidence file (Markdown + JSON) in its thread"""
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,42 @@ class Errors:
     code: str | None = None
 
 
-Command = StartRun | Drill | PlanRun | ListCommand | Help | Status | Timeline | Cancel | Errors
+@dataclass(frozen=True)
+class History:
+    """`names`: a partner and/or a runbook, told apart by the catalog; `statuses` empty: any."""
+
+    names: tuple[str, ...] = ()
+    statuses: frozenset[RunStatus] = frozenset()
+    since_seconds: int = 7 * 86400
+    partner: str | None = None  # named with partner=
+    runbook: str | None = None  # named with runbook=
+
+
+@dataclass(frozen=True)
+class Export:
+    execution_id: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    execution_id: str
+    confirm: bool = False  # resume even though its on_failure steps rolled something back
+
+
+Command = (
+    StartRun
+    | Drill
+    | PlanRun
+    | ListCommand
+    | Help
+    | Status
+    | Timeline
+    | Cancel
+    | Errors
+    | History
+    | Export
+    | Retry
+)
 _BY_ID: dict[str, type[Status] | type[Timeline] | type[Cancel]] = {
     "status": Status,
     "timeline": Timeline,
@@ -110,6 +150,8 @@ def parse(text: str) -> Command:
         if len(rest) != 1:
             raise CommandError(f"`{head}` takes one execution id, e.g. `/runbook {head} rb-abcdefghij`")
         return _BY_ID[head](execution_id(rest[0]))
+    if head == "retry":
+        return _retry(rest)
     if head == "errors":
         _no_more(head, rest, 1)
         if rest and not ERROR_CODE.fullmatch(rest[0]):
@@ -117,6 +159,12 @@ def parse(text: str) -> Command:
                 f"`{_show(rest[0])}` is not an error code; codes look like `ProvisionedThroughputExceededException`"
             )
         return Errors(rest[0] if rest else None)
+    if head == "history":
+        return parse_history(rest)
+    if head == "export":
+        if len(rest) != 1:
+            raise CommandError("`export` takes one execution id, e.g. `/runbook export rb-abcdefghij`")
+        return Export(execution_id(rest[0]))
     if head == "drill":
         runbook, partner, params = _run_words(rest, "drill")
         return Drill(runbook, partner, params)
@@ -125,6 +173,77 @@ def parse(text: str) -> Command:
         return PlanRun(runbook, partner, params)
     runbook, partner, params = _run_words(words, "")
     return StartRun(runbook, partner, params)
+
+
+HISTORY_MAX_SECONDS = 90 * 86400  # runs are kept 90 days (bot.engine.machine.RETENTION_SECONDS)
+HISTORY_STATUSES: dict[str, frozenset[RunStatus]] = {
+    **{s.value.lower(): frozenset({s}) for s in RunStatus},
+    **{s.value.lower().replace("_", "-"): frozenset({s}) for s in RunStatus},
+    "canceled": frozenset({RunStatus.CANCELLED}),
+    "waiting": frozenset({RunStatus.AWAITING_APPROVAL}),
+    "active": ACTIVE,
+    "ended": TERMINAL,
+}
+
+
+def parse_history(words: list[str]) -> History:
+    """`[partner] [runbook] [status] [since=7d]` in any order; `partner=`, `runbook=`, `status=`
+    name them explicitly. Which bare name is the partner and which the runbook is the catalog's call."""
+    names: list[str] = []
+    statuses: frozenset[RunStatus] | None = None
+    since = 7 * 86400
+    named: dict[str, str | None] = {"partner": None, "runbook": None}
+    for word in words:
+        key, eq, value = word.partition("=")
+        key = key.lower() if eq else ""
+        if eq and key not in {"since", "partner", "runbook", "status"}:
+            raise CommandError(
+                f"`{_show(word)}`: history takes `since=`, `partner=`, `runbook=` and `status=`, "
+                "e.g. `/runbook history partner-acme throttle failed since=30d`"
+            )
+        if key == "since":
+            since = _since(value)
+            continue
+        bare = (value if eq else word).strip().lower()
+        if key == "status" or (not eq and bare in HISTORY_STATUSES):
+            if bare not in HISTORY_STATUSES:
+                raise CommandError(f"`{_show(bare)}` is not a run status; statuses: {_status_words()}")
+            if statuses is not None:
+                raise CommandError("name at most one status; `active` and `ended` cover several")
+            statuses = HISTORY_STATUSES[bare]
+            continue
+        if key in named:
+            if named[key] is not None:
+                raise CommandError(f"`{key}=` is given twice; give it once")
+            named[key] = _name(bare, key)
+            continue
+        names.append(_name(bare, "partner or runbook"))
+    if len(names) + sum(v is not None for v in named.values()) > 2:
+        raise CommandError(
+            f"unexpected `{_show(names[2])}`: history takes at most a partner, a runbook, a status and "
+            f"since=, e.g. `/runbook history partner-acme throttle failed since=30d`; statuses: {_status_words()}"
+        )
+    return History(tuple(names), statuses or frozenset(), since, named["partner"], named["runbook"])
+
+
+def _since(value: str) -> int:
+    from bot.engine.durations import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as error:
+        raise CommandError(f"since={_show(value)}: {error}, e.g. since=7d") from None
+    if not 60 <= seconds <= HISTORY_MAX_SECONDS:
+        raise CommandError(
+            f"since={_show(value)}: history goes back from 1m to 90d (runs are kept 90 days), e.g. since=7d"
+        )
+    return seconds
+
+
+def _status_words() -> str:
+    return ", ".join(
+        f"`{w}`" for w in sorted(w for w in HISTORY_STATUSES if "-" not in w and w != "canceled")
+    )
 
 
 def tokenize(text: str) -> list[str]:
@@ -184,6 +303,21 @@ def execution_id(word: str) -> str:
             "e.g. rb-k3j7q2m4xa (the answer that started the run names it)"
         )
     return value
+
+
+def _retry(rest: list[str]) -> Retry:
+    usage = "e.g. `/runbook retry rb-abcdefghij`, or `/runbook retry rb-abcdefghij confirm=true`"
+    if not 1 <= len(rest) <= 2:
+        raise CommandError(f"`retry` takes one execution id and optionally confirm=true, {usage}")
+    confirm = False
+    if len(rest) == 2:
+        key, _, value = rest[1].partition("=")
+        if key.lower() != "confirm" or value.lower() not in {"true", "yes"}:
+            raise CommandError(
+                f"`{_show(rest[1])}`: after the execution id, `retry` takes only confirm=true, {usage}"
+            )
+        confirm = True
+    return Retry(execution_id(rest[0]), confirm)
 
 
 def _run_words(words: list[str], verb: str) -> tuple[str, str, dict[str, str]]:

@@ -410,7 +410,8 @@ class Publisher:
                 version=_approval_version(ex, event),
             )
         entry = catalog.errors.entry(event.error_code) if event.error_code else None
-        return render.timeline_reply(ex, event, entry.meaning if entry else None, step_title=step_title)
+        reply = render.timeline_reply(ex, event, entry.meaning if entry else None, step_title=step_title)
+        return render.with_export_button(reply, ex.execution_id) if event.kind in _RUN_ENDS else reply
 
     def _close_approval(
         self, ex: Execution, channel: str, ts: str, event: TimelineEvent, *, step_id: str = ""

@@ -51,6 +51,7 @@ EVENT_EMOJI = {
     EventKind.RUN_FAILED: ":red_circle:",
     EventKind.RUN_CANCELLED: ":no_entry_sign:",
     EventKind.RUN_TIMED_OUT: ":alarm_clock:",
+    EventKind.RUN_RESUMED: ":arrows_counterclockwise:",
 }
 
 
@@ -202,6 +203,26 @@ def timeline_reply(
     if event.error_code:
         text += f" [{event.error_code}]"
     return Message(_clip(escape(text), 3000), blocks)
+
+
+EXPORT_ACTION = "export_evidence"
+
+
+def with_export_button(message: Message, execution_id: str) -> Message:
+    """A run's last message, with *Export evidence*: the evidence file goes to this thread."""
+    button = {
+        "type": "actions",
+        "block_id": "evidence",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": EXPORT_ACTION,
+                "text": {"type": "plain_text", "text": "Export evidence", "emoji": True},
+                "value": execution_id,
+            }
+        ],
+    }
+    return Message(message.text, [*message.blocks, button][-MAX_BLOCKS:])
 
 
 def approval_request(

@@ -13,7 +13,7 @@ from bot.store import keys
 from bot.store.model import Approval, EventKind, Execution, Status, StepRecord, TimelineEvent
 
 # Attributes that live on the state item but are not Execution fields.
-_STORAGE_ONLY = {keys.PK, keys.SK, keys.DUE_BUCKET}
+_STORAGE_ONLY = {keys.PK, keys.SK, keys.DUE_BUCKET, keys.HISTORY_PK, keys.HISTORY_AT, keys.APPROVED_BY}
 _KEEP = {"steps", "params"}  # always written, even empty
 
 
@@ -80,6 +80,9 @@ def to_item(ex: Execution) -> dict[str, Any]:
     item.update({k: {"S": v} for k, v in keys.state_key(ex.execution_id).items()})
     if ex.due_at_ms is not None:
         item[keys.DUE_BUCKET] = {"S": keys.due_bucket(ex.execution_id)}
+    # The run's place in its partner's history (history-index): set once, it never moves.
+    item[keys.HISTORY_PK] = {"S": keys.partner_history(ex.partner)}
+    item[keys.HISTORY_AT] = {"N": str(ex.created_at_ms)}
     return item
 
 

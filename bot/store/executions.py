@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.exceptions import ClaimHeld, ConfigError, TransitionConflict
+from bot.exceptions import ClaimHeld, ConfigError, LockHeld, RunExpired, TransitionConflict
 from bot.store import keys
 from bot.store.codec import from_attribute, from_item, size_of, to_attribute, to_item, to_plain
-from bot.store.model import Execution, Status, StepRecord
+from bot.store.model import EventKind, Execution, Status, StepRecord
 
 NUDGE_AGAIN_MS = 10_000  # a waiting timeline is nudged again this often until its publisher catches up
 MOVE_LEASE_MS = 15_000  # a claim for a transition that runs no step (sweeper, click, worker move)
 SPILL_BYTES = 8_192  # step outputs larger than this live in their own item, not the state item
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")  # a person's Slack user id (alarms start runs as `alarm:<name>`)
 
 
 def dynamodb_client() -> Any:
@@ -59,28 +61,66 @@ class ExecutionStore:
     # -- the state item --------------------------------------------------------------------
 
     def create(self, ex: Execution) -> bool:
-        """Write a new execution; False if one with this id exists (a redelivered request)."""
+        """Write a new execution (and its requester's history entry, in one transaction when there
+        is one); False if one with this id exists (a redelivered request)."""
+        entry = self._requester_entry(ex)
+        if entry is None:
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item=to_item(ex),
+                    ConditionExpression="attribute_not_exists(#pk)",
+                    ExpressionAttributeNames={"#pk": keys.PK},
+                )
+            except self.client.exceptions.ConditionalCheckFailedException:
+                return False
+            return True
         try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=to_item(ex),
-                ConditionExpression="attribute_not_exists(#pk)",
-                ExpressionAttributeNames={"#pk": keys.PK},
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
+            self.client.transact_write_items(TransactItems=[self._state_put(ex), entry])
+        except self.client.exceptions.TransactionCanceledException:
+            if self.get(ex.execution_id) is not None:
+                return False
+            raise
         return True
+
+    def _state_put(self, ex: Execution) -> dict[str, Any]:
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": to_item(ex),
+                "ConditionExpression": "attribute_not_exists(#pk)",
+                "ExpressionAttributeNames": {"#pk": keys.PK},
+            }
+        }
+
+    def _requester_entry(self, ex: Execution) -> dict[str, Any] | None:
+        """The run's item in its requester's history partition (history-index), for a person only:
+        alarm-started runs have no requester to list them for. It lives under the run's own key,
+        so it goes when the run's items are purged."""
+        if not SLACK_USER.fullmatch(ex.requested_by):
+            return None
+        item = {
+            **_key(keys.requester_key(ex.execution_id)),
+            keys.HISTORY_PK: {"S": keys.requester_history(ex.requested_by)},
+            keys.HISTORY_AT: {"N": str(ex.created_at_ms)},
+            "execution_id": {"S": ex.execution_id},
+            "partner": {"S": ex.partner},
+            "runbook": {"S": ex.runbook},
+        }
+        return {"Put": {"TableName": self.table, "Item": item}}
 
     def create_locked(self, ex: Execution, locks: list[dict[str, str]], *, force: bool = False) -> str | None:
         """Create `ex` holding `locks` (keys from `keys`), unless an active run holds one of them.
 
         Returns None when created, else the id of the active run that holds a lock: `ex`'s own
         id when a redelivered request created it already. A lock whose run has ended is taken over in the same
-        transaction; with `force`, so is an active run's (the caller states that on the timeline).
+        transaction (on condition that it is still ended: a retry may reopen it meanwhile); with
+        `force`, so is an active run's (the caller states that on the timeline).
         """
         if not locks:
             return None if self.create(ex) else ex.execution_id
         puts: list[dict[str, Any]] = []
+        ended: dict[str, Execution] = {}
         for lock in locks:
             current = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True).get(
                 "Item"
@@ -96,22 +136,24 @@ class ExecutionStore:
                 running = self.get(held_by)
                 if running is not None and not running.status.terminal and not force:
                     return held_by
+                if running is not None and running.status.terminal:
+                    ended[held_by] = running
                 condition = {
                     "ConditionExpression": "execution_id = :held",
                     "ExpressionAttributeValues": {":held": {"S": held_by}},
                 }
             item = _key(lock) | {"execution_id": {"S": ex.execution_id}}
             puts.append({"Put": {"TableName": self.table, "Item": item, **condition}})
-        state = {
-            "Put": {
-                "TableName": self.table,
-                "Item": to_item(ex),
-                "ConditionExpression": "attribute_not_exists(#pk)",
-                "ExpressionAttributeNames": {"#pk": keys.PK},
-            }
-        }
+        entry = self._requester_entry(ex)
         try:
-            self.client.transact_write_items(TransactItems=[*puts, state])
+            self.client.transact_write_items(
+                TransactItems=[
+                    *puts,
+                    *map(self._still_ended, ended.values()),
+                    self._state_put(ex),
+                    *([entry] if entry else []),
+                ]
+            )
         except self.client.exceptions.TransactionCanceledException:
             for lock in locks:  # someone took a lock between our read and write, or this is a redelivery
                 again = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True)
@@ -142,6 +184,15 @@ class ExecutionStore:
         One UpdateItem: SET/REMOVE of the changed fields, the new step records, the new timeline
         events appended, `version` +1. Raises TransitionConflict if someone moved first.
         """
+        try:
+            self.client.update_item(**self._transition_update(execution_id, t))
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise TransitionConflict(
+                f"execution {execution_id} moved past version {t.from_version} before this write"
+            ) from None
+
+    def _transition_update(self, execution_id: str, t: Any) -> dict[str, Any]:
+        """The UpdateItem request that writes `t` conditionally on its version (and status)."""
         names: dict[str, str] = {"#status": "status", "#version": "version", "#updated": "updated_at_ms"}
         values: dict[str, Any] = {
             ":status": {"S": t.status.value},
@@ -177,6 +228,12 @@ class ExecutionStore:
             values[":events"] = to_attribute(to_plain(list(t.events)))
             values[":empty"] = {"L": []}
             sets.append("#timeline = list_append(if_not_exists(#timeline, :empty), :events)")
+        adds: list[str] = []
+        granted = sorted({e.actor for e in t.events if e.kind is EventKind.APPROVAL_GRANTED and e.actor})
+        if granted:  # who approved, kept where the history-index projects it
+            names["#approved_by"] = keys.APPROVED_BY
+            values[":approved_by"] = {"SS": granted}
+            adds.append("#approved_by :approved_by")
         condition = "#version = :from"
         if t.expect_status:
             allowed = sorted(s.value for s in t.expect_status)
@@ -184,19 +241,146 @@ class ExecutionStore:
                 values[f":ok{i}"] = {"S": status}
             condition += f" AND #status IN ({', '.join(f':ok{i}' for i in range(len(allowed)))})"
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=_key(keys.state_key(execution_id)),
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
+        if adds:
+            expression += " ADD " + ", ".join(adds)
+        return {
+            "TableName": self.table,
+            "Key": _key(keys.state_key(execution_id)),
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+
+    def reopen(
+        self,
+        ex: Execution,
+        t: Any,
+        locks: list[dict[str, str]],
+        owner: str,
+        now_ms: int,
+        *,
+        fresh_step: str = "",
+    ) -> None:
+        """Resume the ended run `ex` with `t` (bot.engine.machine.resume), under the claim rule.
+
+        Claims `t.from_version`, then one transaction: the state item moves (still at that
+        version, still ended, its TTL not yet passed; `t` removes the TTL), the run takes its
+        `locks` back (free, held by a run that has ended, or its own already), its spilled outputs
+        are checked to be still there, and `fresh_step`'s saved progress goes (its re-run starts
+        afresh). With none of those to write, one conditional UpdateItem instead. Raises ClaimHeld (another writer is moving it: someone resuming it too),
+        TransitionConflict (it moved first), LockHeld (an active run holds a lock; `.holder`),
+        RunExpired (its retention ran out). The claim is given back on every refusal.
+        """
+        execution_id = ex.execution_id
+        if not self.claim(execution_id, t.from_version, owner, now_ms, MOVE_LEASE_MS):
+            raise ClaimHeld(
+                f"execution {execution_id} at version {t.from_version} is being moved by someone else"
             )
-        except self.client.exceptions.ConditionalCheckFailedException:
+        try:
+            self._reopen(ex, t, locks, now_ms, fresh_step)
+        except (TransitionConflict, LockHeld, RunExpired):
+            self.release(execution_id, t.from_version, owner)
+            raise
+
+    def _reopen(
+        self, ex: Execution, t: Any, locks: list[dict[str, str]], now_ms: int, fresh_step: str
+    ) -> None:
+        execution_id = ex.execution_id
+        items: list[dict[str, Any]] = []
+        ended: dict[str, Execution] = {}
+        for lock in locks:
+            holder = self._lock_owner(lock)
+            condition: dict[str, Any] = {
+                "ConditionExpression": "attribute_not_exists(#pk)",
+                "ExpressionAttributeNames": {"#pk": keys.PK},
+            }
+            if holder and holder != execution_id:
+                running = self.get(holder)
+                if running is not None and not running.status.terminal:
+                    raise LockHeld(holder)
+                if running is not None:
+                    ended[holder] = running
+            if holder:
+                condition = {
+                    "ConditionExpression": "execution_id = :held",
+                    "ExpressionAttributeValues": {":held": {"S": holder}},
+                }
+            item = _key(lock) | {"execution_id": {"S": execution_id}}
+            items.append({"Put": {"TableName": self.table, "Item": item, **condition}})
+        items += map(self._still_ended, ended.values())
+        for record in ex.steps.values():
+            if record.spilled:
+                items.append(
+                    {
+                        "ConditionCheck": {
+                            "TableName": self.table,
+                            "Key": _key(keys.output_key(execution_id, record.step_id)),
+                            "ConditionExpression": "attribute_exists(#pk)",
+                            "ExpressionAttributeNames": {"#pk": keys.PK},
+                        }
+                    }
+                )
+        if fresh_step and self.progress(execution_id, fresh_step) is not None:
+            # Nobody writes it meanwhile: its step is not running while the run is ended.
+            progress = _key(keys.progress_key(execution_id, fresh_step))
+            items.append({"Delete": {"TableName": self.table, "Key": progress}})
+        update = self._transition_update(execution_id, t)
+        update["ExpressionAttributeNames"]["#ttl"] = keys.TTL_ATTRIBUTE
+        update["ExpressionAttributeValues"][":now_s"] = {"N": str(now_ms // 1000)}
+        update["ConditionExpression"] += " AND (attribute_not_exists(#ttl) OR #ttl > :now_s)"
+        try:
+            if items:
+                self.client.transact_write_items(TransactItems=[*items, {"Update": update}])
+            else:  # nothing to write with it: one conditional write, like every other transition
+                self.client.update_item(**update)
+        except (
+            self.client.exceptions.TransactionCanceledException,
+            self.client.exceptions.ConditionalCheckFailedException,
+        ):
+            self._why_not_reopened(ex, t, locks, now_ms)
             raise TransitionConflict(
-                f"execution {execution_id} moved past version {t.from_version} before this write"
+                f"execution {execution_id} changed while it was being resumed; look at it again"
             ) from None
+
+    def _why_not_reopened(self, ex: Execution, t: Any, locks: list[dict[str, str]], now_ms: int) -> None:
+        """After a cancelled reopen transaction: raise what stopped it (read back, not guessed)."""
+        current = self.get(ex.execution_id)
+        if current is None or (current.expires_at is not None and current.expires_at <= now_ms // 1000):
+            raise RunExpired(f"execution {ex.execution_id} has expired")
+        if current.version != t.from_version or current.status not in (t.expect_status or {current.status}):
+            raise TransitionConflict(
+                f"execution {ex.execution_id} moved past version {t.from_version} before this write"
+            )
+        for lock in locks:
+            holder = self.lock_holder(lock)
+            if holder and holder != ex.execution_id:
+                raise LockHeld(holder)
+        for record in current.steps.values():
+            if record.spilled and not self.client.get_item(
+                TableName=self.table,
+                Key=_key(keys.output_key(ex.execution_id, record.step_id)),
+                ConsistentRead=True,
+            ).get("Item"):
+                raise RunExpired(f"the outputs of step {record.step_id} of {ex.execution_id} are gone")
+
+    def _still_ended(self, run: Execution) -> dict[str, Any]:
+        """A transaction's check that `run`, whose lock is being taken over, is still the ended run
+        that was read: a retry reopening it meanwhile (a new version) cancels the takeover."""
+        return {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": _key(keys.state_key(run.execution_id)),
+                "ConditionExpression": "#version = :seen",
+                "ExpressionAttributeNames": {"#version": "version"},
+                "ExpressionAttributeValues": {":seen": {"N": str(run.version)}},
+            }
+        }
+
+    def _lock_owner(self, lock: dict[str, str]) -> str:
+        """The run a lock item names (active or not), or "" when there is none."""
+        item = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True).get("Item")
+        return str(item["execution_id"]["S"]) if item else ""
 
     def request_cancel(self, execution_id: str, by: str) -> Execution | None:
         """Mark an active run for cancellation at its next step boundary; None if it isn't active."""

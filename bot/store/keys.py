@@ -15,9 +15,19 @@ DUE_AT = "due_at_ms"  # GSI sort key (N): epoch milliseconds
 DUE_BUCKETS = 8
 LEGACY_DUE_BUCKET = "DUE"
 TTL_ATTRIBUTE = "expires_at"  # epoch seconds; set when a run ends
+# Sparse GSI with an overloaded partition key, one index for every "runs of X, newest first":
+# a run's state item sits in its partner's partition (`PARTNER#<partner>`), and a small item per
+# run sits in its requester's (`REQUESTER#<user>`). CloudFormation adds one GSI per stack update,
+# and the table has `due-index` already, so a second audience shares this one index.
+HISTORY_INDEX = "history-index"
+HISTORY_PK = "history_pk"  # GSI partition key (S)
+HISTORY_AT = "history_at_ms"  # GSI sort key (N): when the run started, epoch milliseconds
+APPROVED_BY = "approved_by"  # string set on the state item: who granted an approval (history shows it)
 
 STATE_SK = "STATE"
 SLACK_SK = "SLACK"
+REQUESTER_SK = "REQUESTER"
+EXPORT_SK = "EXPORT"
 
 
 def due_bucket(execution_id: str) -> str:
@@ -73,5 +83,28 @@ def channel_key(channel_id: str) -> dict[str, str]:
     return {PK: f"CHANNEL#{channel_id}", SK: "UNREACHABLE"}
 
 
-def idempotency_key(execution_id: str, step_id: str, attempt: int) -> str:
-    return f"{execution_id}:{step_id}:{attempt}"
+def partner_history(partner: str) -> str:
+    """The history-index partition of a partner's runs (their state items)."""
+    return f"PARTNER#{partner}"
+
+
+def requester_history(user_id: str) -> str:
+    """The history-index partition of the runs a person started (their requester items)."""
+    return f"REQUESTER#{user_id}"
+
+
+def requester_key(execution_id: str) -> dict[str, str]:
+    """A run's entry in its requester's history (App Home's recent runs); gone with the run."""
+    return {PK: execution_pk(execution_id), SK: REQUESTER_SK}
+
+
+def export_key(execution_id: str) -> dict[str, str]:
+    """The run's evidence-file request: its stream record makes the timeline consumer upload."""
+    return {PK: execution_pk(execution_id), SK: EXPORT_SK}
+
+
+def idempotency_key(execution_id: str, step_id: str, attempt: int, reopened: int = 0) -> str:
+    """`<execution>:<step>:<attempt>`; after the run's n-th `/runbook retry`, `...:<attempt>:r<n>`,
+    so a resumed step's attempt 1 is a fresh attempt, never the one that failed before."""
+    key = f"{execution_id}:{step_id}:{attempt}"
+    return f"{key}:r{reopened}" if reopened else key

@@ -43,6 +43,7 @@ class EventKind(StrEnum):
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
     RUN_TIMED_OUT = "run_timed_out"
+    RUN_RESUMED = "run_resumed"  # `/runbook retry`: an ended run continues from its failed step
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Execution:
     sla_resolution_minutes: int = 0
     total_steps: int = 0
     expires_at: int | None = None  # TTL (epoch seconds), set when the run ends
+    reopened: int = 0  # times `/runbook retry` resumed it: part of its idempotency keys from then on
 
     @property
     def last_seq(self) -> int:

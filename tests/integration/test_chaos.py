@@ -2,9 +2,10 @@
 
 Each stream record is delivered 1-3 times, batches are split and retried, the worker dies at
 random points (before a batch, between a step's effect and its commit, after its commits), Slack
-answers 429/5xx to 20% of calls and DynamoDB throttles 10% of the bot's own requests. Every run
-must end, every step's effect must happen exactly once, every timeline event must reach the
-channel once and in order, and nothing may land in an on-failure queue.
+answers 429/5xx to 20% of calls and DynamoDB throttles 10% of the bot's own requests. Every fifth
+run fails at its risky step and is resumed by two people's `/runbook retry` at once. Every run
+must end SUCCEEDED, every step's effect must happen exactly once, every timeline event must reach
+the channel once and in order, and nothing may land in an on-failure queue.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 
 from bot.actions.base import REGISTRY, ActionContext, StepOutcome, register
 from bot.local.pipeline import LocalPipeline, PipelineOptions
+from bot.store import keys
 from bot.store.model import TERMINAL, Status
 from tests.integration.test_drill_isolation import production
 
@@ -36,6 +38,8 @@ CHAOS_RUNBOOK = """\
 name: chaos
 title: Chaos rehearsal
 description: Steps with effects, a retry after a backoff, a wait and an approval, for the chaos suite.
+parameters:
+  doomed: {type: bool, default: false, description: the risky step fails until the run is resumed}
 steps:
   - {id: first, action: chaos.effect, timeout_seconds: 5}
   - id: flaky
@@ -44,10 +48,11 @@ steps:
     retry: {max_attempts: 3, base_seconds: 0.5, max_seconds: 2}
     timeout_seconds: 5
   - {id: pause, action: wait, inputs: {seconds: 1}, timeout_seconds: 10}
-  - {id: second, action: chaos.effect, risk: high, timeout_seconds: 5}
+  - {id: second, action: chaos.effect, risk: high, inputs: {fail_until_resumed: "{{ params.doomed }}"}, timeout_seconds: 5}
   - {id: third, action: chaos.effect, timeout_seconds: 5}
 """
 EFFECT_STEPS = ("first", "flaky", "second", "third")
+DOOMED_EVERY = 5  # every fifth run fails at `second` until `/runbook retry` resumes it
 
 
 class Ledger:
@@ -81,6 +86,9 @@ class Ledger:
             time.sleep(0.02)  # long enough for a racing worker or sweeper to show itself
             if inputs.get("fail_first") and ctx.attempt == 1:
                 raise ActionError("ThrottlingException", "injected first-attempt throttle", retryable=True)
+            first_life = key == keys.idempotency_key(ctx.execution_id, ctx.step_id, ctx.attempt)
+            if inputs.get("fail_until_resumed") and first_life:
+                raise ActionError("ValidationException", "injected fault until resumed", retryable=False)
             with self.lock:
                 self.applied.setdefault(key, (ctx.execution_id, ctx.step_id))
             return StepOutcome.done(f"{ctx.step_id} applied", {"applied": True})
@@ -140,7 +148,8 @@ def start_plan(pipeline: LocalPipeline, text: str, trigger_id: str) -> str:
 def start_runs(pipeline: LocalPipeline) -> list[str]:
     ids = []
     for i in range(RUNS):
-        response = pipeline.command("chaos partner-acme", trigger_id=f"chaos-{i}")
+        doomed = " doomed=true" if i % DOOMED_EVERY == 0 else ""
+        response = pipeline.command(f"chaos partner-acme{doomed}", trigger_id=f"chaos-{i}")
         assert response["statusCode"] == 200, response
         ids.append(json.loads(response["body"])["text"].split("execution `")[1].split("`")[0])
     return ids
@@ -176,6 +185,46 @@ class Approvers:
 
     def _click(self, value: str, user: str) -> None:
         self.answers.append(self.pipeline.click("approve", value, user_id=user)["statusCode"])
+
+
+class Retriers:
+    """The requester and an approver both `/runbook retry` a failed run at the same moment: one
+    resumes it, the other is told (the claim rule and the version decide, as for clicks)."""
+
+    def __init__(self, pipeline: LocalPipeline) -> None:
+        self.pipeline = pipeline
+        self.tried: set[tuple[str, int]] = set()
+        self.answers: dict[tuple[str, int], list[tuple[int, str]]] = {}
+
+    def retry_failed(self, ids: set[str]) -> None:
+        for execution_id in ids:
+            ex = self.pipeline.execution(execution_id)
+            if ex.status is not Status.FAILED or (execution_id, ex.version) in self.tried:
+                continue
+            self.tried.add((execution_id, ex.version))
+            answers = self.answers.setdefault((execution_id, ex.version), [])
+            racing = [
+                threading.Thread(target=self._retry, args=(execution_id, user, answers))
+                for user in ("U0DEVONCALL", "U0ACMELEAD")
+            ]
+            for t in racing:
+                t.start()
+            for t in racing:
+                t.join()
+
+    def _retry(self, execution_id: str, user: str, answers: list[tuple[int, str]]) -> None:
+        response = self.pipeline.command(f"retry {execution_id}", user_id=user)
+        text = json.loads(response["body"])["text"] if response["statusCode"] == 200 else ""
+        answers.append((response["statusCode"], text))
+
+    def resumed(self, execution_id: str) -> int:
+        return sum(
+            1
+            for (i, _), answers in self.answers.items()
+            if i == execution_id
+            for _, text in answers
+            if text.startswith("Resuming")
+        )
 
 
 class LateCommits:
@@ -215,11 +264,18 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
         )
     ]
     approvers = Approvers(chaos)
+    doomed = set(ids[::DOOMED_EVERY])
+    retriers = Retriers(chaos)
     deadline = time.monotonic() + 420
     pending = {*ids, drill_id, *plan_ids}
     while pending and time.monotonic() < deadline:
         approvers.click_waiting(pending)
-        pending = {i for i in pending if chaos.execution(i).status not in TERMINAL}
+        retriers.retry_failed(pending & doomed)
+        pending = {
+            i
+            for i in pending
+            if (ex := chaos.execution(i)).status not in TERMINAL or (i in doomed and not ex.reopened)
+        }
         time.sleep(0.2)
     assert not pending, f"{len(pending)} runs never ended, e.g. {sorted(pending)[:3]}"
     ended = time.monotonic() - started
@@ -240,7 +296,8 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
     print(
         f"\nchaos: {RUNS} runs in {time.monotonic() - started:.0f}s: {dict(statuses)}; "
         f"effects applied {sum(effects.values())} ({ledger.calls} action calls, {retries} retries, "
-        f"{len(approvers.clicked)} approvals clicked twice at once); "
+        f"{len(approvers.clicked)} approvals clicked twice at once, "
+        f"{len(doomed)} runs failed and resumed by two retries at once); "
         f"worker: {worker.records_delivered} records delivered for {worker.records_seen} seen, "
         f"{worker.invocations} invocations, {worker.batches_failed} failed batches; "
         f"crashes {chaos.crashes.count if chaos.crashes else {}}; "
@@ -258,9 +315,27 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
     assert not ledger.overlaps, f"step attempts ran twice at once: {ledger.overlaps[:5]}"
     assert not late.lost, f"steps ran whose run another writer moved meanwhile: {late.lost[:5]}"
     assert all(code == 200 for code in approvers.answers), "racing clicks are answered, never a 500"
-    for ex in runs.values():
+    for execution_id, ex in runs.items():
         granted = [e for e in ex.timeline if e.kind.value == "approval_granted"]
-        assert len(granted) == 1, f"{ex.execution_id}: two approvers raced, one decided"
+        asked = [e for e in ex.timeline if e.kind.value == "approval_requested"]
+        assert len(granted) == len(asked) == 1 + (execution_id in doomed), (
+            f"{execution_id}: two approvers raced, one decided (a resumed run asks again)"
+        )
+        resumed = [e for e in ex.timeline if e.kind.value == "run_resumed"]
+        if execution_id in doomed:
+            failed = [e for e in ex.timeline if e.kind.value == "run_failed"]
+            assert len(failed) == len(resumed) == ex.reopened == 1, (
+                f"{execution_id}: failed once, resumed once"
+            )
+            assert resumed[0].step_id == "second" and ex.expires_at is not None
+            assert retriers.resumed(execution_id) == 1, f"{execution_id}: {retriers.answers}"
+        else:
+            assert not resumed and not ex.reopened
+    raced = [a for answers in retriers.answers.values() for a in answers]
+    assert raced and all(code == 200 for code, _ in raced), "racing retries are answered, never a 500"
+    for answers in retriers.answers.values():
+        told = [text for _, text in answers if not text.startswith("Resuming")]
+        assert all("being resumed by someone else" in t or "not ended" in t for t in told), told
     assert chaos.execution(drill_id).drill and chaos.execution(drill_id).status in TERMINAL
     plans = {i: chaos.execution(i) for i in plan_ids}
     assert {i: p.status.value for i, p in plans.items()} == dict.fromkeys(plan_ids, "SUCCEEDED")

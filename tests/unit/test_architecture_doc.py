@@ -24,6 +24,10 @@ def test_every_key_the_doc_lists_is_built_by_keys_py():
             keys.table_lock_key("p", "t"),
             keys.due_buckets(),
             keys.channel_key("C"),
+            keys.requester_key("x"),
+            keys.export_key("x"),
+            keys.partner_history("p"),
+            keys.requester_history("U"),
         )
     )
     listed = set(re.findall(r"`([A-Z]+#)[^`]*`", DOC)) | set(re.findall(r"/ `([A-Z]+)#?[^`]*`", DOC))
@@ -32,7 +36,7 @@ def test_every_key_the_doc_lists_is_built_by_keys_py():
         assert prefix in built or prefix.rstrip("#") in built, (
             f"ARCHITECTURE.md lists {prefix}, keys.py builds none"
         )
-    for prefix in ("EXEC#", "CLAIM#", "OUTPUT#", "PROGRESS#", "ACTIVE#", "TABLE#"):
+    for prefix in ("EXEC#", "CLAIM#", "OUTPUT#", "PROGRESS#", "ACTIVE#", "TABLE#", "PARTNER#", "REQUESTER#"):
         assert f"`{prefix}" in DOC or f"/ `{prefix}" in DOC, f"keys.py builds {prefix}, the doc omits it"
 
 

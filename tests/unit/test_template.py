@@ -120,8 +120,35 @@ def test_the_key_schema_is_the_one_bot_store_keys_builds():
     assert all(isinstance(v, str) for v in key.values())
 
 
+def index(name: str) -> dict[str, Any]:
+    (found,) = [i for i in TABLE["GlobalSecondaryIndexes"] if i["IndexName"] == name]
+    return found
+
+
+def test_the_table_has_exactly_the_two_indexes_the_store_queries():
+    # CloudFormation adds or removes one GSI per stack update: a third audience shares history-index.
+    assert [i["IndexName"] for i in TABLE["GlobalSecondaryIndexes"]] == [keys.DUE_INDEX, keys.HISTORY_INDEX]
+
+
+def test_the_history_index_is_keyed_and_projected_as_history_reads_it():
+    from bot.store.history import PROJECTED
+
+    history = index(keys.HISTORY_INDEX)
+    assert [(k["AttributeName"], k["KeyType"]) for k in history["KeySchema"]] == [
+        (keys.HISTORY_PK, "HASH"),
+        (keys.HISTORY_AT, "RANGE"),
+    ]
+    assert history["Projection"]["ProjectionType"] == "INCLUDE"
+    assert sorted(history["Projection"]["NonKeyAttributes"]) == sorted(PROJECTED)
+    assert "ProvisionedThroughput" not in history
+    projected = set(PROJECTED) - {keys.APPROVED_BY}
+    assert projected <= {f.name for f in dataclasses.fields(Execution)}, (
+        "a history line shows Execution fields"
+    )
+
+
 def test_the_sparse_due_index_is_keyed_as_the_sweeper_queries_it():
-    (due,) = TABLE["GlobalSecondaryIndexes"]
+    due = index(keys.DUE_INDEX)
     assert due["IndexName"] == keys.DUE_INDEX
     assert [(k["AttributeName"], k["KeyType"]) for k in due["KeySchema"]] == [
         (keys.DUE_BUCKET, "HASH"),
@@ -140,7 +167,14 @@ def test_attribute_definitions_are_exactly_the_key_attributes_with_the_types_the
     for index in TABLE.get("GlobalSecondaryIndexes", []) + TABLE.get("LocalSecondaryIndexes", []):
         used |= {k["AttributeName"] for k in index["KeySchema"]}
     assert set(defined) == used, "CloudFormation rejects definitions that no key schema uses"
-    assert defined == {keys.PK: "S", keys.SK: "S", keys.DUE_BUCKET: "S", keys.DUE_AT: "N"}
+    assert defined == {
+        keys.PK: "S",
+        keys.SK: "S",
+        keys.DUE_BUCKET: "S",
+        keys.DUE_AT: "N",
+        keys.HISTORY_PK: "S",
+        keys.HISTORY_AT: "N",
+    }
     assert all(isinstance(b, str) for b in keys.due_buckets())
 
 
@@ -348,7 +382,9 @@ def test_a_stream_consumer_filters_to_state_items(function):
     assert 1 <= len(patterns) <= 5, "Lambda allows at most 5 filters per event source mapping"
     for pattern in patterns:
         image = pattern["dynamodb"].get("NewImage") or pattern["dynamodb"]["Keys"]  # TTL removes: Keys only
-        assert image["sk"] == {"S": [keys.STATE_SK]}
+        # State items; the timeline consumer also takes evidence-file requests (no third reader).
+        owned = [keys.STATE_SK, keys.EXPORT_SK] if function == "TimelineFunction" else [keys.STATE_SK]
+        assert image["sk"]["S"] in [[sk] for sk in owned]
 
 
 def stream_record(event_name: str = "MODIFY", sk: str = keys.STATE_SK, status: str = "RUNNING") -> dict:
@@ -393,6 +429,39 @@ def test_the_bots_own_bookkeeping_items_reach_neither_consumer(sk):
     record = stream_record("INSERT", sk=sk)
     assert not delivered("WorkerFunction", record)
     assert not delivered("TimelineFunction", record)
+
+
+def export_record(status: str = "requested", event_name: str = "INSERT") -> dict:
+    record = stream_record(event_name, sk=keys.EXPORT_SK)
+    image = record["dynamodb"]["NewImage"]
+    image["export_status"] = {"S": status}
+    image.pop("status", None)
+    return record
+
+
+def test_an_evidence_request_reaches_the_timeline_consumer_only():
+    for event_name in ("INSERT", "MODIFY"):
+        assert delivered("TimelineFunction", export_record(event_name=event_name))
+        assert not delivered("WorkerFunction", export_record(event_name=event_name))
+
+
+@pytest.mark.parametrize("status", ["uploading", "uploaded", "failed"])
+def test_the_exporters_own_writes_of_the_request_reach_nobody(status):
+    assert not delivered("TimelineFunction", export_record(status, "MODIFY"))
+    assert not delivered("WorkerFunction", export_record(status, "MODIFY"))
+
+
+def test_a_requesters_history_entry_reaches_nobody():
+    record = stream_record("INSERT", sk=keys.REQUESTER_SK)
+    assert not delivered("TimelineFunction", record)
+    assert not delivered("WorkerFunction", record)
+
+
+def test_the_ingress_may_query_the_history_index_and_no_other():
+    queries = [s for s in statements("IngressFunction") if "dynamodb:Query" in as_list(s["Action"])]
+    assert [s["Resource"] for s in queries] == [
+        {"Fn::Sub": f"${{ExecutionsTable.Arn}}/index/{keys.HISTORY_INDEX}"}
+    ]
 
 
 def test_a_state_item_removed_by_ttl_reaches_the_worker_only_to_clean_up_after_it():
@@ -743,12 +812,15 @@ def test_the_local_stack_reads_each_stream_consumers_record_age_limit():
 
 # What each function's code asks of the executions table (ExecutionStore, PostsStore):
 TABLE_CALLS = {
-    # runs and their locks (a transaction of puts), claims taken and given back, decisions, cancels
-    "IngressFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem"},
+    # runs and their locks (a transaction of puts), claims taken and given back, decisions, cancels,
+    # evidence requests; history pages (a Query of history-index); a retry's transaction (state
+    # update, lock puts, output checks, the failed step's progress deleted)
+    "IngressFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "ConditionCheckItem"},
     # claims, commits, progress and spilled outputs; the purge of an expired run (query + deletes)
     "WorkerFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
-    # the publisher's item, a channel marked unreachable and cleared again
-    "TimelineFunction": {"GetItem", "PutItem", "DeleteItem"},
+    # the publisher's item, a channel marked unreachable and cleared again; an evidence request
+    # claimed and its outcome recorded (ExportStore.claim/finish)
+    "TimelineFunction": {"GetItem", "PutItem", "DeleteItem", "UpdateItem"},
     # claims before it moves a run (given back on a conflict), commits, nudges; the due-index
     "SweeperFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
     # a run created with its locks in one transaction

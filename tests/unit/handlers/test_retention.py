@@ -10,6 +10,7 @@ from bot.handlers import worker
 from bot.store import keys
 from bot.store.codec import to_item
 from bot.store.executions import ExecutionStore
+from bot.store.exports import ExportRequest, ExportStore
 from bot.store.model import StepRecord
 
 TTL = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
@@ -24,7 +25,7 @@ def ended_run(store: ExecutionStore):
         runbook,
         partner,
         params,
-        requested_by="U0REQ",
+        requested_by="U0REQUESTER",
         channel="C0ACMEOPS",
         now_ms=1_700_000_000_000,
         trigger="slash",
@@ -38,6 +39,8 @@ def ended_run(store: ExecutionStore):
     store.client.put_item(
         TableName=store.table, Item={**{k: {"S": v} for k, v in keys.slack_key(ex.execution_id).items()}}
     )
+    asked = ExportRequest(ex.execution_id, "U0REQUESTER", 1_700_000_001_000, "C0ACMEOPS")
+    assert ExportStore(store.client, store.table).request(asked) is None  # an evidence-file request
     return ex
 
 
@@ -83,12 +86,13 @@ def test_when_ttl_removes_a_runs_state_nothing_of_the_run_remains(executions_tab
     worker.SANDBOX.renew()
     ex = ended_run(store)
     client.delete_item(TableName=executions_table, Key=keys_of(ex))  # what TTL does
-    assert len(items_of(client, executions_table, ex)) == 5  # output, progress, claim, slack, lock
+    # output, progress, claim, slack, the requester's history entry, an export request, lock
+    assert len(items_of(client, executions_table, ex)) == 7
 
     worker.advance_record(
         DynamoDBRecord(remove_record(ex, identity=None)), worker.SANDBOX()
     )  # someone's delete: not ours
-    assert len(items_of(client, executions_table, ex)) == 5
+    assert len(items_of(client, executions_table, ex)) == 7
     worker.advance_record(DynamoDBRecord(remove_record(ex, identity=TTL)), worker.SANDBOX())
     assert items_of(client, executions_table, ex) == []
     worker.advance_record(

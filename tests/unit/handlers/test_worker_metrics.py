@@ -127,3 +127,31 @@ def test_a_run_the_worker_ends_counts_as_ended_with_its_final_status(table):
         Status.CANCELLED.value,
         ex.execution_id,
     )
+
+
+def test_the_first_transition_after_a_retry_counts_the_run_started_again_once(table):
+    from bot.store.model import EventKind, TimelineEvent
+
+    waiting = from_item(load_event("stream-modify")["Records"][0]["dynamodb"]["NewImage"])
+    now = int(time.time() * 1000)
+    resumed = TimelineEvent(
+        waiting.last_seq + 1, now, EventKind.RUN_RESUMED, "resumed", "mitigate", "U0DEVONCALL"
+    )
+    ex, event = stored(
+        table,
+        load_event("stream-modify"),
+        status=Status.RUNNING,
+        approval=None,
+        approved_steps=(),
+        updated_at_ms=now,
+        reopened=1,
+        timeline=(*waiting.timeline, resumed),
+    )
+    documents = handled(event)
+    (started,) = named(documents, metrics.RUNS_STARTED)
+    assert (started["runbook"], started["trigger"], started["execution_id"]) == (
+        ex.runbook,
+        "retry",
+        ex.execution_id,
+    )
+    assert named(handled(event), metrics.RUNS_STARTED) == [], "a record delivered twice counts it once"

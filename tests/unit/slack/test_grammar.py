@@ -555,7 +555,7 @@ commands = st.one_of(
     st.builds(Cancel, exec_ids),
     st.builds(Errors, st.none() | error_codes),
 )
-RESERVED = {"list", "help", "status", "timeline", "cancel", "errors", "drill"}
+RESERVED = {"list", "help", "status", "timeline", "cancel", "errors", "drill", "retry"}
 
 
 def quote(value: str, style: str) -> str:

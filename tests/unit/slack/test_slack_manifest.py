@@ -33,7 +33,12 @@ DOCUMENTED_SINCE = {
     "users.info": set(),
     "conversations.open": set(),
     "auth.test": set(),
+    "files.getUploadURLExternal": set(),
+    # Slack answers it for a channel the bot is not in (slackapi issues; the method page omits it).
+    "files.completeUploadExternal": {"not_in_channel"},
 }
+# slack_sdk helpers that make several Web API calls: what each one calls.
+COMPOSITE = {"files.upload.v2": {"files.getUploadURLExternal", "files.completeUploadExternal"}}
 MANIFEST_ONLY = {"commands"}  # the slash command itself, not a Web API call
 
 
@@ -58,6 +63,9 @@ def methods_the_bot_calls() -> set[str]:
                 name = node.attr
                 if "_" in name and not name.startswith("_") and callable(getattr(WebClient, name, None)):
                     found.add(name.replace("_", "."))
+    for helper, methods in COMPOSITE.items():
+        if helper in found:
+            found = (found - {helper}) | methods
     return found
 
 
@@ -70,6 +78,7 @@ def test_the_code_calls_the_methods_the_publisher_and_the_buttons_need():
     called = methods_the_bot_calls()
     assert {"chat.postMessage", "chat.update", "conversations.history", "conversations.replies"} <= called
     assert {"conversations.open", "chat.postEphemeral", "usergroups.users.list"} <= called
+    assert {"files.getUploadURLExternal", "files.completeUploadExternal"} <= called  # files_upload_v2
 
 
 def test_every_method_the_bot_calls_is_one_the_stand_in_answers_as_slack_would():
