@@ -54,6 +54,9 @@ class Effect:
     fingerprint: str = ""  # the material facts (table, setting before → after); a change asks again
     changes: bool = True  # False: nothing to change, so nothing to approve (the step is skipped)
     reason: str = ""  # why nothing changes, when it does not
+    # high | critical: how many approvers it needs comes from the partner's `approvals` for this
+    # level. The action that computes the effect decides: it alone knows what the change touches.
+    risk: str = "high"
 
 
 @dataclass(frozen=True)

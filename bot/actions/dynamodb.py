@@ -273,6 +273,35 @@ class ConsistencyCheck:
         return f"reads sample keys of {inputs.get('table')} twice; changes nothing"
 
 
+LARGE_TABLE_BYTES = 100 * 1024**3  # a table this size, switched to on-demand, is a critical change
+LARGE_SHARE_OF_CEILING = 0.5  # ... as is one provisioned at this share of the partner's ceiling
+
+
+def capacity_risk(
+    table: dict[str, Any], current: dict[str, Any], target: dict[str, Any], limits: Any, *, restore: bool
+) -> str:
+    """`critical` for a switch of a large provisioned table to on-demand, else `high`.
+
+    On-demand has no ceiling: the partner's `capacity` limits stop holding and the bill follows
+    the traffic, and DynamoDB lets a table switch to on-demand only a few times a day, so the
+    change is hard to take back quickly. "Large" is a table that stores LARGE_TABLE_BYTES or more,
+    or is provisioned at LARGE_SHARE_OF_CEILING or more of the partner's max_read_units or
+    max_write_units. A rollback (`restore`) returns to the setting the table had before the run:
+    never critical.
+    """
+    if restore or target["billing_mode"] != "PAY_PER_REQUEST" or current["billing_mode"] == "PAY_PER_REQUEST":
+        return "high"
+    size = int(table.get("TableSizeBytes") or 0)
+    near_ceiling = any(
+        ceiling and units >= LARGE_SHARE_OF_CEILING * ceiling
+        for units, ceiling in (
+            (current["read_units"], limits.max_read_units),
+            (current["write_units"], limits.max_write_units),
+        )
+    )
+    return "critical" if size >= LARGE_TABLE_BYTES or near_ceiling else "high"
+
+
 class SetCapacity:
     """On-demand, or more provisioned capacity within the partner's limits; prior setting kept."""
 
@@ -367,10 +396,19 @@ class SetCapacity:
             return Effect(
                 f"{name} is already {_show(target)}", fingerprint, False, f"{name} is already {_show(target)}"
             )
+        risk = capacity_risk(
+            table, current, target, ctx.partner.capacity, restore=bool(inputs.get("restore"))
+        )
+        large = (
+            " (critical: a large table leaves the partner's capacity ceiling for on-demand)"
+            if risk == "critical"
+            else ""
+        )
         return Effect(
-            f"changes {name} from {_show(current)} to {_show(target)}; the prior setting is kept so "
-            "on_failure can roll back",
+            f"changes {name} from {_show(current)} to {_show(target)}{large}; the prior setting is "
+            "kept so on_failure can roll back",
             fingerprint,
+            risk=risk,
         )
 
 

@@ -69,6 +69,7 @@ def _outcome(mark: str, summary: str, outputs: dict[str, Any], effect: Effect | 
     if effect is not None:
         figures["effect"] = effect.text
         figures["fingerprint"] = effect.fingerprint
+        figures["risk"] = effect.risk  # high | critical: how many approvers the run will need
     return StepOutcome("succeeded", outputs, summary, figures)
 
 

@@ -251,8 +251,11 @@ class Executor:
             ctx = self._context(ex, step, lambda: 30_000)
             planned = planned_effect(action, ctx, inputs)
         except Exception as error:  # the approver must still see what will run
+            # Nobody can say how big it is, so it needs the approvers a critical change needs.
             return Effect(
-                f"runs {step.action} (its effect could not be estimated: {error})", fingerprint="unknown"
+                f"runs {step.action} (its effect could not be estimated: {error})",
+                fingerprint="unknown",
+                risk="critical",
             )
         if ex.plan_of:  # started from a plan: show what it planned beside what is now
             return planner.beside_plan(planned, self.store.get(ex.plan_of, consistent=False), step.id)

@@ -25,6 +25,7 @@ from bot.store.model import (
     Status,
     StepRecord,
     TimelineEvent,
+    Vote,
 )
 
 GRACE_MS = 60_000  # at most this long beyond a step's timeout before the sweeper calls its worker stopped
@@ -337,58 +338,114 @@ def decide(
     now_ms: int,
     when: WhenFn,
     effect: EffectFn,
+    *,
+    note: str = "",
 ) -> Transition:
-    """An approver's decision on the pending approval (the caller has checked who may decide)."""
+    """An approver's decision on the pending approval (the caller has checked who may decide).
+
+    Each approver decides once: an approval adds their vote, and the step proceeds once the
+    approval's quorum of distinct approvers is met; a rejection ends the wait at once. `note` is
+    the approver's comment, or the rejecter's reason."""
     if ex.status is not Status.AWAITING_APPROVAL or ex.approval is None:
         raise ValueError("decide() needs an execution that is awaiting approval")
-    approval = dataclasses.replace(
-        ex.approval,
-        decision="approved" if approved else "rejected",
-        decided_by=approver,
-        decided_at_ms=now_ms,
-    )
-    step = runbook.step(approval.step_id)
+    if ex.approval.voted(approver):
+        raise ValueError(f"{approver} has decided on this approval already")
+    step = runbook.step(ex.approval.step_id)
     if approved:
+        return _approve(ex, step, approver, now_ms, note)
+    approval = dataclasses.replace(
+        ex.approval, decision="rejected", decided_by=approver, decided_at_ms=now_ms, reason=note
+    )
+    summary = f"rejected: {note}" if note else "rejected"
+    event = _event(ex, 0, now_ms, EventKind.APPROVAL_REJECTED, summary, step_id=step.id, actor=approver)
+    rejected = dataclasses.replace(ex, approval=approval)
+    error = {
+        "code": "ApprovalRejected",
+        "message": f"rejected {_title(step)}",
+        "step": step.id,
+        "by": approver,
+    }
+    if note:
+        error["reason"] = note
+    t = _fail_run(rejected, runbook, now_ms, [event], [], Status.FAILED, error, when, effect)
+    return _amend(t, frozenset({Status.AWAITING_APPROVAL}), approval=approval)
+
+
+def quorum_text(approval: Approval) -> str:
+    """ "1 of 2 approvals": where the pending approval stands."""
+    return f"{len(approval.votes)} of {approval.required} approval{'s' if approval.required != 1 else ''}"
+
+
+def _approve(ex: Execution, step: Step, approver: str, now_ms: int, comment: str) -> Transition:
+    """One more vote: the step is APPROVED once the quorum is met, else the run keeps waiting."""
+    assert ex.approval is not None
+    approval = dataclasses.replace(ex.approval, votes=(*ex.approval.votes, Vote(approver, now_ms, comment)))
+    said = f": {comment}" if comment else ""
+    if len(approval.votes) < approval.required:
+        # Someone decided: no reminder any more, only the expiry.
+        pending = dataclasses.replace(approval, remind_at_ms=0)
         event = _event(
             ex,
             0,
             now_ms,
-            EventKind.APPROVAL_GRANTED,
-            "approved",
+            EventKind.APPROVAL_VOTED,
+            f"approved ({quorum_text(pending)}){said}",
             step_id=step.id,
             actor=approver,
+            figures={"approvals": len(pending.votes), "required": pending.required},
         )
         return _transition(
             ex,
             now_ms,
-            Status.APPROVED,
+            Status.AWAITING_APPROVAL,
             [event],
             [],
-            {"approval": approval, "approved_steps": (*ex.approved_steps, step.id), **_stuck(step, now_ms)},
+            {"approval": pending, "due_at_ms": pending.expires_at_ms, "due_reason": "expiry"},
             expect=frozenset({Status.AWAITING_APPROVAL}),
         )
-    event = _event(
-        ex,
-        0,
-        now_ms,
-        EventKind.APPROVAL_REJECTED,
-        "rejected",
-        step_id=step.id,
-        actor=approver,
+    approval = dataclasses.replace(
+        approval, decision="approved", decided_by=approver, decided_at_ms=now_ms, remind_at_ms=0
     )
-    rejected = dataclasses.replace(ex, approval=approval)
-    t = _fail_run(
-        rejected,
-        runbook,
+    summary = f"approved ({quorum_text(approval)}){said}" if approval.required > 1 else f"approved{said}"
+    event = _event(ex, 0, now_ms, EventKind.APPROVAL_GRANTED, summary, step_id=step.id, actor=approver)
+    return _transition(
+        ex,
         now_ms,
+        Status.APPROVED,
         [event],
         [],
-        Status.FAILED,
-        {"code": "ApprovalRejected", "message": f"rejected {_title(step)}", "step": step.id, "by": approver},
-        when,
-        effect,
+        {"approval": approval, "approved_steps": (*ex.approved_steps, step.id), **_stuck(step, now_ms)},
+        expect=frozenset({Status.AWAITING_APPROVAL}),
     )
-    return _amend(t, frozenset({Status.AWAITING_APPROVAL}), approval=approval)
+
+
+def _remind(ex: Execution, step: Step, now_ms: int) -> Transition:
+    """Half the expiry passed: remind the approvers (if nobody decided) and wait for the expiry."""
+    assert ex.approval is not None
+    approval = dataclasses.replace(ex.approval, remind_at_ms=0)
+    events = []
+    if not approval.votes:
+        left_min = max(1, (approval.expires_at_ms - now_ms + 59_999) // 60_000)
+        events.append(
+            _event(
+                ex,
+                0,
+                now_ms,
+                EventKind.APPROVAL_REMINDER,
+                f"still waiting for approval ({quorum_text(approval)}); it expires in {left_min} min",
+                step_id=step.id,
+                figures={"expires_at_ms": approval.expires_at_ms},
+            )
+        )
+    return _transition(
+        ex,
+        now_ms,
+        Status.AWAITING_APPROVAL,
+        events,
+        [],
+        {"approval": approval, "due_at_ms": approval.expires_at_ms, "due_reason": "expiry"},
+        expect=frozenset({Status.AWAITING_APPROVAL}),
+    )
 
 
 def resume(ex: Execution, runbook: Runbook, by: str, now_ms: int) -> Transition:
@@ -447,6 +504,8 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
         return _drill_time_limit(ex, runbook, now_ms, when, effect)
     if ex.status is Status.AWAITING_APPROVAL and ex.approval is not None:
         step = runbook.step(ex.approval.step_id)
+        if ex.approval.remind_at_ms and now_ms < ex.approval.expires_at_ms:
+            return _remind(ex, step, now_ms)
         approval = dataclasses.replace(ex.approval, decision="expired", decided_at_ms=now_ms)
         event = _event(
             ex,
@@ -603,29 +662,43 @@ def _ask_approval(
     *,
     changed_from: str = "",
 ) -> Transition:
-    expires = now_ms + _approval_timeout_ms(ex)
+    timeout_ms = _approval_timeout_ms(ex)
+    expires = now_ms + timeout_ms
     text = planned.text
     if changed_from:
         text = f"{planned.text} (changed since it was approved: it was {changed_from})"
-    approval = Approval(step.id, now_ms, expires, text, fingerprint=planned.fingerprint)
+    risk = "critical" if planned.risk == "critical" else "high"
+    approval = Approval(
+        step.id,
+        now_ms,
+        expires,
+        text,
+        fingerprint=planned.fingerprint,
+        required=max(1, int(ex.quorum.get(risk, 1))),
+        risk=risk,
+        version=ex.version + 1,
+        remind_at_ms=now_ms + timeout_ms // 2,
+    )
+    needs = f" ({approval.required} approvers, {risk} risk)" if approval.required > 1 else ""
     events.append(
         _event(
             ex,
             len(events),
             now_ms,
             EventKind.APPROVAL_REQUESTED,
-            f"needs approval: {approval.effect}",
+            f"needs approval{needs}: {approval.effect}",
             step_id=step.id,
             figures={"expires_at_ms": expires},
         )
     )
+    # One due time: the reminder first (half the expiry), then the expiry itself.
     return _transition(
         ex,
         now_ms,
         Status.AWAITING_APPROVAL,
         events,
         records,
-        {**changes, "approval": approval, "due_at_ms": expires, "due_reason": "expiry"},
+        {**changes, "approval": approval, "due_at_ms": approval.remind_at_ms, "due_reason": "reminder"},
     )
 
 

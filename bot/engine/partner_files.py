@@ -11,6 +11,8 @@ from bot.engine.yamlfile import YamlDoc, YamlProblem, load_yaml
 from bot.exceptions import CatalogError, RunbookBotError
 from bot.partners.model import (
     DRILL_STORE,
+    MAX_QUORUM,
+    RISK_LEVELS,
     AlarmMapping,
     CapacityLimits,
     FailedRequestStore,
@@ -55,6 +57,7 @@ def check_partner(doc: YamlDoc, runbooks: Mapping[str, Any] | None = None) -> li
             f"failed_requests.target_table `{store['target_table']}` is not a table alias ({', '.join(tables)})",
         )
     _check_drill_targets(data, problem)
+    _check_approvals(data, problem)
     drill = data.get("drill") or {}
     if "faults" in drill:
         from bot.partners.faults import FaultSpec
@@ -101,6 +104,54 @@ def check_partner(doc: YamlDoc, runbooks: Mapping[str, Any] | None = None) -> li
                 except ValueError as error:
                     problem(("overrides", name, param), f"override `{name}.{param}`: {error}")
     return problems
+
+
+def _check_approvals(data: dict[str, Any], problem: Any) -> None:
+    """`approvals: {high: 1, critical: 2}`: a whole number of distinct approvers per risk level,
+    at least 1, at most MAX_QUORUM, no more than the approvers the file names can give, and
+    critical never below high."""
+    if "approvals" not in data:
+        return
+    approvals = data["approvals"]
+    levels = ", ".join(RISK_LEVELS)
+    if not isinstance(approvals, dict) or not approvals:
+        problem(
+            ("approvals",),
+            f"approvals maps risk levels ({levels}) to how many distinct approvers each needs, "
+            "e.g. `approvals: {high: 1, critical: 2}`",
+        )
+        return
+    approvers = list(data.get("approvers") or [])
+    users = {a for a in approvers if not str(a).startswith("S")}
+    groups = len(approvers) - len(users)
+    valid: dict[str, int] = {}
+    for level, count in approvals.items():
+        where = ("approvals", level)
+        if level not in RISK_LEVELS:
+            problem(where, f"approvals names risk level `{level}`; risk levels: {levels}")
+            continue
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_QUORUM:
+            problem(
+                where,
+                f"approvals.{level} is `{count}`; it must be a whole number of distinct approvers "
+                f"from 1 to {MAX_QUORUM}",
+            )
+            continue
+        if not groups and count > len(users):
+            problem(
+                where,
+                f"approvals.{level} asks for {count} distinct approvers but `approvers` names only "
+                f"{len(users)} ({', '.join(sorted(users))}); name more approvers (or a user group) "
+                "or lower the number",
+            )
+            continue
+        valid[level] = count
+    if "high" in valid and "critical" in valid and valid["critical"] < valid["high"]:
+        problem(
+            ("approvals", "critical"),
+            f"approvals.critical ({valid['critical']}) is below approvals.high ({valid['high']}); a "
+            "critical change needs at least as many approvers as a high-risk one",
+        )
 
 
 def _check_drill_targets(data: dict[str, Any], problem: Any) -> None:
@@ -177,6 +228,7 @@ def to_partner(doc: YamlDoc) -> Partner:
         ),
         overrides={k: dict(v) for k, v in (d.get("overrides") or {}).items()},
         approval_timeout_minutes=int(d.get("approval_timeout_minutes", 30)),
+        approvals={str(k): int(v) for k, v in (d.get("approvals") or {}).items()},
         drill_target=dict(d.get("drill_target") or {}),
         **_drill_settings(d.get("drill") or {}),
         source=doc.path,

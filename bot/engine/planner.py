@@ -82,6 +82,8 @@ def after_preview(
     record = StepRecord(step.id, "succeeded", ex.attempt, first_started, now_ms, result.outputs)
     kind = EventKind.STEP_SKIPPED if mark == "skip" else EventKind.STEP_FINISHED
     summary = _marked(mark, result.summary)
+    if mark == "approval":
+        summary += _quorum(ex, str(figures.get("risk") or "high"))
     if step.when:
         summary += f" (its condition holds: {_condition(step)})"
     event = _event(
@@ -171,6 +173,14 @@ def tally(ex: Execution, runbook: Runbook) -> dict[str, int]:
 
 
 _PREFIX = {"approval": "needs approval: ", "skip": "would skip, because "}
+
+
+def _quorum(ex: Execution, risk: str) -> str:
+    """How many approvers the run will need here, when it is more than one or the change is critical."""
+    needed = max(1, int(ex.quorum.get(risk, 1)))
+    if needed == 1 and risk != "critical":
+        return ""
+    return f" ({risk}: {needed} approver{'s' if needed > 1 else ''} needed)"
 
 
 def _condition(step: Step) -> str:

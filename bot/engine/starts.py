@@ -101,6 +101,7 @@ def new_execution(
         sla_resolution_minutes=partner.sla.resolution_minutes,
         sla_warn_at=partner.sla.warn_at,
         approval_timeout_minutes=partner.approval_timeout_minutes,
+        quorum=partner.quorum(),
         # If no worker picks the run up (a lost record), the sweeper wakes it after the grace period.
         due_at_ms=now_ms + machine.GRACE_MS,
         due_reason="stuck",

@@ -28,6 +28,7 @@ from bot.local.slack_requests import (
     http_api_event,
     signed_headers,
     slash_command_body,
+    view_submission_body,
 )
 
 logger = logging.getLogger(__name__)
@@ -240,12 +241,34 @@ class LocalPipeline:
     def click(
         self, action_id: str, value: str, *, user_id: str, channel_id: str = "C0ACMEOPS", message_ts: str = ""
     ) -> dict[str, Any]:
-        # The click's response_url lands on the stand-in, as the command's does.
+        # The click's response_url lands on the stand-in, as the command's does; the stand-in issues
+        # its trigger_id, so a views.open with it is checked as Slack would.
         hook = self.slack.response_url(f"{channel_id}-{user_id}") if self.slack is not None else ""
+        trigger_id = self.slack.trigger(user_id) if self.slack is not None else ""
         body = block_actions_body(
-            action_id, value, user_id=user_id, channel_id=channel_id, message_ts=message_ts, response_url=hook
+            action_id,
+            value,
+            user_id=user_id,
+            channel_id=channel_id,
+            message_ts=message_ts,
+            response_url=hook,
+            trigger_id=trigger_id,
         )
         return dict(self.ingress.invoke(http_api_event(body, signed_headers(DEV_SIGNING_SECRET, body))))
+
+    def submit_view(self, view_id: str, values: dict[str, str]) -> dict[str, Any]:
+        """The user submits an open modal (`values`: input block id -> text): a signed
+        `view_submission` through the ingress; Slack then closes, updates or annotates the modal
+        as the answer says. Returns {"status", "answer", "view": the modal as it now stands}."""
+        import json
+
+        assert self.slack is not None, "modals need the Slack stand-in"
+        body = view_submission_body(self.slack.submission(view_id, values))
+        response = dict(self.ingress.invoke(http_api_event(body, signed_headers(DEV_SIGNING_SECRET, body))))
+        raw = response.get("body") or ""
+        answer = json.loads(raw) if raw.strip().startswith("{") else {}
+        view = self.slack.answer_submission(view_id, answer) if response["statusCode"] == 200 else {}
+        return {"status": response["statusCode"], "answer": answer, "view": view}
 
     def fire_alarm(self, alarm_name: str, state: str = "ALARM") -> dict[str, Any]:
         from bot.local.events import alarm_state_change

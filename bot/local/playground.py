@@ -1,9 +1,11 @@
 """The playground: a Slack-like channel in the browser for the local pipeline.
 
 Commands typed in the composer go through the real ingress handler as signed HttpApi events;
-buttons send signed `block_actions` payloads; the page shows what the bot posted to the Slack
-stand-in (Block Kit rendered), every Web API call it made, and the bot's own metrics (the EMF lines
-its functions log, under the names the dashboard charts); it lets you switch users and fire a
+buttons send signed `block_actions` payloads; a modal the bot opens (views.open on the stand-in)
+shows over the page and its Submit sends a signed `view_submission` (errors show under fields); the
+page shows what the bot posted to the Slack stand-in (Block Kit rendered), every Web API call it
+made, and the bot's own metrics (the EMF lines its functions log, under the names the dashboard
+charts); it lets you switch users and fire a
 CloudWatch alarm. Loopback only.
 """
 
@@ -94,7 +96,21 @@ class Playground:
             for r in list(slack.responses)
             if r.get("text") and "-" in str(r.get("hook"))
         ]
-        return {"channels": channels, "calls": calls, "users": USERS, "ephemerals": ephemerals[-50:]}
+        views = [
+            {
+                k: v
+                for k, v in view.items()
+                if k in {"id", "user", "title", "submit", "close", "blocks", "errors"}
+            }
+            for view in slack.open_views()
+        ]
+        return {
+            "channels": channels,
+            "calls": calls,
+            "users": USERS,
+            "ephemerals": ephemerals[-50:],
+            "views": views,
+        }
 
     def metrics(self) -> dict[str, Any]:
         """The pipeline's metrics: every series with its statistics, and the console's summary."""
@@ -123,6 +139,18 @@ class Playground:
             action_id, value, user_id=user, channel_id=channel, message_ts=message_ts
         )
         return {"status": response["statusCode"]}
+
+    def submit(self, view_id: str, values: dict[str, str]) -> dict[str, Any]:
+        """Submit an open modal: its view_submission goes through the ingress; the modal closes,
+        is replaced, or shows the bot's errors under its fields, as Slack does."""
+        if view_id not in {v["id"] for v in self.pipeline.slack.open_views()}:
+            raise ValueError(f"no open modal {view_id}")
+        result = self.pipeline.submit_view(view_id, {str(k): str(v) for k, v in values.items()})
+        return {"status": result["status"], "view": result["view"]}
+
+    def close(self, view_id: str) -> dict[str, Any]:
+        self.pipeline.slack.close_view(view_id)
+        return {"status": 200}
 
     def alarm(self, name: str) -> dict[str, Any]:
         result = self.pipeline.fire_alarm(name)
@@ -159,6 +187,10 @@ class Playground:
                             str(data["channel"]),
                             str(data.get("message_ts", "")),
                         )
+                    elif self.path == "/api/submit":
+                        result = playground.submit(str(data["view_id"]), dict(data.get("values") or {}))
+                    elif self.path == "/api/close":
+                        result = playground.close(str(data["view_id"]))
                     elif self.path == "/api/alarm":
                         result = playground.alarm(str(data["name"]))
                     else:

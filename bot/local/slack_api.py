@@ -136,12 +136,29 @@ WEB_API_METHODS: dict[str, WebApiMethod] = {
             }
         ),
     ),
+    # No scope (the spec: "Requires scope: `none`"); the errors are docs.slack.dev's for views.open.
+    "views.open": WebApiMethod(
+        (),
+        4,
+        frozenset(
+            {
+                "invalid_arguments",
+                "invalid_trigger_id",
+                "expired_trigger_id",
+                "exchanged_trigger_id",
+                "view_too_large",
+            }
+        ),
+    ),
 }
 UPLOAD_URL_SECONDS = (
     600.0  # how long an upload URL takes bytes (scaled by time_scale); Slack's is short-lived
 )
 MAX_UPLOAD_BYTES = 1 << 30  # Slack's 1 GB file limit
 CHANNEL_ID = re.compile(r"[CGDZ][A-Z0-9]{8,}")  # what files.completeUploadExternal accepts as channel_id
+TRIGGER_SECONDS = 3.0  # a trigger_id is valid this long after the interaction, and once
+VIEW_BYTES = 250_000  # views.open: view_too_large beyond 250 kB
+_TRIGGER_FORMAT = r"\d+\.\d+\.[0-9a-f]+"  # Slack: "132456.7890123.abcdef"
 _HISTORY_SCOPE = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
 
 
@@ -272,6 +289,9 @@ class SlackStandIn:
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._lock = threading.RLock()
         self._seq = 0
+        self._triggers: dict[str, tuple[float, str, bool]] = {}  # trigger_id -> (issued, user, used)
+        self.views: dict[str, dict[str, Any]] = {}  # view id -> the open modal, with its user
+        self.trigger_seconds = TRIGGER_SECONDS  # real seconds, never scaled: the bot's time box is real
         self.changed = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
         self._workspace()
@@ -308,6 +328,8 @@ class SlackStandIn:
             self.files.clear()
             self._channels.clear()
             self._buckets.clear()
+            self._triggers.clear()
+            self.views.clear()
             self._workspace()
 
     # -- the workspace, as tests arrange it ----------------------------------------------------------
@@ -373,6 +395,90 @@ class SlackStandIn:
     def clear_faults(self) -> None:
         with self._lock:
             self.faults.clear()
+
+    # -- interactions: triggers and modals -----------------------------------------------------------
+
+    def trigger(self, user: str, *, age: float = 0.0) -> str:
+        """A trigger_id as Slack puts in an interaction's payload (a click, a slash command): valid
+        for `trigger_seconds` and for one views.open. `age` makes it that many seconds old."""
+        import uuid
+
+        with self._lock:
+            trigger_id = f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}"
+            self._triggers[trigger_id] = (time.monotonic() - age, user, False)
+            return trigger_id
+
+    def open_views(self, user: str = "") -> list[dict[str, Any]]:
+        """Modals open now (for `user`), oldest first, as Slack holds them (id, hash, state)."""
+        with self._lock:
+            return [dict(v) for v in self.views.values() if not user or v["user"] == user]
+
+    def submission(self, view_id: str, values: dict[str, str], *, team_id: str = "T0LOCAL") -> dict[str, Any]:
+        """The `view_submission` payload Slack sends when the user submits an open modal; `values`
+        maps each input block's id to what was typed (action_id = block_id, as the bot's are)."""
+        with self._lock:
+            view = dict(self.views[view_id])
+        user = view.pop("user")
+        state = {
+            block["block_id"]: {
+                block["element"].get("action_id", block["block_id"]): {
+                    "type": block["element"]["type"],
+                    "value": values.get(block["block_id"]) or None,
+                }
+            }
+            for block in view.get("blocks") or []
+            if block.get("type") == "input" and block.get("block_id")
+        }
+        return {
+            "type": "view_submission",
+            "team": {"id": team_id, "domain": "local"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team_id},
+            "api_app_id": "A0RUNBOOKBOT",
+            "token": "deprecated-verification-token",
+            "trigger_id": self.trigger(user),
+            "view": {**view, "state": {"values": state}},
+            "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    def answer_submission(self, view_id: str, answer: dict[str, Any] | None) -> dict[str, Any]:
+        """What Slack does with the app's answer to a view_submission: an empty answer closes the
+        modal, `errors` keeps it open with the messages under the fields, `update` replaces it,
+        `clear` closes every view. Returns the modal as it now stands ({} once closed)."""
+        answer = answer or {}
+        action = answer.get("response_action", "")
+        with self._lock:
+            current = self.views.get(view_id)
+            if current is None:
+                return {}
+            if action == "errors":
+                current["errors"] = dict(answer.get("errors") or {})
+                result = dict(current)
+            elif action == "update":
+                view = dict(answer.get("view") or {})
+                problems = _invalid_view(view)
+                if problems:
+                    raise ValueError(f"Slack would refuse the updated view: {problems}")
+                self.views[view_id] = {**self._shown_view(view, current["user"]), "id": view_id}
+                result = dict(self.views[view_id])
+            elif action == "clear":
+                user = current["user"]
+                for vid in [k for k, v in self.views.items() if v["user"] == user]:
+                    del self.views[vid]
+                result = {}
+            else:
+                del self.views[view_id]
+                result = {}
+            self.changed.notify_all()
+            return result
+
+    def close_view(self, view_id: str) -> None:
+        """The user closed a modal (Cancel, ×): Slack drops it and, without `notify_on_close`,
+        tells the app nothing."""
+        with self._lock:
+            self.views.pop(view_id, None)
+            self.changed.notify_all()
 
     # -- what tests and the playground read ----------------------------------------------------------
 
@@ -794,6 +900,58 @@ class SlackStandIn:
                 and (not thread_ts or u.thread_ts == thread_ts)
             ]
 
+    def _m_views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        import re
+
+        trigger_id = str(args.get("trigger_id") or "")
+        if not trigger_id:
+            return _arguments_error("missing required field: trigger_id")
+        if not re.fullmatch(_TRIGGER_FORMAT, trigger_id):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        issued = self._triggers.get(trigger_id)
+        if issued is None:
+            return {"ok": False, "error": "invalid_trigger_id"}
+        at, user, used = issued
+        if used:
+            return {"ok": False, "error": "exchanged_trigger_id"}
+        if time.monotonic() - at > self.trigger_seconds:
+            return {"ok": False, "error": "expired_trigger_id"}
+        raw = args.get("view")
+        size = len((raw if isinstance(raw, str) else json.dumps(raw)).encode())
+        if size > VIEW_BYTES:
+            return {"ok": False, "error": "view_too_large"}
+        view = _json(raw)
+        if not isinstance(view, dict):
+            return _arguments_error("view must be a JSON object [json-pointer:/view]")
+        problems = _invalid_view(view)
+        if problems:
+            return _arguments_error(*problems)
+        self._triggers[trigger_id] = (at, user, True)
+        view_id = f"V{self._next_ts().replace('.', '')[-10:]}"
+        self.views[view_id] = {**self._shown_view(view, user), "id": view_id}
+        shown = dict(self.views[view_id])
+        shown.pop("user")
+        return {"ok": True, "view": shown}
+
+    def _shown_view(self, view: dict[str, Any], user: str) -> dict[str, Any]:
+        """A view as Slack keeps and shows it: its fields plus Slack's own (hash, state, ids)."""
+        return {
+            **view,
+            "team_id": "T0LOCAL",
+            "app_id": "A0RUNBOOKBOT",
+            "bot_id": "B0RUNBOOKBOT",
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "external_id": view.get("external_id", ""),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{self._rng.getrandbits(32):08x}",
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
+            "previous_view_id": None,
+            "root_view_id": None,
+            "user": user,
+        }
+
     def _hook(self, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         """A POST to a response_url: Slack answers 200 "ok" and shows the message to the user."""
         with self._lock:
@@ -950,6 +1108,63 @@ def _invalid_message(args: dict[str, Any]) -> dict[str, Any] | None:
         except (SlackObjectFormationError, KeyError, TypeError, ValueError) as error:
             problems.append(f"{error} [json-pointer:/blocks/{i}]")
     return _invalid_blocks(*problems) if problems else None
+
+
+def _invalid_view(view: dict[str, Any]) -> list[str]:
+    """Slack's checks of a modal: slack_sdk's View limits (title and button texts 24 characters,
+    1-100 blocks, private_metadata 3,000, callback_id 255), every block valid, a title, and a
+    submit button when the modal has input blocks."""
+    from slack_sdk.errors import SlackObjectFormationError
+    from slack_sdk.models.blocks import Block
+    from slack_sdk.models.views import View
+
+    problems: list[str] = []
+    if view.get("type") != "modal":
+        problems.append("must be modal [json-pointer:/view/type]")
+    if not (view.get("title") or {}).get("text"):
+        problems.append("missing required field: title [json-pointer:/view/title]")
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list):
+        return [*problems, "must provide an array [json-pointer:/view/blocks]"]
+    if any(isinstance(b, dict) and b.get("type") == "input" for b in blocks) and not view.get("submit"):
+        problems.append("a view with input blocks requires a submit button [json-pointer:/view/submit]")
+    limits = {
+        ("title", "text"): View.title_max_length,
+        ("submit", "text"): View.submit_max_length,
+        ("close", "text"): View.close_max_length,
+    }
+    for (name, key), limit in limits.items():
+        text = (view.get(name) or {}).get(key) or ""
+        if len(text) > limit:
+            problems.append(f"must be less than {limit + 1} characters [json-pointer:/view/{name}/{key}]")
+    for name, limit in (
+        ("private_metadata", View.private_metadata_max_length),
+        ("callback_id", View.callback_id_max_length),
+    ):
+        if len(str(view.get(name) or "")) > limit:
+            problems.append(f"must be less than {limit + 1} characters [json-pointer:/view/{name}]")
+    if not 0 < len(blocks) <= View.blocks_max_length:
+        problems.append(
+            f"must contain between 1 and {View.blocks_max_length} blocks [json-pointer:/view/blocks]"
+        )
+    for i, raw in enumerate(blocks):
+        try:
+            block = Block.parse(raw) if isinstance(raw, dict) else None
+            if block is None:
+                problems.append(f"unknown or missing block type [json-pointer:/view/blocks/{i}/type]")
+                continue
+            block.validate_json()
+        except (SlackObjectFormationError, KeyError, TypeError, ValueError) as error:
+            problems.append(f"{error} [json-pointer:/view/blocks/{i}]")
+    return problems
+
+
+def _arguments_error(*problems: str) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error": "invalid_arguments",
+        "response_metadata": {"messages": [f"[ERROR] {p}" for p in problems]},
+    }
 
 
 def _invalid_blocks(*problems: str) -> dict[str, Any]:

@@ -73,6 +73,7 @@ def block_actions_body(
     message_ts: str = "",
     team_id: str = DEV_TEAM,
     response_url: str = "",
+    trigger_id: str = "",
 ) -> str:
     payload: dict[str, Any] = {
         "type": "block_actions",
@@ -86,7 +87,7 @@ def block_actions_body(
             "channel_id": channel_id,
             "is_ephemeral": False,
         },
-        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
+        "trigger_id": trigger_id or f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
         "channel": {"id": channel_id, "name": channel_id.lower()},
         "message": {"type": "message", "ts": message_ts},
         "response_url": response_url or f"https://hooks.slack.com/actions/{team_id}/1/local",
@@ -101,6 +102,11 @@ def block_actions_body(
             }
         ],
     }
+    return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
+
+def view_submission_body(payload: dict[str, Any]) -> str:
+    """A `view_submission` as Slack sends it: the form field `payload` holding its JSON."""
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
 
 

@@ -9,6 +9,8 @@ from typing import Any
 from bot.exceptions import RunbookBotError
 
 DRILL_STORE = "failed_requests"  # the drill_target key of the failed-request store
+RISK_LEVELS = ("high", "critical")  # the levels a partner's `approvals` quorum is set for
+MAX_QUORUM = 10  # as many approvers as SSM Automation's `Approvers` list may name
 
 
 class DrillTargetMissing(RunbookBotError):
@@ -84,6 +86,7 @@ class Partner:
     alarms: tuple[AlarmMapping, ...] = ()
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # runbook -> param -> value
     approval_timeout_minutes: int = 30
+    approvals: dict[str, int] = field(default_factory=dict)  # risk level -> distinct approvers needed
     # table alias -> drill table; "failed_requests" -> the drill's failed-request store
     drill_target: dict[str, str] = field(default_factory=dict)
     drill_faults: str = "throttle=0.2,timeout=0.02"  # faults a drill injects unless told otherwise
@@ -96,6 +99,12 @@ class Partner:
         except KeyError:
             known = ", ".join(sorted(self.tables)) or "none"
             raise KeyError(f"partner {self.name} has no table {alias!r} (tables: {known})") from None
+
+    def quorum(self) -> dict[str, int]:
+        """Distinct approvers each risk level needs: 1 for `high` unless set, and `critical` as
+        many as `high` unless set (a partner that asks for two approvers asks for two everywhere)."""
+        high = int(self.approvals.get("high", 1))
+        return {"high": high, "critical": int(self.approvals.get("critical", high))}
 
     def may_run_in(self, channel_id: str) -> bool:
         return not self.channels or channel_id in self.channels

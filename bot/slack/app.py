@@ -22,11 +22,12 @@ from slack_sdk.errors import SlackApiError
 from bot.config import SlackSecrets
 from bot.exceptions import RunbookBotError
 from bot.slack import render
-from bot.slack.client import slack_client
+from bot.slack.client import error_code, slack_client
 from bot.slack.commands import CommandService, Invocation
-from bot.slack.decisions import DecisionResult, DecisionService
+from bot.slack.decisions import DIALOG_CALLBACK, DecisionResult, DecisionService, Submission, unsaid
 from bot.slack.plan_render import RUN_PLAN_ACTION
 from bot.slack.plan_runs import PlanStart, start_from_plan
+from bot.slack.render import NOTE_BLOCK
 
 logger = logging.getLogger(__name__)
 GROUP_CACHE_SECONDS = 300
@@ -79,28 +80,94 @@ def build_app(
             return
         ack(response_type="ephemeral", text=message.text, blocks=message.blocks)
 
+    _approval_listeners(app, decider, click_client)
+    _history_and_export_buttons(app, commands)
+    _plan_button(app, commands, click_client)
+    return app
+
+
+def _approval_listeners(app: App, decider: DecisionService, click_client: WebClient) -> None:
+    """Clicks on the approval message's buttons, and the submitted reason/comment dialog."""
+
     @app.action("approve")
+    @app.action("approve_comment")
     @app.action("reject")
-    def approval_click(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+    def approval_click(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
         user_id = str((body.get("user") or {}).get("id") or "")
         channel = str(
             (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
         )
+        action_id = str(action.get("action_id") or "")
+        approve = action_id != "reject"
+        value = str(action.get("value") or "")
         try:
-            result = decider.decide(
-                user_id, str(action.get("value") or ""), approve=action.get("action_id") == "approve"
-            )
+            if action_id == "approve":
+                result = decider.decide(user_id, value, approve=True)
+            else:
+                result = _with_dialog(decider, click_client, body, user_id, value, approve=approve)
         except MembershipUnknown as unknown:
             result = DecisionResult(False, str(unknown))
         except Exception:  # never a 500 to Slack: the click changed nothing, say so
             logger.exception("approval click failed", extra={"user": user_id})
             result = DecisionResult(False, "Runbook Bot hit an internal error; nothing changed. Try again.")
-        if not result.decided and channel and user_id:
+        if not result.decided and result.explanation and channel and user_id:
             try:
                 click_client.chat_postEphemeral(channel=channel, user=user_id, text=result.explanation)
             except Exception:  # Slack slow or rate-limited: the refusal is lost, the decision is not
                 logger.warning("could not tell the clicker why nothing changed", extra={"user": user_id})
+
+    @app.view(DIALOG_CALLBACK)
+    def decision_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user_id = str((body.get("user") or {}).get("id") or "")
+        values = ((view.get("state") or {}).get("values") or {}).get(NOTE_BLOCK) or {}
+        note = str((values.get(NOTE_BLOCK) or {}).get("value") or "")
+        try:
+            outcome = decider.submit(user_id, str(view.get("private_metadata") or ""), note)
+        except MembershipUnknown as unknown:
+            outcome = Submission(False, refusal=str(unknown))
+        except Exception:
+            logger.exception("approval dialog failed", extra={"user": user_id})
+            outcome = Submission(
+                False, refusal="Runbook Bot hit an internal error; nothing changed. Try again."
+            )
+        if outcome.decided:
+            ack()  # the dialog closes; the thread shows the decision
+        elif outcome.field_error:
+            ack(response_action="errors", errors={NOTE_BLOCK: outcome.field_error})
+        else:
+            ack(response_action="update", view=render.dialog_refused(outcome.refusal))
+
+
+def _with_dialog(
+    decider: DecisionService,
+    client: WebClient,
+    body: dict[str, Any],
+    user_id: str,
+    value: str,
+    *,
+    approve: bool,
+) -> DecisionResult:
+    """Reject and "Approve with comment": open the dialog with the click's trigger_id, the one
+    Slack call a click may make, on the time-boxed client. If Slack does not open it (the trigger
+    expired, Slack is slow or down), the click decides without the words and the timeline says so."""
+    dialog = decider.dialog(user_id, value, approve=approve)
+    if dialog.view is None:
+        return DecisionResult(False, dialog.refusal)
+    try:
+        client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=dialog.view)
+        return DecisionResult(False, "")  # nothing decided yet: the dialog's submission decides
+    except Exception as error:
+        why = error_code(error) if isinstance(error, SlackApiError) else type(error).__name__
+        logger.warning("could not open the decision dialog; deciding without it", extra={"error": why})
+        result = decider.decide(user_id, value, approve=approve, note=unsaid(approve, why))
+        if not result.decided:  # the click's one Slack call is spent: no ephemeral on top
+            logger.warning("the click changed nothing", extra={"user": user_id, "why": result.explanation})
+        return DecisionResult(result.decided, "")
+
+
+def _plan_button(app: App, commands: CommandService, click_client: WebClient) -> None:
+    """Run this plan: starts the run a plan describes (no partner AWS call on the click path)."""
 
     @app.action(RUN_PLAN_ACTION)
     def run_plan_click(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
@@ -119,9 +186,6 @@ def build_app(
                 click_client.chat_postEphemeral(channel=channel, user=user_id, text=result.text)
             except Exception:  # the run (if any) goes on; its thread says so in the channel
                 logger.warning("could not tell the clicker what the plan started", extra={"user": user_id})
-
-    _history_and_export_buttons(app, commands)
-    return app
 
 
 def _history_and_export_buttons(app: App, commands: CommandService) -> None:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.engine.machine import quorum_text
 from bot.exceptions import CommandError
 from bot.partners.model import Partner
 from bot.store.model import Execution, Status
@@ -47,7 +48,7 @@ def refusal(
         return (
             f"execution {ex.execution_id} is {ex.status.value}, not waiting for an approval; nothing changed"
         )
-    if ex.approval.step_id != button.step_id or ex.version != button.version:
+    if ex.approval.step_id != button.step_id or not _same_approval(ex, button.version):
         return (
             f"this approval message is out of date (the run has moved on to {ex.approval.step_id}); "
             "use the latest approval message in the thread"
@@ -63,7 +64,23 @@ def refusal(
         )
     if not is_approver(user_id, partner, members_of):
         return f"only {partner.display_name}'s approvers may decide this step: {approvers_text(partner)}"
+    vote = ex.approval.voted(user_id)
+    if vote is not None:
+        return (
+            f"you approved this step already ({quorum_text(ex.approval)}); each approver decides once, "
+            "so nothing changed. It waits for another approver"
+        )
     return None
+
+
+def _same_approval(ex: Execution, version: int) -> bool:
+    """The button belongs to the pending approval: it carries a version from the approval's own
+    lifetime (asked at `approval.version`; votes and a reminder move the run on while it waits),
+    never one of an earlier approval of the same step. Runs from before quorums: the version."""
+    assert ex.approval is not None
+    if not ex.approval.version:
+        return version == ex.version
+    return ex.approval.version <= version <= ex.version
 
 
 def is_approver(user_id: str, partner: Partner, members_of: Callable[[str], frozenset[str]]) -> bool:

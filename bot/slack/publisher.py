@@ -332,6 +332,9 @@ class Publisher:
                 ts = self._post_event(ex, state, event, tally)
             if event.kind is EventKind.APPROVAL_REQUESTED and event.step_id:
                 approval_ts[event.step_id] = ts
+            if event.kind is EventKind.APPROVAL_VOTED and event.step_id in approval_ts:
+                # "1 of 2 approvals" and who: the approval message keeps its buttons for the rest.
+                self._update(state.channel, approval_ts[event.step_id], self._approval_message(ex, event))
             if event.kind in _DECISIONS and event.step_id in approval_ts:
                 self._close_approval(ex, state.channel, approval_ts.pop(event.step_id), event)
             if event.kind in _RUN_ENDS:  # nobody decided, and nobody need: the buttons go
@@ -396,22 +399,37 @@ class Publisher:
             except KeyError:
                 step_title = event.step_id
         if event.kind is EventKind.APPROVAL_REQUESTED:
+            return self._approval_message(ex, event, step_title)
+        if event.kind is EventKind.APPROVAL_REMINDER:
             partner = catalog.partners.get(ex.partner)
-            approval = ex.approval
-            effect = approval.effect if approval and approval.step_id == event.step_id else event.summary
-            expires = int(event.figures.get("expires_at_ms") or (approval.expires_at_ms if approval else 0))
-            return render.approval_request(
-                ex,
-                event.step_id,
-                step_title,
-                effect,
-                partner.approvers if partner else (),
-                expires,
-                version=_approval_version(ex, event),
-            )
+            return render.approval_reminder(ex, event, step_title, partner.approvers if partner else ())
         entry = catalog.errors.entry(event.error_code) if event.error_code else None
         reply = render.timeline_reply(ex, event, entry.meaning if entry else None, step_title=step_title)
         return render.with_export_button(reply, ex.execution_id) if event.kind in _RUN_ENDS else reply
+
+    def _approval_message(self, ex: Execution, event: TimelineEvent, step_title: str = "") -> render.Message:
+        """The approval message for `event`'s step, as the run stands now (votes so far)."""
+        catalog = self.catalog()
+        if not step_title:
+            step_title = event.step_id
+            runbook = catalog.runbooks.get(ex.runbook)
+            if runbook:
+                with contextlib.suppress(KeyError):
+                    step_title = runbook.step(event.step_id).title or event.step_id
+        partner = catalog.partners.get(ex.partner)
+        approval = ex.approval if ex.approval and ex.approval.step_id == event.step_id else None
+        effect = approval.effect if approval else event.summary
+        expires = int(event.figures.get("expires_at_ms") or (approval.expires_at_ms if approval else 0))
+        return render.approval_request(
+            ex,
+            event.step_id,
+            step_title,
+            effect,
+            partner.approvers if partner else (),
+            expires,
+            version=_approval_version(ex, event),
+            approval=approval,
+        )
 
     def _close_approval(
         self, ex: Execution, channel: str, ts: str, event: TimelineEvent, *, step_id: str = ""
@@ -431,7 +449,9 @@ class Publisher:
         }.get(event.kind) or _RUN_ENDS.get(event.kind, "closed")
         actor = event.actor if event.kind in _DECISIONS else ""
         effect = ex.approval.effect if ex.approval and ex.approval.step_id == step_id else ""
-        message = render.approval_decided(ex, step_id, title, effect, decision, actor, event.at_ms)
+        message = render.approval_decided(
+            ex, step_id, title, effect, decision, actor, event.at_ms, approval=ex.approval
+        )
         self._update(channel, ts, message)
 
     # -- talking to Slack --------------------------------------------------------------------
@@ -636,7 +656,7 @@ def _metadata(ex: Execution, seq: int) -> dict[str, Any]:
 def _approval_version(ex: Execution, event: TimelineEvent) -> int:
     """The run's version while it waits on this approval (what the buttons must carry)."""
     if ex.approval and ex.approval.step_id == event.step_id and not ex.approval.decision:
-        return ex.version
+        return ex.approval.version or ex.version
     return -1  # already decided or moved on: the buttons would be refused as stale anyway
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.engine.durations import format_duration
 from bot.engine.model import Risk, Runbook
-from bot.store.model import EventKind, Execution, Status, TimelineEvent
+from bot.store.model import Approval, EventKind, Execution, Status, TimelineEvent
 from bot.text import escape
 
 __all__ = ["Message", "escape"]
@@ -23,6 +23,9 @@ SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
 BUTTON_LIMIT = 75
 MAX_BLOCKS = 50
+DECISION_DIALOG = "approval_decision"  # callback_id of the reason/comment dialog
+NOTE_BLOCK = "note"  # block_id and action_id of its text field
+NOTE_MAX_LENGTH = 1000
 
 STATUS_EMOJI = {
     Status.PENDING: ":hourglass_flowing_sand:",
@@ -45,6 +48,8 @@ EVENT_EMOJI = {
     EventKind.APPROVAL_GRANTED: ":heavy_check_mark:",
     EventKind.APPROVAL_REJECTED: ":no_entry:",
     EventKind.APPROVAL_EXPIRED: ":hourglass:",
+    EventKind.APPROVAL_VOTED: ":ballot_box_with_check:",
+    EventKind.APPROVAL_REMINDER: ":bell:",
     EventKind.CANCEL_REQUESTED: ":octagonal_sign:",
     EventKind.SLA_WARNING: ":warning:",
     EventKind.RUN_SUCCEEDED: ":tada:",
@@ -148,6 +153,8 @@ def parent_message(
     status = f"{STATUS_EMOJI[ex.status]} *{ex.status.value.replace('_', ' ')}*"
     if ex.status is Status.AWAITING_APPROVAL and ex.approval:
         status += f" — *{escape(titles.get(ex.approval.step_id, ex.approval.step_id))}* needs an approver"
+        if ex.approval.required > 1:
+            status += f" ({len(ex.approval.votes)} of {ex.approval.required} approvals)"
     if ex.error and ex.status.terminal:
         by = f" by {mention(ex.error['by'])}" if ex.error.get("by") else ""
         status += f" — `{escape(ex.error.get('code', ''))}`: {escape(ex.error.get('message', ''))}{by}"
@@ -234,18 +241,23 @@ def approval_request(
     expires_at_ms: int,
     *,
     version: int,
+    approval: Approval | None = None,
 ) -> Message:
+    """The approval message: what will change, who may decide, where the quorum stands, buttons.
+    `approval` (the run's pending one) adds "1 of 2 approvals" and who approved so far."""
     value = json.dumps(
         {"execution_id": ex.execution_id, "step_id": step_id, "version": version}, separators=(",", ":")
     )
     who = ", ".join(mention(a) for a in approvers) or "(no approvers configured)"
     drill = f"*{escape(drill_label(ex))}*\n" if ex.drill else ""
+    standing = quorum_line(approval) if approval else ""
     blocks = [
         section(
             f"{drill}:raised_hand: *Approval needed: {escape(step_title or step_id)}*\n{_mrkdwn_summary(effect)}"
+            + (f"\n{standing}" if standing else "")
         ),
         context(
-            f"Who may decide: {who} (not the requester, {mention(ex.requested_by)})",
+            f"Who may decide: {who} (not the requester, {mention(ex.requested_by)}); each approver decides once",
             f"expires {date_token(expires_at_ms, '{time}')}",
             f"`{ex.execution_id}`",
         ),
@@ -268,6 +280,12 @@ def approval_request(
                 },
                 {
                     "type": "button",
+                    "action_id": "approve_comment",
+                    "value": value,
+                    "text": {"type": "plain_text", "text": "Approve with comment", "emoji": True},
+                },
+                {
+                    "type": "button",
                     "action_id": "reject",
                     "style": "danger",
                     "value": value,
@@ -277,8 +295,22 @@ def approval_request(
         },
     ]
     text = f"{drill_label(ex) + ' ' if ex.drill else ''}Approval needed for {step_title or step_id} ({ex.execution_id}): {effect}"
+    if approval and approval.required > 1:
+        text += f" ({len(approval.votes)} of {approval.required} approvals)"
     text = escape(text)
     return Message(_clip(text, 3000), blocks)
+
+
+def quorum_line(approval: Approval) -> str:
+    """`*1 of 2 approvals* (critical): <@U1> "looks right"`, or "" for a single approver not yet given."""
+    if approval.required <= 1 and not approval.votes:
+        return ""
+    count = f"*{len(approval.votes)} of {approval.required} approval{'s' if approval.required != 1 else ''}*"
+    risk = f" ({escape(approval.risk)} risk)" if approval.risk == "critical" else ""
+    votes = ", ".join(
+        mention(v.user) + (f" “{_clip(escape(v.comment), 200)}”" if v.comment else "") for v in approval.votes
+    )
+    return f"{count}{risk}" + (f": {votes}" if votes else "")
 
 
 def approval_decided(
@@ -289,19 +321,99 @@ def approval_decided(
     decision: str,
     decided_by: str,
     decided_at_ms: int,
+    approval: Approval | None = None,
 ) -> Message:
     emoji = {"approved": ":heavy_check_mark:", "rejected": ":no_entry:"}.get(decision, ":hourglass:")
     by = f" by {mention(decided_by)}" if decided_by else ""
+    approval = approval if approval and approval.step_id == step_id else None
+    lines = [
+        f"{'`[DRILL]` ' if ex.drill else ''}{emoji} *{escape(step_title or step_id)}: {decision}{by}*",
+        _mrkdwn_summary(effect),
+    ]
+    if approval and (approval.votes or approval.required > 1):
+        lines.append(quorum_line(approval))
+    if approval and decision == "rejected" and approval.reason:
+        lines.append(f"Reason: {_clip(escape(approval.reason), 1000)}")
     blocks = [
-        section(
-            f"{'`[DRILL]` ' if ex.drill else ''}{emoji} *{escape(step_title or step_id)}: {decision}{by}*\n"
-            f"{_mrkdwn_summary(effect)}"
-        ),
+        section("\n".join(line for line in lines if line)),
         context(f"{decision} {date_token(decided_at_ms)}", f"`{ex.execution_id}`"),
     ]
     drill = "[DRILL] " if ex.drill else ""
     plain_by = f" by @{decided_by}" if decided_by else ""  # no ping from a notification's text
     return Message(escape(f"{drill}{step_title or step_id} {decision}{plain_by} ({ex.execution_id})"), blocks)
+
+
+def approval_reminder(
+    ex: Execution, event: TimelineEvent, step_title: str, approvers: tuple[str, ...]
+) -> Message:
+    """Half the expiry passed and nobody decided: the thread mentions the approvers again."""
+    who = ", ".join(mention(a) for a in approvers) or "(no approvers configured)"
+    drill = "`[DRILL]` " if ex.drill else ""
+    expires = int(event.figures.get("expires_at_ms") or 0)
+    line = (
+        f"{drill}:bell: *{escape(step_title or event.step_id)}* — {_mrkdwn_summary(event.summary)}\n"
+        f"{who}: please decide with the buttons on the approval message above"
+        + (f" before {date_token(expires, '{time}')}" if expires else "")
+    )
+    blocks = [section(line), context(f"#{event.seq} · `{ex.execution_id}`")]
+    text = escape(
+        f"{'[DRILL] ' if ex.drill else ''}Reminder: {step_title or event.step_id} — {event.summary}"
+    )
+    return Message(_clip(text, 3000), blocks)
+
+
+def decision_dialog(
+    ex: Execution, private_metadata: str, step_title: str, *, approve: bool
+) -> dict[str, Any]:
+    """The modal a Reject (reason, required) or "Approve with comment" click opens."""
+    approval = ex.approval
+    effect = approval.effect if approval else ""
+    standing = quorum_line(approval) if approval else ""
+    label = "Your comment (kept on the timeline)" if approve else "Why reject it? (kept on the timeline)"
+    return {
+        "type": "modal",
+        "callback_id": DECISION_DIALOG,
+        "title": {"type": "plain_text", "text": "Approve with comment" if approve else "Reject this step"},
+        "submit": {"type": "plain_text", "text": "Approve" if approve else "Reject"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": private_metadata,
+        "blocks": [
+            section(
+                f"{'*' + escape(drill_label(ex)) + '*' + chr(10) if ex.drill else ''}"
+                f"*{escape(step_title)}* in `{ex.execution_id}` ({escape(ex.runbook)} for {escape(ex.partner)})\n"
+                f"{_clip(_mrkdwn_summary(effect), 2000)}" + (f"\n{standing}" if standing else "")
+            ),
+            {
+                "type": "input",
+                "block_id": NOTE_BLOCK,
+                "label": {"type": "plain_text", "text": label},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": NOTE_BLOCK,
+                    "multiline": True,
+                    "max_length": NOTE_MAX_LENGTH,
+                    "placeholder": {
+                        "type": "plain_text",
+                        "text": "e.g. checked the partner's dashboard: safe now"
+                        if approve
+                        else "e.g. the partner is mid-deploy; retry after 14:00",
+                    },
+                },
+            },
+            context("Nothing changes until you submit. Cancel leaves the approval waiting."),
+        ],
+    }
+
+
+def dialog_refused(explanation: str) -> dict[str, Any]:
+    """What the dialog turns into when its submission changes nothing (moved on, expired, ...)."""
+    return {
+        "type": "modal",
+        "callback_id": DECISION_DIALOG,
+        "title": {"type": "plain_text", "text": "Nothing changed"},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [section(f":information_source: {explanation}")],
+    }
 
 
 # -- answers to commands ------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def execution_from_plain(data: dict[str, Any]) -> Execution:
         TimelineEvent(**{**e, "kind": EventKind(e["kind"])}) for e in fields.get("timeline") or []
     )
     if fields.get("approval"):
-        fields["approval"] = Approval(**fields["approval"])
+        fields["approval"] = Approval.from_plain(fields["approval"])
     fields["approved_steps"] = tuple(fields.get("approved_steps") or ())
     return Execution(**fields)
 

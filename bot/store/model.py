@@ -37,6 +37,8 @@ class EventKind(StrEnum):
     APPROVAL_GRANTED = "approval_granted"
     APPROVAL_REJECTED = "approval_rejected"
     APPROVAL_EXPIRED = "approval_expired"
+    APPROVAL_VOTED = "approval_voted"  # one approver approved; the quorum is not met yet
+    APPROVAL_REMINDER = "approval_reminder"  # half the expiry passed and nobody decided
     CANCEL_REQUESTED = "cancel_requested"
     SLA_WARNING = "sla_warning"
     RUN_SUCCEEDED = "run_succeeded"
@@ -77,15 +79,38 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class Vote:
+    """One approver's approval of a pending step, with what they said (may be empty)."""
+
+    user: str
+    at_ms: int
+    comment: str = ""
+
+
+@dataclass(frozen=True)
 class Approval:
     step_id: str
     requested_at_ms: int
     expires_at_ms: int
     effect: str  # what will happen, stated exactly
     decision: str = ""  # "" | approved | rejected | expired
-    decided_by: str = ""
+    decided_by: str = ""  # the rejecter, or the approver whose vote met the quorum
     decided_at_ms: int = 0
     fingerprint: str = ""  # the material facts of the effect; a change after approval asks again
+    required: int = 1  # distinct approvers needed (the partner's `approvals` for `risk`)
+    risk: str = "high"  # high | critical: the effect's risk level, which sets `required`
+    votes: tuple[Vote, ...] = ()  # approvals so far, in order; each approver at most once
+    reason: str = ""  # why it was rejected, as the rejecter wrote it (or why there is none)
+    version: int = 0  # the run's version when it was asked: what its buttons carry (0: older runs)
+    remind_at_ms: int = 0  # when to remind the approvers if nobody decided (0: no reminder due)
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> Approval:
+        votes = tuple(Vote(**v) for v in data.get("votes") or ())
+        return cls(**{**data, "votes": votes})
+
+    def voted(self, user: str) -> Vote | None:
+        return next((v for v in self.votes if v.user == user), None)
 
 
 @dataclass(frozen=True)
@@ -121,11 +146,14 @@ class Execution:
     error: dict[str, str] = field(default_factory=dict)  # code, message, step of the failure
     timeline: tuple[TimelineEvent, ...] = ()
     due_at_ms: int | None = None  # when the sweeper must look again (see due_reason)
-    due_reason: str = ""  # wake: sleeping until due | expiry: approval expires | stuck: progress deadline
+    due_reason: str = (
+        ""  # wake: sleeping until due | reminder, expiry: an approval's | stuck: progress deadline
+    )
     resumes: int = 0  # times the sweeper restarted the step at `cursor` after its worker stopped
     sla_warned: bool = False
     sla_warn_at: float = 0.8  # share of the resolution window after which the timeline warns
     approval_timeout_minutes: int = 30  # the partner's, when the run started
+    quorum: dict[str, int] = field(default_factory=dict)  # risk level -> approvers needed (the partner's)
     end_status: str = ""  # on the on_failure path: the status the run ends with (FAILED, TIMED_OUT)
     sla_response_minutes: int = 0
     sla_resolution_minutes: int = 0

@@ -106,6 +106,43 @@ def test_throttle_runs_in_the_browser_with_a_refused_self_approval_then_an_appro
     page.screenshot(path=str(out / "playground-throttle.png"), full_page=True)
 
 
+def test_a_rejection_asks_for_a_reason_in_a_modal_that_shows_errors_under_its_field(page):
+    import re
+
+    from playwright.sync_api import expect
+
+    page.select_option("#user", "U0DEVONCALL")
+    page.fill("#text", "/runbook drill throttle partner-acme")  # its own tables: the run above is untouched
+    page.click("#composer button[type=submit]")
+    started = page.locator(".eph", has_text="execution")
+    expect(started.last).to_contain_text("drill", timeout=15_000)
+    execution_id = re.search(r"rb-[a-z0-9]{10}", started.last.inner_text()).group(0)
+    reject = page.locator(f'button[data-action="reject"][data-value*="{execution_id}"]')
+    expect(reject.first).to_be_visible(timeout=60_000)
+
+    page.select_option("#user", "U0ACMELEAD")
+    reject.last.click()
+    modal = page.locator("#modal .dialog")
+    expect(modal).to_be_visible(timeout=15_000)
+    expect(modal.locator("h3")).to_have_text("Reject this step")
+    modal.locator('[data-modal="submit"]').click()  # no reason: Slack shows the bot's error under the field
+    expect(modal.locator(".field-error")).to_contain_text("Say why you reject this step", timeout=15_000)
+    modal.locator('textarea[data-block="note"]').fill("drill: the partner asked us to hold")
+    modal.locator('[data-modal="submit"]').click()
+    expect(page.locator("#modal")).to_be_hidden(timeout=15_000)
+    expect(page.locator("#messages")).to_contain_text(
+        "rejected: drill: the partner asked us to hold", timeout=30_000
+    )
+    out = REPO / "test-results"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "playground-reject-reason.png"), full_page=True)
+
+    page.select_option("#user", "U0DEVONCALL")  # its rollback may wait for approval: end it
+    page.fill("#text", f"/runbook cancel {execution_id}")
+    page.click("#composer button[type=submit]")
+    expect(page.locator("#ephemeral")).to_contain_text(f"cancel {execution_id}", timeout=15_000)
+
+
 def in_viewport(page: Any, selector: str) -> bool:
     box = page.locator(selector).bounding_box()
     size = page.viewport_size

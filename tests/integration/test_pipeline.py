@@ -84,7 +84,9 @@ def test_double_click_decides_once(pipeline):
     if ex.status is Status.SUCCEEDED:
         pytest.skip("the store was already replayed by an earlier test: nothing to approve")
     value = json.dumps({"execution_id": execution_id, "step_id": ex.approval.step_id, "version": ex.version})
-    pipeline.click("reject", value, user_id="U0ACMESRE")
+    pipeline.click("reject", value, user_id="U0ACMESRE")  # opens the reason dialog
+    (dialog,) = pipeline.slack.open_views("U0ACMESRE")
+    assert pipeline.submit_view(dialog["id"], {"note": "not during the sale"})["view"] == {}
     pipeline.click("approve", value, user_id="U0ACMELEAD")  # a second click on the same message
     done = pipeline.wait_for(execution_id, {"FAILED", "SUCCEEDED"}, 60)
     assert done.status is Status.FAILED and done.error["code"] == "ApprovalRejected"

@@ -341,6 +341,46 @@ PARTNERS = {
         "failed_requests:\n  kind: table\n  name: acme-failed-writes\n  target_table: ledger  #!",
         "failed_requests.target_table `ledger` is not a table alias",
     ),
+    "approvals-unknown-level": (
+        "approval_timeout_minutes: 30",
+        "approval_timeout_minutes: 30\napprovals:\n  high: 1\n  urgent: 2  #!",
+        "approvals names risk level `urgent`; risk levels: high, critical",
+    ),
+    "approvals-zero": (
+        "approval_timeout_minutes: 30",
+        "approval_timeout_minutes: 30\napprovals:\n  high: 0  #!",
+        "approvals.high is `0`; it must be a whole number of distinct approvers from 1 to 10",
+    ),
+    "approvals-not-a-number": (
+        "approval_timeout_minutes: 30",
+        "approval_timeout_minutes: 30\napprovals:\n  critical: two  #!",
+        "approvals.critical is `two`; it must be a whole number",
+    ),
+    "approvals-a-boolean": (
+        "approval_timeout_minutes: 30",
+        "approval_timeout_minutes: 30\napprovals:\n  high: true  #!",
+        "approvals.high is `True`",
+    ),
+    "approvals-too-many": (
+        "approval_timeout_minutes: 30",
+        "approval_timeout_minutes: 30\napprovals:\n  critical: 11  #!",
+        "from 1 to 10",
+    ),
+    "approvals-critical-below-high": (
+        "approval_timeout_minutes: 30",
+        "approval_timeout_minutes: 30\napprovals:\n  high: 2\n  critical: 1  #!",
+        "approvals.critical (1) is below approvals.high (2)",
+    ),
+    "approvals-more-than-the-named-approvers": (
+        "approvers: [U0ACMELEAD, U0ACMESRE, S0ACMEONCALL]\napproval_timeout_minutes: 30",
+        "approvers: [U0ACMELEAD, U0ACMESRE]\napproval_timeout_minutes: 30\napprovals:\n  critical: 3  #!",
+        "approvals.critical asks for 3 distinct approvers but `approvers` names only 2",
+    ),
+    "approvals-not-a-mapping": (
+        "approval_timeout_minutes: 30",
+        "approval_timeout_minutes: 30\napprovals: 2  #!",
+        "approvals maps risk levels (high, critical) to how many distinct approvers each needs",
+    ),
     "partner-yaml-error": (
         "display_name: Acme Logistics",
         "display_name: Acme: Logistics  #!",
@@ -364,6 +404,17 @@ def test_validate_reports_a_bad_partner_field_at_its_line(capsys, library, case)
         hits = [p for p in problems if says in p]
         assert hits, (says, problems)
         assert any(p.startswith(f"{path}:{line}:") for p in hits), (line, problems)
+
+
+def test_a_partners_approvals_set_the_quorum_of_each_risk_level(library):
+    from bot.engine.partner_files import load_partner
+
+    path = library / "partners" / "partner-acme.yaml"
+    assert load_partner(path).quorum() == {"high": 1, "critical": 1}, "one approver unless the file says"
+    path.write_text(PARTNER + "approvals: {high: 2}\n")
+    assert load_partner(path).quorum() == {"high": 2, "critical": 2}, "critical is never below high"
+    path.write_text(PARTNER + "approvals: {high: 1, critical: 3}\n")  # a user group may give the third
+    assert load_partner(path).quorum() == {"high": 1, "critical": 3}
 
 
 def test_a_partner_named_unlike_its_file_is_reported(capsys, library):

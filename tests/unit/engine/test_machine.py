@@ -159,8 +159,17 @@ def test_high_risk_step_waits_for_approval_with_expiry():
     rb = runbook(step("detect"), step("replay", risk=Risk.HIGH), step("verify"))
     ex = run_to_end(rb, execution(rb, approval_timeout_minutes=30))
     assert ex.status is Status.AWAITING_APPROVAL
-    assert ex.approval == Approval("replay", T0, T0 + 30 * 60_000, "runs notify", fingerprint="notify")
-    assert ex.due_reason == "expiry" and ex.due_at_ms == T0 + 30 * 60_000
+    assert ex.approval == Approval(
+        "replay",
+        T0,
+        T0 + 30 * 60_000,
+        "runs notify",
+        fingerprint="notify",
+        version=ex.version,
+        remind_at_ms=T0 + 15 * 60_000,
+    )
+    # One due time: the reminder at half the expiry comes first.
+    assert ex.due_reason == "reminder" and ex.due_at_ms == T0 + 15 * 60_000
     assert ex.timeline[-1].kind is EventKind.APPROVAL_REQUESTED
 
 
@@ -188,6 +197,8 @@ def test_rejection_follows_on_failure_and_never_runs_the_step():
 def test_expired_approval_ends_timed_out():
     rb = runbook(step("detect"), step("replay", risk=Risk.HIGH))
     waiting = run_to_end(rb, execution(rb, approval_timeout_minutes=1))
+    assert machine.on_due(waiting, rb, T0 + 29_000, always, effect) is None
+    waiting = machine.apply(waiting, machine.on_due(waiting, rb, T0 + 30_000, always, effect))  # reminder
     assert machine.on_due(waiting, rb, T0 + 59_000, always, effect) is None
     t = machine.on_due(waiting, rb, T0 + 60_000, always, effect)
     expired = machine.apply(waiting, t)

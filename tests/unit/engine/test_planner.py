@@ -260,3 +260,25 @@ def test_a_step_the_guard_refused_is_where_the_plan_cannot_see_not_where_the_run
     assert [m for _, m, _ in planner.marks(ex, rb)] == [planner.UNSEEN, planner.NOT_REACHED]
     assert "the plan cannot preview this step" in next(e for e in ex.timeline if e.step_id == "odd").summary
     assert ex.status is Status.SUCCEEDED
+
+
+def test_an_approval_the_run_needs_a_quorum_for_says_how_many_approvers():
+    rb = runbook(step("mitigate", action="dynamodb.set_capacity", risk=Risk.HIGH), step("after"))
+    ex = plan_of(rb, quorum={"high": 1, "critical": 2})
+    now = T0
+    for _ in range(10):
+        now += 1
+        decision = planner.next_move(ex, rb, now, always)
+        if isinstance(decision, machine.Idle):
+            break
+        if isinstance(decision, machine.Move):
+            ex = machine.apply(ex, decision.transition)
+            continue
+        result = (
+            preview("approval", "changes t to on-demand", risk="critical")
+            if decision.step.id == "mitigate"
+            else preview("run")
+        )
+        ex = machine.apply(ex, planner.after_preview(ex, rb, decision.step, result, now, always))
+    mitigated = next(e for e in ex.timeline if e.step_id == "mitigate")
+    assert mitigated.summary == "needs approval: changes t to on-demand (critical: 2 approvers needed)"

@@ -25,6 +25,7 @@ from bot.local.slack_api import SlackStandIn
 from bot.local.slack_requests import DEV_BOT_TOKEN
 from bot.local.template import load_template
 from bot.slack.approvals import parse_button_value
+from bot.slack.render import DECISION_DIALOG
 from bot.store import keys
 from bot.store.codec import from_item, to_item
 from bot.store.executions import ExecutionStore
@@ -66,6 +67,9 @@ BLOCK_ACTIONS_FIELDS = {
     "response_url",
     "actions",
 }
+# The view_submission interaction payload ("Reference: view_submission payloads").
+VIEW_SUBMISSION_FIELDS = {"type", "team", "user", "api_app_id", "token", "trigger_id", "view"}
+VIEW_FIELDS = {"id", "type", "callback_id", "private_metadata", "state", "hash", "title", "blocks"}
 RECORD_FIELDS = {
     "eventID",
     "eventName",
@@ -145,14 +149,23 @@ def assert_http_api_request(event: dict[str, Any]) -> None:
     assert headers["x-slack-request-timestamp"].isdigit()
     assert re.fullmatch(r"v0=[0-9a-f]{64}", headers["x-slack-signature"])
     fields = form(event)
-    if "payload" in fields:
+    if "payload" in fields and interaction(event)["type"] == "view_submission":
+        payload = interaction(event)
+        assert payload.keys() >= VIEW_SUBMISSION_FIELDS and payload["view"].keys() >= VIEW_FIELDS
+        assert payload["view"]["type"] == "modal" and payload["view"]["callback_id"] == DECISION_DIALOG
+        assert set(payload["view"]["state"]["values"]) == {b["block_id"] for b in payload["view"]["blocks"]}
+    elif "payload" in fields:
         payload = interaction(event)
         assert payload.keys() >= BLOCK_ACTIONS_FIELDS and payload["type"] == "block_actions"
         assert {"id", "username", "team_id"} <= payload["user"].keys()
         assert payload["actions"], "a click carries the action clicked"
         for action in payload["actions"]:
             assert {"action_id", "block_id", "value", "type", "action_ts"} <= action.keys()
-            assert action["type"] == "button" and action["action_id"] in {"approve", "reject"}
+            assert action["type"] == "button" and action["action_id"] in {
+                "approve",
+                "approve_comment",
+                "reject",
+            }
             parse_button_value(action["value"])  # what the bot's approval buttons carry
     else:
         assert fields.keys() >= SLASH_FIELDS and fields["command"] == "/runbook"
@@ -363,6 +376,32 @@ def test_button_samples_approve_the_run_waiting_at_their_version(env, name):
     assert (last.kind, last.actor, last.step_id) == (EventKind.APPROVAL_GRANTED, approver, "mitigate")
 
 
+def test_the_dialog_sample_rejects_the_run_waiting_at_its_version_with_its_reason(env):
+    now_ms = int(time.time() * 1000)
+    waiting = from_item(record_image("stream-modify"))
+    assert waiting.approval is not None
+    open_approval = dataclasses.replace(
+        waiting.approval, requested_at_ms=now_ms, expires_at_ms=now_ms + 1_800_000
+    )
+    env.put(record_image("stream-modify"), approval=open_approval, due_at_ms=now_ms + 1_800_000)
+    submitted = interaction(load_event("dialog-reject"))
+    metadata = json.loads(submitted["view"]["private_metadata"])
+    assert (metadata["execution_id"], metadata["step_id"], metadata["version"]) == (
+        waiting.execution_id,
+        waiting.approval.step_id,
+        waiting.version,
+    )
+
+    response = ingress.handler(load_event("dialog-reject", secret=env.secret), None)
+
+    assert response["statusCode"] == 200 and not (response["body"] or "").strip(), "closes the dialog"
+    ex = env.execution(waiting.execution_id)
+    reason = submitted["view"]["state"]["values"]["note"]["note"]["value"]
+    rejected = [e for e in ex.timeline if e.kind is EventKind.APPROVAL_REJECTED]
+    assert [(e.actor, e.summary) for e in rejected] == [(submitted["user"]["id"], f"rejected: {reason}")]
+    assert ex.error["reason"] == reason and ex.error["by"] == submitted["user"]["id"]
+
+
 def test_a_click_after_the_approval_expired_is_refused_before_the_sweeper_ends_the_run(env):
     past_ms = int(time.time() * 1000) - 60_000
     waiting = from_item(record_image("stream-modify"))
@@ -438,7 +477,7 @@ def test_timeline_posts_the_waiting_run_with_the_buttons_the_button_samples_clic
     assert [r["metadata"]["event_payload"]["seq"] for r in replies] == [e.seq for e in waiting.timeline]
     (actions,) = [b for b in replies[-1]["blocks"] if b["type"] == "actions"]
     buttons = {e["action_id"]: e for e in actions["elements"]}
-    assert set(buttons) == {"approve", "reject"}
+    assert set(buttons) == {"approve", "approve_comment", "reject"}
     for name in BUTTONS:
         click = clicked(name)
         assert click["block_id"] == actions["block_id"]

@@ -75,7 +75,7 @@ def test_an_approval_request_has_approve_and_reject_buttons_that_carry_the_versi
     )
     assert_within_slack_limits(message)
     (actions,) = [b for b in message.blocks if b["type"] == "actions"]
-    assert [b["action_id"] for b in actions["elements"]] == ["approve", "reject"]
+    assert [b["action_id"] for b in actions["elements"]] == ["approve", "approve_comment", "reject"]
     for button in actions["elements"]:
         assert json.loads(button["value"]) == {
             "execution_id": "rb-abcdefghij",

@@ -87,7 +87,7 @@ def test_a_resumed_run_goes_on_in_its_thread_under_the_same_parent(slack, publis
     publisher.publish(waiting)
     request = slack.thread(ex.channel, _parent(slack, waiting)["ts"])[-1]
     values = [json.loads(b["value"]) for b in _buttons(request)]
-    assert [b["action_id"] for b in _buttons(request)] == ["approve", "reject"]
+    assert [b["action_id"] for b in _buttons(request)] == ["approve", "approve_comment", "reject"]
     assert {v["version"] for v in values} == {waiting.version}, "live buttons for the new request"
 
     granted = _then(waiting, EventKind.APPROVAL_GRANTED, "approved", Status.APPROVED, actor="U0ACMELEAD")

@@ -318,12 +318,12 @@ def actions_of(message: render.Message) -> list[dict[str, Any]]:
     return [b for b in message.blocks if b["type"] == "actions"]
 
 
-def test_an_approval_request_has_exactly_an_approve_and_a_reject_button():
+def test_an_approval_request_has_approve_approve_with_comment_and_reject_buttons():
     (actions,) = actions_of(approval_request())
     buttons = actions["elements"]
-    assert [b["action_id"] for b in buttons] == ["approve", "reject"]
-    assert [b["text"]["text"] for b in buttons] == ["Approve", "Reject"]
-    assert [b["style"] for b in buttons] == ["primary", "danger"]
+    assert [b["action_id"] for b in buttons] == ["approve", "approve_comment", "reject"]
+    assert [b["text"]["text"] for b in buttons] == ["Approve", "Approve with comment", "Reject"]
+    assert [b.get("style") for b in buttons] == ["primary", None, "danger"]
 
 
 def test_both_buttons_carry_the_execution_the_step_and_the_version_they_decide():
@@ -580,3 +580,96 @@ def test_long_answers_are_cut_at_a_word_never_inside_a_word_or_an_entity():
     message = render.refusal("word " * 700 + "&lt;tail&gt;")
     assert message.text.endswith("word…") and len(message.text) <= 3000
     assert render._clip("aaaaa" + "&amp;" * 3, 12) == "aaaaa&amp;…", "never half an entity"
+
+
+# -- quorum, reasons and comments, the reminder and the dialog -------------------------------------
+
+
+def pending(**changes: Any) -> Approval:
+    from bot.store.model import Vote
+
+    base = Approval(
+        "replay",
+        T0,
+        T0 + 1_800_000,
+        "writes 300 missed writes",
+        required=2,
+        version=5,
+        votes=(Vote("U0ACMELEAD", T0 + 1000, "looks right <!channel> *bold*"),),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_an_approval_message_says_where_its_quorum_stands_and_who_approved():
+    approval = pending()
+    ex = execution(status=Status.AWAITING_APPROVAL, approval=approval, version=6)
+    message = approval_request(ex, approval=approval)
+    shown = json.dumps(message.blocks)
+    assert "*1 of 2 approvals*" in shown and "<@U0ACMELEAD>" in shown
+    assert "&lt;!channel&gt;" in shown and "<!channel>" not in shown, "a comment never pings"
+    assert "(1 of 2 approvals)" in message.text and actions_of(message), "buttons until the quorum is met"
+    critical = approval_request(ex, approval=pending(risk="critical"))
+    assert "(critical risk)" in json.dumps(critical.blocks)
+    single = approval_request(ex, approval=pending(required=1, votes=()))
+    assert "approval" not in single.blocks[0]["text"]["text"].split("\n", 2)[-1], "one approver: as before"
+
+
+def test_a_closed_approval_names_every_approver_or_the_rejecters_reason_escaped():
+    ex = execution(status=Status.FAILED)
+    rejected = pending(decision="rejected", decided_by="U0ACMESRE", reason="mid-deploy <@U0BOSS> & more")
+    message = render.approval_decided(
+        ex, "replay", "Replay", "writes 300", "rejected", "U0ACMESRE", T0, approval=rejected
+    )
+    shown = json.dumps(message.blocks)
+    assert "rejected by <@U0ACMESRE>" in shown and "Reason: mid-deploy &lt;@U0BOSS&gt; &amp; more" in shown
+    assert "<@U0BOSS>" not in shown
+    approved = render.approval_decided(
+        ex,
+        "replay",
+        "Replay",
+        "writes 300",
+        "approved",
+        "U0ACMESRE",
+        T0,
+        approval=pending(votes=pending().votes * 2),
+    )
+    assert "*2 of 2 approvals*" in json.dumps(approved.blocks)
+
+
+def test_the_reminder_mentions_every_approver_and_the_expiry():
+    ex = execution(status=Status.AWAITING_APPROVAL)
+    reminder = event(
+        EventKind.APPROVAL_REMINDER,
+        summary="still waiting for approval (0 of 2 approvals); it expires in 15 min",
+        step_id="replay",
+        figures={"expires_at_ms": T0 + 1_800_000},
+    )
+    message = render.approval_reminder(
+        ex, reminder, "Replay throttled writes", ("U0ACMELEAD", "S0ACMEONCALL")
+    )
+    shown = json.dumps(message.blocks)
+    assert "<@U0ACMELEAD>" in shown and "<!subteam^S0ACMEONCALL>" in shown
+    assert f"<!date^{(T0 + 1_800_000) // 1000}^" in shown and "Reminder" in message.text
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_the_decision_dialog_is_a_modal_slack_opens(approve):
+    from bot.local.slack_api import _invalid_view
+
+    ex = execution(status=Status.AWAITING_APPROVAL, approval=pending(effect="x" * 5000), drill=True)
+    view = render.decision_dialog(ex, '{"execution_id":"rb-k3j7q2m4xa"}', "Replay " * 40, approve=approve)
+    assert _invalid_view(view) == []
+    assert view["callback_id"] == render.DECISION_DIALOG
+    (field,) = [b for b in view["blocks"] if b["type"] == "input"]
+    assert field["block_id"] == field["element"]["action_id"] == render.NOTE_BLOCK
+    assert field["element"]["max_length"] == render.NOTE_MAX_LENGTH
+    assert view["submit"]["text"] == ("Approve" if approve else "Reject")
+    assert _invalid_view(render.dialog_refused("this approval expired at <!date^1^{time}|x>")) == []
+
+
+def test_the_parent_says_how_many_approvals_a_waiting_step_has():
+    ex = execution(status=Status.AWAITING_APPROVAL, approval=pending())
+    message = render.parent_message(
+        ex, "Throttle", "Acme", T0 + 60_000, {"replay": "Replay throttled writes"}
+    )
+    assert "needs an approver (1 of 2 approvals)" in json.dumps(message.blocks)

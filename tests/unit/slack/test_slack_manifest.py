@@ -36,6 +36,14 @@ DOCUMENTED_SINCE = {
     "files.getUploadURLExternal": set(),
     # Slack answers it for a channel the bot is not in (slackapi issues; the method page omits it).
     "files.completeUploadExternal": {"not_in_channel"},
+    # The spec lists no errors for views.open; docs.slack.dev/reference/methods/views.open does.
+    "views.open": {
+        "invalid_arguments",
+        "invalid_trigger_id",
+        "expired_trigger_id",
+        "exchanged_trigger_id",
+        "view_too_large",
+    },
 }
 # slack_sdk helpers that make several Web API calls: what each one calls.
 COMPOSITE = {"files.upload.v2": {"files.getUploadURLExternal", "files.completeUploadExternal"}}

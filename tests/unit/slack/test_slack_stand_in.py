@@ -152,3 +152,95 @@ def test_a_lost_answer_fault_posts_and_then_answers_500(slack):
     answer = refusal(raw(slack).chat_postMessage, channel=ACME, text="landed")
     assert answer["status"] == 500
     assert [m["text"] for m in slack.messages(ACME)] == ["landed"]
+
+
+MODAL = {
+    "type": "modal",
+    "callback_id": "approval_decision",
+    "title": {"type": "plain_text", "text": "Reject this step"},
+    "submit": {"type": "plain_text", "text": "Reject"},
+    "private_metadata": '{"execution_id": "rb-x"}',
+    "blocks": [
+        {
+            "type": "input",
+            "block_id": "note",
+            "label": {"type": "plain_text", "text": "Why?"},
+            "element": {"type": "plain_text_input", "action_id": "note", "multiline": True},
+        }
+    ],
+}
+
+
+def test_views_open_exchanges_a_fresh_trigger_once_and_holds_the_modal_open(slack):
+    trigger = slack.trigger("U0A")
+    opened = raw(slack).views_open(trigger_id=trigger, view=MODAL)
+    assert (
+        opened["view"]["id"].startswith("V")
+        and opened["view"]["private_metadata"] == MODAL["private_metadata"]
+    )
+    (view,) = slack.open_views("U0A")
+    assert view["callback_id"] == "approval_decision" and view["hash"]
+    again = refusal(raw(slack).views_open, trigger_id=trigger, view=MODAL)
+    assert again["error"] == "exchanged_trigger_id"
+
+
+def test_views_open_refuses_an_expired_an_unknown_and_a_malformed_trigger(slack):
+    stale = slack.trigger("U0A", age=3.5)
+    assert refusal(raw(slack).views_open, trigger_id=stale, view=MODAL)["error"] == "expired_trigger_id"
+    unknown = "1795000000.123456789.abcdef0123"
+    assert refusal(raw(slack).views_open, trigger_id=unknown, view=MODAL)["error"] == "invalid_trigger_id"
+    assert (
+        refusal(raw(slack).views_open, trigger_id="not-a-trigger", view=MODAL)["error"]
+        == "invalid_trigger_id"
+    )
+    assert not slack.open_views()
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (
+            {"title": {"type": "plain_text", "text": "A title far longer than Slack allows"}},
+            "/view/title/text",
+        ),
+        ({"submit": None}, "requires a submit button"),
+        ({"blocks": []}, "between 1 and 100 blocks"),
+        ({"blocks": [MODAL["blocks"][0]] * 101}, "between 1 and 100 blocks"),
+        ({"private_metadata": "x" * 3001}, "/view/private_metadata"),
+        ({"type": "home"}, "must be modal"),
+    ],
+)
+def test_views_open_refuses_a_view_slack_would_refuse_with_invalid_arguments(slack, change, says):
+    view = {k: v for k, v in {**MODAL, **change}.items() if v is not None}
+    answer = refusal(raw(slack).views_open, trigger_id=slack.trigger("U0A"), view=view)
+    assert answer["error"] == "invalid_arguments"
+    assert any(says in m for m in answer["response_metadata"]["messages"]), answer
+
+
+def test_a_view_over_250_kb_is_too_large(slack):
+    big = {**MODAL, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 2900}}] * 90}
+    answer = refusal(raw(slack).views_open, trigger_id=slack.trigger("U0A"), view=big)
+    assert answer["error"] == "view_too_large"
+
+
+def test_a_submission_has_slacks_shape_and_the_apps_answer_closes_updates_or_annotates_the_modal(slack):
+    raw(slack).views_open(trigger_id=slack.trigger("U0A"), view=MODAL)
+    (view,) = slack.open_views("U0A")
+    payload = slack.submission(view["id"], {"note": "mid-deploy"})
+    assert payload["type"] == "view_submission" and payload["user"]["id"] == "U0A"
+    assert payload["view"]["state"]["values"] == {
+        "note": {"note": {"type": "plain_text_input", "value": "mid-deploy"}}
+    }
+    assert payload["view"]["private_metadata"] == MODAL["private_metadata"]
+    errors = slack.answer_submission(view["id"], {"response_action": "errors", "errors": {"note": "say why"}})
+    assert errors["errors"] == {"note": "say why"} and slack.open_views("U0A")
+    updated = {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": "Nothing changed"},
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "expired"}}],
+    }
+    assert (
+        slack.answer_submission(view["id"], {"response_action": "update", "view": updated})["title"]["text"]
+        == "Nothing changed"
+    )
+    assert slack.answer_submission(view["id"], None) == {} and not slack.open_views("U0A")
