@@ -57,7 +57,8 @@ METRICS: dict[str, tuple[MetricUnit, tuple[str, ...]]] = {
 
 
 def run_started(runbook: str, trigger: str, execution_id: str = "") -> None:
-    """A run began (its first transition out of PENDING); `trigger` is slash, alarm or drill."""
+    """A run began (its first transition out of PENDING); `trigger` is slash, alarm, drill,
+    button (Run this plan), or plan (a plan's start: plans are counted nowhere else)."""
     _record(RUNS_STARTED, 1, {"runbook": runbook, "trigger": trigger}, execution_id)
 
 

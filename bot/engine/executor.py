@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.actions.base import REGISTRY, ActionContext, Effect, StepOutcome, planned_effect
-from bot.engine import machine
+from bot.actions.preview import preview
+from bot.engine import machine, planner
 from bot.engine.model import Runbook, Step
 from bot.exceptions import ActionError, ClaimHeld, RunbookBotError, TransitionConflict
 from bot.partners.model import DrillTargetMissing
@@ -84,7 +85,10 @@ class Executor:
             return Outcome(image.execution_id, "stale", f"record at version {image.version}; {behind}")
 
         now = self.now_ms()
-        decision = machine.plan(current, runbook, now, self.when, self.effect)
+        if current.kind == planner.PLAN:
+            decision = planner.next_move(current, runbook, now, self.when)
+        else:
+            decision = machine.plan(current, runbook, now, self.when, self.effect)
         if isinstance(decision, machine.Idle):
             return Outcome(current.execution_id, "idle", decision.reason)
         if isinstance(decision, machine.Move):
@@ -107,7 +111,10 @@ class Executor:
             result = self._run(current, runbook, step, remaining_ms)
             if self.crash_hook:
                 self.crash_hook("after-effect", current, step)
-            t = machine.after_step(current, runbook, step, result, self.now_ms(), self.when, self.effect)
+            if current.kind == planner.PLAN:
+                t = planner.after_preview(current, runbook, step, result, self.now_ms(), self.when)
+            else:
+                t = machine.after_step(current, runbook, step, result, self.now_ms(), self.when, self.effect)
             return self._commit(current, t, "executed", step.id)
         except Exception:
             # A failure we saw (not a crash): give the claim back so the retried record can run.
@@ -134,7 +141,10 @@ class Executor:
         try:
             inputs = self._inputs(ex, step)
             ctx = self._context(ex, step, budget, resumable=getattr(action, "resumable", False))
-            outcome: StepOutcome = action.run(ctx, inputs)
+            # A plan previews: reads run for real, changes are computed and never applied.
+            outcome: StepOutcome = (
+                preview(action, ctx, inputs) if ex.kind == planner.PLAN else action.run(ctx, inputs)
+            )
         except ActionError as error:
             return self._failed(ex, step, started, error.code, str(error), error.retryable)
         except DrillTargetMissing as error:
@@ -239,7 +249,7 @@ class Executor:
         try:
             inputs = self._inputs(ex, step)
             ctx = self._context(ex, step, lambda: 30_000)
-            return planned_effect(action, ctx, inputs)
+            planned = planned_effect(action, ctx, inputs)
         except Exception as error:  # the approver must still see what will run
             # Nobody can say how big it is, so it needs the approvers a critical change needs.
             return Effect(
@@ -247,6 +257,9 @@ class Executor:
                 fingerprint="unknown",
                 risk="critical",
             )
+        if ex.plan_of:  # started from a plan: show what it planned beside what is now
+            return planner.beside_plan(planned, self.store.get(ex.plan_of, consistent=False), step.id)
+        return planned
 
     def _commit(self, ex: Execution, t: machine.Transition, action: str, step_id: str = "") -> Outcome:
         try:

@@ -961,6 +961,8 @@ def _started_summary(ex: Execution, runbook: Runbook) -> str:
     """Plain text: who started it is the event's actor (rendered as a mention from that field)."""
     label = "drill" if ex.drill else "run"
     summary = f"{runbook.title}: {label} started for {ex.partner}"
+    if ex.plan_of:  # the run's first event links the plan it was started from
+        summary += f"; started from plan {ex.plan_of}"
     if ex.forced_over:
         summary += f"; forced past the table lock held by {ex.forced_over} (force=true by an approver)"
     return summary

@@ -71,6 +71,8 @@ def new_execution(
     drill_seconds: int = 0,
     forced_over: str = "",
     response_url: str = "",
+    kind: str = "run",
+    plan_of: str = "",
 ) -> Execution:
     """A run as it is first written: PENDING at version 0, its first step at the cursor."""
     return Execution(
@@ -86,6 +88,8 @@ def new_execution(
         created_at_ms=now_ms,
         updated_at_ms=now_ms,
         trigger=trigger,
+        kind=kind,
+        plan_of=plan_of,
         forced_over=forced_over,
         response_url=response_url,
         drill=drill,

@@ -14,7 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from bot.engine import machine
+from bot.engine import machine, planner
 from bot.exceptions import ClaimHeld, TransitionConflict
 from bot.handlers.services import Sandbox, Services, on_lambda
 
@@ -57,7 +57,10 @@ def sweep(
             continue
         # No effects here: a risky step the sweeper enters is asked for by the worker, which
         # computes its effect (the sweeper never calls a partner's AWS).
-        t = machine.on_due(ex, runbook, now_ms, executor.when, None)
+        if ex.kind == planner.PLAN:
+            t = planner.on_due(ex, runbook, now_ms, executor.when)
+        else:
+            t = machine.on_due(ex, runbook, now_ms, executor.when, None)
         if t is None:
             continue
         try:

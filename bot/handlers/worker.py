@@ -87,6 +87,10 @@ def record_transition(image: Execution, outcome: Any, elapsed_ms: float, service
     so a record delivered twice, or raced by another worker, is counted once."""
     if outcome.action not in {"moved", "executed"}:
         return  # idle, stale, claimed elsewhere, conflict: nothing changed here
+    if image.kind == "plan":  # counted as plans started; their previews are not runs' steps or ends
+        if image.status is Status.PENDING:
+            metrics.run_started(image.runbook, "plan", image.execution_id)
+        return
     if image.status is Status.PENDING:
         metrics.run_started(image.runbook, image.trigger, image.execution_id)
     elif just_resumed(image):  # RunsEnded counted its end: it runs again

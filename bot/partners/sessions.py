@@ -41,6 +41,33 @@ class DrillGuard:
             )
 
 
+# Operations a plan may send: they read and change nothing. Everything else (PutItem, UpdateTable,
+# ExecuteStatement, and SQS ReceiveMessage, which hides what it reads and counts a receive) is refused.
+READ_PREFIXES = ("Describe", "Get", "List", "Query", "Scan", "BatchGet", "TransactGet")
+
+
+class PlanGuard:
+    """Refuses, before it is sent, every request of a plan that is not a read.
+
+    A plan previews the steps that would change something instead of running them; this is the
+    lock on the door behind that: whatever an action tries, a plan's clients cannot write to a
+    partner resource, change its capacity, or receive (and so hide) a queue's messages.
+    """
+
+    def install(self, client: Any) -> None:
+        client.meta.events.register("before-parameter-build", self.check)
+
+    def check(self, params: dict[str, Any], model: Any = None, **_: Any) -> None:
+        operation = str(getattr(model, "name", "") or "")
+        if not operation.startswith(READ_PREFIXES):
+            raise ActionError(
+                "PlanRefusesWrite",
+                f"a plan tried {operation or 'a request'}, which is not a read; refused before it was "
+                "sent. A plan changes nothing: start the run (Run this plan) to make changes",
+                retryable=False,
+            )
+
+
 def _resource_names(value: Any) -> list[str]:
     """Every table, queue and metric-dimension name a request's parameters carry."""
     names: list[str] = []
@@ -66,11 +93,14 @@ class PartnerSession:
     """boto3 clients for one partner, cached per service; assumed-role credentials refreshed early."""
 
     def __init__(
-        self, partner: Partner, injector: FaultInjector | None = None, guard: DrillGuard | None = None
+        self,
+        partner: Partner,
+        injector: FaultInjector | None = None,
+        guard: DrillGuard | PlanGuard | None = None,
     ) -> None:
         self.partner = partner
         self.injector = injector  # a drill's faults, installed on every DynamoDB client
-        self.guard = guard  # a drill's refusal of production resources, on every client
+        self.guard = guard  # a drill's refusal of production resources, a plan's of writes, on every client
         self._clients: dict[str, Any] = {}
         self._session: Any = None
         self._expires_at = 0.0
@@ -122,33 +152,46 @@ class PartnerSessions:
 
     A drill gets a session (and clients) of its own: the partner's drill view (raises
     DrillTargetMissing when something has no drill target), its faults, and a guard that refuses
-    every production resource. An edited partner file (a new `Partner`) gets a new session.
+    every production resource. A plan gets one whose guard refuses every request but reads. An
+    edited partner file (a new `Partner`) gets a new session.
     """
 
     def __init__(self) -> None:
         self._cache: dict[
-            tuple[str, bool, tuple[tuple[str, float], ...]], tuple[Partner, PartnerSession]
+            tuple[str, bool, bool, tuple[tuple[str, float], ...]], tuple[Partner, PartnerSession]
         ] = {}
         self._lock = threading.Lock()
 
     def get(
-        self, partner: Partner, faults: dict[str, float] | None = None, *, drill: bool = False
+        self,
+        partner: Partner,
+        faults: dict[str, float] | None = None,
+        *,
+        drill: bool = False,
+        plan: bool = False,
     ) -> PartnerSession:
-        key = (partner.name, drill, tuple(sorted((faults or {}).items())))
+        key = (partner.name, drill, plan, tuple(sorted((faults or {}).items())))
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None and cached[0] == partner:
                 return cached[1]
-            session = _new_session(partner, faults, drill)
+            session = _new_session(partner, faults, drill, plan)
             self._cache[key] = (partner, session)
             return session
 
     def for_run(self, partner: Partner, ex: Any) -> PartnerSession:
-        """The session a run's steps use: its drill's, with the drill's faults, or production's."""
+        """The session a run's steps use: its drill's, with the drill's faults; a plan's, that
+        only reads; or production's."""
+        if getattr(ex, "kind", "run") == "plan":
+            return self.get(partner, plan=True)
         return self.get(partner, ex.drill_faults if ex.drill else None, drill=ex.drill)
 
 
-def _new_session(partner: Partner, faults: dict[str, float] | None, drill: bool) -> PartnerSession:
+def _new_session(
+    partner: Partner, faults: dict[str, float] | None, drill: bool, plan: bool = False
+) -> PartnerSession:
+    if plan:
+        return PartnerSession(partner, None, PlanGuard())
     injector = None
     if faults:
         from bot.partners.faults import FaultInjector, FaultSpec

@@ -25,6 +25,8 @@ from bot.slack import render
 from bot.slack.client import error_code, slack_client
 from bot.slack.commands import CommandService, Invocation
 from bot.slack.decisions import DIALOG_CALLBACK, DecisionResult, DecisionService, Submission, unsaid
+from bot.slack.plan_render import RUN_PLAN_ACTION
+from bot.slack.plan_runs import PlanStart, start_from_plan
 from bot.slack.render import NOTE_BLOCK
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ def build_app(
 
     _approval_listeners(app, decider, click_client)
     _history_and_export_buttons(app, commands)
+    _plan_button(app, commands, click_client)
     return app
 
 
@@ -161,6 +164,28 @@ def _with_dialog(
         if not result.decided:  # the click's one Slack call is spent: no ephemeral on top
             logger.warning("the click changed nothing", extra={"user": user_id, "why": result.explanation})
         return DecisionResult(result.decided, "")
+
+
+def _plan_button(app: App, commands: CommandService, click_client: WebClient) -> None:
+    """Run this plan: starts the run a plan describes (no partner AWS call on the click path)."""
+
+    @app.action(RUN_PLAN_ACTION)
+    def run_plan_click(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        user_id = str((body.get("user") or {}).get("id") or "")
+        channel = str(
+            (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
+        )
+        try:
+            result = start_from_plan(commands, user_id, channel, str(action.get("value") or ""))
+        except Exception:  # never a 500 to Slack: say that nothing was started
+            logger.exception("run plan click failed", extra={"user": user_id})
+            result = PlanStart(False, "Runbook Bot hit an internal error; nothing was started. Try again.")
+        if channel and user_id:
+            try:
+                click_client.chat_postEphemeral(channel=channel, user=user_id, text=result.text)
+            except Exception:  # the run (if any) goes on; its thread says so in the channel
+                logger.warning("could not tell the clicker what the plan started", extra={"user": user_id})
 
 
 def _history_and_export_buttons(app: App, commands: CommandService) -> None:

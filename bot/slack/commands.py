@@ -6,6 +6,7 @@ answer that says what was wrong and what is valid, and nothing is started or wri
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ class CommandService:
                 return self._start(command.runbook, command.partner, command.params, inv, drill=False)
             case grammar.Drill():
                 return self._start(command.runbook, command.partner, command.params, inv, drill=True)
+            case grammar.PlanRun():
+                return self._plan(command.runbook, command.partner, command.params, inv)
             case grammar.ListCommand():
                 return render.run_list(catalog.runbooks, catalog.partners, inv.channel_id)
             case grammar.Help():
@@ -160,6 +163,49 @@ class CommandService:
                 f"`/runbook status {held}`"
             )
         return render.started(ex, unreachable=self.store.channel_unreachable(inv.channel_id))
+
+    def _plan(
+        self, runbook_name: str, partner_name: str, given: dict[str, str], inv: Invocation
+    ) -> render.Message:
+        """A plan: the same channel and parameter rules as a run; no lock, no approval."""
+        from bot.engine.params import bind_parameters
+        from bot.engine.planner import PLAN
+        from bot.engine.starts import new_execution
+        from bot.slack.plan_render import planning
+
+        runbook = self._runbook(runbook_name)
+        partner = self._partner(partner_name)
+        if not partner.may_run_in(inv.channel_id):
+            channels = ", ".join(f"<#{c}>" for c in partner.channels)
+            raise CommandError(
+                f"{partner.display_name}'s runbooks run and are planned in {channels}; plan it there"
+            )
+        if FORCE_KEY in given:
+            raise CommandError(
+                "force= does not apply to a plan: a plan takes no lock. Give force=true to the run, "
+                "if an approver must start it past another run's lock"
+            )
+        params = bind_parameters(runbook, partner, given)
+        execution_id = grammar.new_execution_id(
+            f"plan:{inv.team_id}:{inv.trigger_id or inv.text}:{inv.user_id}"
+        )
+        ex = new_execution(
+            execution_id,
+            runbook,
+            partner,
+            params,
+            requested_by=inv.user_id,
+            channel=inv.channel_id,
+            now_ms=self.now_ms(),
+            trigger="slash",
+            response_url=inv.response_url,
+            kind=PLAN,
+        )
+        # A plan resolves nothing: no SLA clock runs on it (status shows none, no warning is posted).
+        ex = dataclasses.replace(ex, sla_response_minutes=0, sla_resolution_minutes=0)
+        if not self.store.create(ex):
+            logger.info("redelivered plan request", extra={"execution_id": ex.execution_id})
+        return planning(ex, unreachable=self.store.channel_unreachable(inv.channel_id))
 
     def _cancel(self, execution_id: str, inv: Invocation) -> render.Message:
         ex = self._visible_execution(execution_id, inv)

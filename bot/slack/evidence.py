@@ -126,6 +126,8 @@ def evidence(
         "partner": {"name": ex.partner, "display_name": partner.display_name if partner else ex.partner},
         "status": ex.status.value,
         "drill": ex.drill,
+        "kind": ex.kind,  # run | plan (a dry run: nothing was changed)
+        "plan_of": ex.plan_of or None,  # the plan a run was started from
         "trigger": ex.trigger,
         "requested_by": ex.requested_by,
         "channel": ex.channel,
@@ -182,7 +184,7 @@ def markdown(data: Mapping[str, Any]) -> str:
 
 
 def _summary(data: Mapping[str, Any]) -> list[str]:
-    drill = "[DRILL] " if data["drill"] else ""
+    drill = "[DRILL] " if data["drill"] else "[PLAN] " if data.get("kind") == "plan" else ""
     runbook, partner, sla = data["runbook"], data["partner"], data["sla"]
     lines = [
         f"# {drill}Evidence: {_md(runbook['title'] or runbook['name'])} for {_md(partner['display_name'])}",
@@ -193,6 +195,10 @@ def _summary(data: Mapping[str, Any]) -> list[str]:
             "> **This was a drill**: a rehearsal against the partner's drill target, with injected faults.",
             "",
         ]
+    if data.get("kind") == "plan":
+        lines += ["> **This was a plan**: a dry run that read the partner's state and changed nothing.", ""]
+    if data.get("plan_of"):
+        lines += [f"Started from plan `{data['plan_of']}`.", ""]
     used = f", {sla['used']:.0%} of it used" if sla["used"] is not None else ""
     verdict = " **(breached)**" if sla["breached"] else ""
     rows = [

@@ -33,6 +33,7 @@ GRAMMAR = """\
 `/runbook retry &lt;execution-id&gt; [confirm=true]` resume a failed or timed-out run from its failed step
 `/runbook errors [ErrorCode]` the error catalog, or one entry
 `/runbook drill &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a rehearsal against the drill target
+`/runbook plan &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a dry run: what a run would do, changing nothing
 `/runbook history [partner] [runbook] [status] [since=7d]` the last runs that match, newest first
 `/runbook export &lt;execution-id&gt;` the run's evidence file (Markdown + JSON) in its thread"""
 
@@ -46,6 +47,15 @@ class StartRun:
 
 @dataclass(frozen=True)
 class Drill:
+    runbook: str
+    partner: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanRun:
+    """`/runbook plan`: a dry run with the exact effects (reads for real, changes nothing)."""
+
     runbook: str
     partner: str
     params: dict[str, str] = field(default_factory=dict)
@@ -104,7 +114,18 @@ class Retry:
 
 
 Command = (
-    StartRun | Drill | ListCommand | Help | Status | Timeline | Cancel | Errors | History | Export | Retry
+    StartRun
+    | Drill
+    | PlanRun
+    | ListCommand
+    | Help
+    | Status
+    | Timeline
+    | Cancel
+    | Errors
+    | History
+    | Export
+    | Retry
 )
 _BY_ID: dict[str, type[Status] | type[Timeline] | type[Cancel]] = {
     "status": Status,
@@ -147,6 +168,9 @@ def parse(text: str) -> Command:
     if head == "drill":
         runbook, partner, params = _run_words(rest, "drill")
         return Drill(runbook, partner, params)
+    if head == "plan":
+        runbook, partner, params = _run_words(rest, "plan")
+        return PlanRun(runbook, partner, params)
     runbook, partner, params = _run_words(words, "")
     return StartRun(runbook, partner, params)
 

@@ -209,7 +209,7 @@ def more_value(wanted: HistoryFilter, cursor: str) -> str:
 
 
 def _line(run: Any) -> str:
-    drill = "`[DRILL]` " if run.drill else ""
+    drill = "`[DRILL]` " if run.drill else "`[PLAN]` " if run.kind == "plan" else ""
     took = format_duration(run.duration_ms / 1000)
     timing = f"took {took}" if run.status.terminal else f"running {took} so far"
     outcome = run.status.value.replace("_", " ")

@@ -299,6 +299,10 @@ class Publisher:
         catalog = self.catalog()
         runbook = catalog.runbooks.get(ex.runbook)
         partner = catalog.partners.get(ex.partner)
+        if ex.kind == "plan" and runbook:  # a plan is one message: every step with its mark
+            from bot.slack.plan_render import plan_message
+
+            return plan_message(ex, runbook, partner.display_name if partner else ex.partner)
         # As of the run's last transition, not the wall clock: the same state renders the same
         # message, so a redelivered record costs no chat.update (elapsed and SLA move with each step).
         return render.parent_message(
@@ -313,7 +317,7 @@ class Publisher:
 
     def _post_pending(self, ex: Execution, state: Posts, tally: _Tally) -> Posts:
         pending = [e for e in ex.timeline if e.seq > state.posted_seq]
-        if not pending:
+        if not pending or ex.kind == "plan":  # a plan's events live in its one message, not a thread
             return state
         # Something claimed and never recorded: a publisher stopped, or Slack's answer was lost.
         already = self._find_replies(ex, state, tally) if state.attempting_through > state.posted_seq else {}

@@ -149,7 +149,7 @@ def parent_message(
     elapsed = format_duration(
         ((ex.updated_at_ms if ex.status.terminal else now_ms) - ex.created_at_ms) / 1000
     )
-    drill = "[DRILL] " if ex.drill else ""
+    drill = "[DRILL] " if ex.drill else "[PLAN] " if ex.kind == "plan" else ""
     status = f"{STATUS_EMOJI[ex.status]} *{ex.status.value.replace('_', ' ')}*"
     if ex.status is Status.AWAITING_APPROVAL and ex.approval:
         status += f" — *{escape(titles.get(ex.approval.step_id, ex.approval.step_id))}* needs an approver"
@@ -536,7 +536,7 @@ def step_titles(runbook: Runbook) -> dict[str, str]:
 def timeline_text(ex: Execution, runbook: Runbook | None = None, partner_display: str = "") -> Message:
     titles = step_titles(runbook) if runbook else {}
     lines = [
-        f"*Timeline of `{ex.execution_id}`* ({escape(runbook.title if runbook else ex.runbook)} for "
+        f"{'[PLAN] ' if ex.kind == 'plan' else ''}*Timeline of `{ex.execution_id}`* ({escape(runbook.title if runbook else ex.runbook)} for "
         f"{escape(partner_display or ex.partner)}, {ex.status.value})"
     ]
     last_actor = ""

@@ -81,6 +81,11 @@ def refusal(ex: Execution, runbook: Runbook, now_ms: int) -> str:
     """Why `ex` cannot be resumed now, and what is valid instead; "" when it can."""
     ref = f"`{ex.execution_id}`"
     again = f"start a new run with `/runbook {ex.runbook} {ex.partner}`"
+    if ex.kind == "plan":  # a plan changes nothing, so there is nothing to resume
+        return (
+            f"{ref} is a plan (a dry run); there is nothing to resume. Plan again with "
+            f"`/runbook plan {ex.runbook} {ex.partner}`, or {again}"
+        )
     if ex.status is Status.SUCCEEDED:
         return f"{ref} already SUCCEEDED; there is nothing to resume. To do it again, {again}"
     if ex.status is Status.CANCELLED:

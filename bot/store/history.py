@@ -28,6 +28,7 @@ PROJECTED = (
     "created_at_ms",
     "updated_at_ms",
     "drill",
+    "kind",
     "channel",
     "error",
     keys.APPROVED_BY,
@@ -50,6 +51,7 @@ class RunSummary:
     created_at_ms: int
     updated_at_ms: int
     drill: bool = False
+    kind: str = "run"  # run | plan
     channel: str = ""
     error_code: str = ""
     approved_by: tuple[str, ...] = ()
@@ -187,6 +189,7 @@ def summary(item: dict[str, Any]) -> RunSummary:
         created_at_ms=int(plain.get("created_at_ms") or 0),
         updated_at_ms=int(plain.get("updated_at_ms") or plain.get("created_at_ms") or 0),
         drill=bool(plain.get("drill")),
+        kind=str(plain.get("kind") or "run"),
         channel=str(plain.get("channel") or ""),
         error_code=str(error.get("code") or "") if isinstance(error, dict) else "",
         approved_by=tuple(sorted(plain.get(keys.APPROVED_BY) or ())),

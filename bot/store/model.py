@@ -126,7 +126,9 @@ class Execution:
     channel: str
     created_at_ms: int
     updated_at_ms: int
-    trigger: str = "slash"  # slash | alarm | drill
+    trigger: str = "slash"  # slash | alarm | drill | button (a plan's Run this plan)
+    kind: str = "run"  # run | plan (a dry run: reads for real, changes nothing; no approval, no lock)
+    plan_of: str = ""  # a run started from a plan: the plan's execution id
     forced_over: str = ""  # the active run whose table lock an approver overrode with force=true
     response_url: str = ""  # the slash command's, for telling the requester (Slack honours it 30 min)
     drill: bool = False

@@ -1,4 +1,4 @@
-"""Chaos: 200 runs through the local pipeline with every fault at once.
+"""Chaos: 200 runs (and a few plans beside them) through the local pipeline with every fault at once.
 
 Each stream record is delivered 1-3 times, batches are split and retried, the worker dies at
 random points (before a batch, between a step's effect and its commit, after its commits), Slack
@@ -20,12 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from bot.actions.base import REGISTRY, ActionContext, StepOutcome, register
 from bot.local.pipeline import LocalPipeline, PipelineOptions
 from bot.store import keys
 from bot.store.model import TERMINAL, Status
+from tests.integration.test_drill_isolation import production
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -138,6 +140,12 @@ def chaos(tmp_path_factory, ledger):
 
         seed_demo(boto3.session.Session())  # the drill beside the runs rehearses on the demo's drill table
         yield pipeline
+
+
+def start_plan(pipeline: LocalPipeline, text: str, trigger_id: str) -> str:
+    response = pipeline.command(f"plan {text}", trigger_id=trigger_id)
+    assert response["statusCode"] == 200, response
+    return str(json.loads(response["body"])["text"].split("plan `")[1].split("`")[0])
 
 
 def start_runs(pipeline: LocalPipeline) -> list[str]:
@@ -263,11 +271,19 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
     ids = start_runs(chaos)
     drill = chaos.command("drill throttle partner-acme faults=throttle=0.1 for=5m", user_id="U0DRILLBOT")
     drill_id = json.loads(drill["body"])["text"].split("execution `")[1].split("`")[0]
+    # Plans beside the runs: each must end SUCCEEDED, apply no effect and change no partner resource.
+    untouched = production(boto3.session.Session())
+    plan_ids = [
+        start_plan(chaos, text, f"chaos-plan-{i}")
+        for i, text in enumerate(
+            ["chaos partner-acme"] * 3 + ["throttle partner-acme", "replay partner-acme"]
+        )
+    ]
     approvers = Approvers(chaos)
     doomed = set(ids[::DOOMED_EVERY])
     retriers = Retriers(chaos)
     deadline = time.monotonic() + 420
-    pending = {*ids, drill_id}
+    pending = {*ids, drill_id, *plan_ids}
     while pending and time.monotonic() < deadline:
         approvers.click_waiting(pending)
         retriers.retry_failed(pending & doomed)
@@ -345,6 +361,18 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
         told = [text for _, text in answers if not text.startswith("Resuming")]
         assert all("being resumed by someone else" in t or "not ended" in t for t in told), told
     assert chaos.execution(drill_id).drill and chaos.execution(drill_id).status in TERMINAL
+    plans = {i: chaos.execution(i) for i in plan_ids}
+    assert {i: p.status.value for i, p in plans.items()} == dict.fromkeys(plan_ids, "SUCCEEDED")
+    assert all(p.kind == "plan" and not p.approval for p in plans.values()), "no plan asks for approval"
+    assert production(boto3.session.Session()) == untouched, "plans changed a partner resource"
+    for plan_id, p in plans.items():
+        messages = [
+            m
+            for m in chaos.slack.messages(p.channel)
+            if (m.get("metadata") or {}).get("event_payload", {}).get("execution_id") == plan_id
+        ]
+        assert len(messages) == 1 and messages[0]["text"].startswith("[PLAN]"), f"{plan_id}: one message"
+        assert not chaos.slack.thread(p.channel, messages[0]["ts"])[1:], f"{plan_id}: and no thread"
     assert worker.sent_to_on_failure == 0 and timeline.sent_to_on_failure == 0
     assert chaos.crashes is not None and chaos.crashes.total > 0, "the worker was killed along the way"
     assert slack_faults > 0 and chaos.bot_faults.stats.throttled > 0

@@ -664,3 +664,42 @@ def test_drill_only_keys_on_a_run_that_is_not_a_drill_are_refused_and_nothing_st
     message, created = answer(service, "throttle partner-acme for=5m")
     assert created == {}
     assert "`for`" in message.text or "for=" in message.text
+
+
+# -- /runbook plan -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("plan throttle partner-acme", grammar.PlanRun("throttle", "partner-acme")),
+        ("PLAN throttle partner-acme", grammar.PlanRun("throttle", "partner-acme")),
+        (
+            'plan throttle partner-acme mode=provisioned write_units=400 note="two words"',
+            grammar.PlanRun(
+                "throttle", "partner-acme", {"mode": "provisioned", "write_units": "400", "note": "two words"}
+            ),
+        ),
+    ],
+)
+def test_plan_parses_like_a_run_with_its_parameters(text, command):
+    assert parse(text) == command
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plan", "/runbook plan &lt;runbook&gt; &lt;partner&gt;"),
+        ("plan throttle", "e.g. `/runbook plan throttle partner-acme`"),
+        ("plan throttle partner-acme extra", "unexpected `extra`"),
+        ("plan throttle partner-acme mode=", "parameter `mode` has no value"),
+        ("plan throttle partner-acme mode=a mode=b", "given twice"),
+        ("plan Throttle! partner-acme", "is not a runbook name"),
+    ],
+)
+def test_a_bad_plan_says_what_is_valid(text, expected):
+    assert expected in refusal(text)
+
+
+def test_the_help_names_the_plan_command():
+    assert "`/runbook plan &lt;runbook&gt; &lt;partner&gt; [key=value ...]` a dry run" in grammar.GRAMMAR
