@@ -405,7 +405,11 @@ def start_from_form(
     try:
         started = commands._start(runbook.name, partner.name, filled.given, inv, drill=False)
     except CommandError as error:  # e.g. a run holds the table's lock: said under the partner
-        return FormAnswer({PARTNER_BLOCK: _plain(str(error))})
+        said = str(error).replace(
+            "add `force=true` to start anyway",
+            f"type `/runbook {runbook.name} {partner.name} force=true` to start anyway (the form never forces)",
+        )
+        return FormAnswer({PARTNER_BLOCK: _plain(said)})
     return FormAnswer({}, started, choice.channel)
 
 

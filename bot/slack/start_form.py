@@ -190,7 +190,14 @@ def parameter_block(p: Parameter, runbook: Runbook, partner: Partner) -> dict[st
                 else str(default)
             )
         if p.type is ParamType.DURATION:
-            element["placeholder"] = {"type": "plain_text", "text": "e.g. 90s, 15m, 2h"}
+            shortest = format_duration(p.minimum) if p.minimum is not None else ""
+            longest = format_duration(p.maximum) if p.maximum is not None else ""
+            span = (
+                f"; from {shortest or '0s'} to {longest}"
+                if longest
+                else (f"; at least {shortest}" if shortest else "")
+            )
+            element["placeholder"] = {"type": "plain_text", "text": f"e.g. 90s, 15m, 2h{span}"[:150]}
     element["action_id"] = block_id
     block: dict[str, Any] = {
         "type": "input",

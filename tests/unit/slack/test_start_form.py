@@ -177,6 +177,7 @@ def test_a_good_submission_starts_the_run_in_the_forms_channel_once(commands):
     # Another submission for the same table meets the lock, said under the partner.
     third = start_from_form(commands, form(), "U0DEVONCALL", "T0", "1.3.b")
     assert "is already running on a table this run would change" in third.errors[PARTNER_BLOCK]
+    assert "type /runbook throttle partner-acme force=true" in third.errors[PARTNER_BLOCK]
 
 
 @pytest.fixture
