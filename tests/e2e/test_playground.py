@@ -143,7 +143,7 @@ def test_a_rejection_asks_for_a_reason_in_a_modal_that_shows_errors_under_its_fi
     expect(page.locator("#ephemeral")).to_contain_text(f"cancel {execution_id}", timeout=15_000)
 
 
-def test_the_start_form_opens_updates_shows_a_field_error_and_starts_the_run(page):
+def test_the_start_form_opens_updates_shows_a_field_error_and_starts_the_run(page, playground):
     """`/runbook` alone: the form opens; picking throttle, then partner-acme, updates it
     (block_actions -> views.update); a value above the partner's limit comes back under its
     field; fixed, the run starts in the channel and the form closes."""
@@ -175,6 +175,15 @@ def test_the_start_form_opens_updates_shows_a_field_error_and_starts_the_run(pag
     out = REPO / "test-results"
     out.mkdir(exist_ok=True)
     page.screenshot(path=str(out / "playground-start-form.png"), full_page=True)
+
+    # It waits for approval on the orders table: end it, so the alarm test below can start one.
+    started = page.locator(".eph", has_text="Started throttle for partner-acme")
+    execution_id = re.search(r"rb-[a-z0-9]{10}", started.last.inner_text()).group(0)
+    page.fill("#text", f"/runbook cancel {execution_id}")
+    page.click("#composer button[type=submit]")
+    expect(page.locator("#ephemeral")).to_contain_text(f"cancel {execution_id}", timeout=15_000)
+    ended = playground.pipeline.wait_for(execution_id, {"CANCELLED", "SUCCEEDED", "FAILED"}, 60)
+    assert ended.status.value == "CANCELLED"
 
 
 def in_viewport(page: Any, selector: str) -> bool:
