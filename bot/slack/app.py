@@ -307,17 +307,16 @@ def _start_form_listeners(app: App, commands: CommandService, client: WebClient)
         if answer.errors:
             ack(response_action="errors", errors=answer.errors)
             return
+        started = answer.started or render.refusal("Started.")
+        try:
+            client.chat_postEphemeral(
+                channel=answer.channel, user=user_id, text=started.text, blocks=started.blocks
+            )
+        except Exception:  # e.g. not_in_channel, Slack slow: the form itself says the run started
+            logger.warning("could not tell the requester their run started", extra={"user": user_id})
+            ack(response_action="update", view=render.form_started(started.text))
+            return
         ack()  # the form closes; the run's message appears in the channel
-        if answer.started is not None:
-            try:
-                client.chat_postEphemeral(
-                    channel=answer.channel,
-                    user=user_id,
-                    text=answer.started.text,
-                    blocks=answer.started.blocks,
-                )
-            except Exception:  # the run started; its parent message in the channel says so too
-                logger.warning("could not tell the requester their run started", extra={"user": user_id})
 
 
 class MembershipUnknown(RunbookBotError):

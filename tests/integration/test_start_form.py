@@ -141,3 +141,20 @@ def test_a_stale_pick_loses_to_the_newer_one(pipeline):
     with pytest.raises(SlackApiError) as missing:
         client.views_update(view_id="V0NOSUCHVIEW", view=stale)
     assert missing.value.response["error"] == "not_found"
+
+
+def test_a_run_started_where_slack_refuses_the_ephemeral_says_so_in_the_form(pipeline):
+    """The bot was removed from the channel: chat.postEphemeral answers not_in_channel, so the
+    form, instead of closing on nothing, turns into "Run started" with the execution id."""
+    view = pick(pipeline, open_form(pipeline), RUNBOOK_BLOCK, "consistency")  # reads: takes no lock
+    view = pick(pipeline, view, PARTNER_BLOCK, "partner-acme")
+    pipeline.slack.remove(ACME)
+    try:
+        result = pipeline.submit_view(view["id"], {"param.consistency.partner-acme.sample": "20"})
+    finally:
+        pipeline.slack.invite(ACME)
+    assert result["view"]["title"]["text"] == "Run started"
+    text = json.dumps(result["view"]["blocks"])
+    assert "Started `consistency` for `partner-acme`" in text
+    ex = pipeline.execution(re.search(r"rb-[a-z2-7]{10}", text).group(0))
+    assert (ex.channel, ex.params["sample"]) == (ACME, 20)
