@@ -27,12 +27,26 @@ def bind_parameters(runbook: Runbook, partner: Partner, given: dict[str, str]) -
     the partner file, and the partner's capacity limits are ceilings: a default above one is
     lowered to it, a value someone asked for above it is refused, saying the limit.
     """
-    problems: list[str] = []
+    values, problems = check_parameters(runbook, partner, given)
+    if problems:
+        listing = "; ".join(describe_parameter(p) for p in runbook.parameters) or "none"
+        raise CommandError("; ".join(m for _, m in problems) + f".\nParameters of {runbook.name}: {listing}")
+    return values
+
+
+def check_parameters(
+    runbook: Runbook, partner: Partner, given: dict[str, str]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """bind_parameters without the raise: the typed values, and every problem as (the parameter's
+    name, or the unknown key given, and the message), for a form that shows each under its field."""
+    problems: list[tuple[str, str]] = []
     known = {p.name: p for p in runbook.parameters}
     for key in given:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
-            problems.append(f"unknown parameter `{key}`" + (f"; did you mean `{close[0]}`?" if close else ""))
+            problems.append(
+                (key, f"unknown parameter `{key}`" + (f"; did you mean `{close[0]}`?" if close else ""))
+            )
     values: dict[str, Any] = {}
     overrides = partner.overrides.get(runbook.name, {})
     for p in runbook.parameters:
@@ -40,43 +54,40 @@ def bind_parameters(runbook: Runbook, partner: Partner, given: dict[str, str]) -
         source = "given" if p.name in given else ("partner override" if p.name in overrides else "default")
         if raw is None:
             if p.required:
-                problems.append(f"`{p.name}` is required ({describe_parameter(p)})")
+                problems.append((p.name, f"`{p.name}` is required ({describe_parameter(p)})"))
             continue
         try:
             value = coerce(p, raw)
             check_partner_value(p, value, partner)
             values[p.name] = within_limit(p, value, partner, lower=source == "default")
         except ValueError as error:
-            problems.append(f"`{p.name}` ({source}): {error}")
-    if problems:
-        listing = "; ".join(describe_parameter(p) for p in runbook.parameters) or "none"
-        raise CommandError("; ".join(problems) + f".\nParameters of {runbook.name}: {listing}")
-    return values
+            problems.append((p.name, f"`{p.name}` ({source}): {error}"))
+    return values, problems
+
+
+def partner_choices(p: Parameter, partner: Partner) -> tuple[list[str], str]:
+    """The values a parameter naming a partner thing may take, and what they are ("a table alias")."""
+    if p.refers_to == "table":
+        return list(partner.tables), "a table alias"
+    if p.refers_to == "index":
+        return sorted({i.name for t in partner.tables.values() for i in t.indexes}), "an index"
+    keys = set()
+    for t in partner.tables.values():
+        for k in (
+            t.partition_key,
+            t.sort_key,
+            *(x for i in t.indexes for x in (i.partition_key, i.sort_key)),
+        ):
+            if k is not None:
+                keys.add(k.name)
+    return sorted(keys), "a key attribute"
 
 
 def check_partner_value(p: Parameter, value: Any, partner: Partner) -> None:
     """A value that names a partner thing must name one the partner file has."""
     if not p.refers_to or value in ("", None):
         return
-    choices: list[str]
-    if p.refers_to == "table":
-        choices = list(partner.tables)
-        what = "a table alias"
-    elif p.refers_to == "index":
-        choices = sorted({i.name for t in partner.tables.values() for i in t.indexes})
-        what = "an index"
-    else:
-        keys = set()
-        for t in partner.tables.values():
-            for k in (
-                t.partition_key,
-                t.sort_key,
-                *(x for i in t.indexes for x in (i.partition_key, i.sort_key)),
-            ):
-                if k is not None:
-                    keys.add(k.name)
-        choices = sorted(keys)
-        what = "a key attribute"
+    choices, what = partner_choices(p, partner)
     if value not in choices:
         close = difflib.get_close_matches(str(value), choices, n=1)
         hint = f"; did you mean `{close[0]}`?" if close else ""

@@ -238,6 +238,8 @@ class LocalPipeline:
         """A signed `/runbook <text>` through the ingress handler; returns the Lambda response."""
         # The stand-in's own hook: a response_url must never point at the real Slack from here.
         hook = self.slack.response_url(f"{channel_id}-{user_id}") if self.slack is not None else ""
+        if trigger_id is None and self.slack is not None:
+            trigger_id = self.slack.trigger(user_id)  # as Slack issues it: `/runbook` alone opens a form
         body = slash_command_body(
             text, user_id=user_id, channel_id=channel_id, trigger_id=trigger_id, response_url=hook
         )
@@ -275,6 +277,14 @@ class LocalPipeline:
         answer = json.loads(raw) if raw.strip().startswith("{") else {}
         view = self.slack.answer_submission(view_id, answer) if response["statusCode"] == 200 else {}
         return {"status": response["statusCode"], "answer": answer, "view": view}
+
+    def choose(self, view_id: str, block_id: str, value: str) -> dict[str, Any]:
+        """The user picks `value` in a modal's select (block `block_id`): Slack's `block_actions`
+        through the ingress, signed. Returns the Lambda response; the modal, as the bot's
+        views.update left it, is in `self.slack.open_views()`."""
+        assert self.slack is not None, "modals need the Slack stand-in"
+        body = view_submission_body(self.slack.choose(view_id, block_id, value))
+        return dict(self.ingress.invoke(http_api_event(body, signed_headers(DEV_SIGNING_SECRET, body))))
 
     def fire_alarm(self, alarm_name: str, state: str = "ALARM") -> dict[str, Any]:
         from bot.local.events import alarm_state_change

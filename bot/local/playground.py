@@ -100,7 +100,7 @@ class Playground:
             {
                 k: v
                 for k, v in view.items()
-                if k in {"id", "user", "title", "submit", "close", "blocks", "errors"}
+                if k in {"id", "hash", "user", "title", "submit", "close", "blocks", "errors"}
             }
             for view in slack.open_views()
         ]
@@ -148,6 +148,13 @@ class Playground:
         result = self.pipeline.submit_view(view_id, {str(k): str(v) for k, v in values.items()})
         return {"status": result["status"], "view": result["view"]}
 
+    def choose(self, view_id: str, block_id: str, value: str) -> dict[str, Any]:
+        """Pick an option in an open modal's select: with `dispatch_action`, its block_actions
+        goes through the ingress and the bot updates the modal (views.update)."""
+        if view_id not in {v["id"] for v in self.pipeline.slack.open_views()}:
+            raise ValueError(f"no open modal {view_id}")
+        return {"status": self.pipeline.choose(view_id, block_id, value)["statusCode"]}
+
     def close(self, view_id: str) -> dict[str, Any]:
         self.pipeline.slack.close_view(view_id)
         return {"status": 200}
@@ -189,6 +196,10 @@ class Playground:
                         )
                     elif self.path == "/api/submit":
                         result = playground.submit(str(data["view_id"]), dict(data.get("values") or {}))
+                    elif self.path == "/api/choose":
+                        result = playground.choose(
+                            str(data["view_id"]), str(data["block_id"]), str(data["value"])
+                        )
                     elif self.path == "/api/close":
                         result = playground.close(str(data["view_id"]))
                     elif self.path == "/api/alarm":

@@ -150,6 +150,12 @@ WEB_API_METHODS: dict[str, WebApiMethod] = {
             }
         ),
     ),
+    # No scope; the errors are the spec's (slackapi/slack-api-specs, docs.slack.dev) for views.update.
+    "views.update": WebApiMethod(
+        (),
+        4,
+        frozenset({"invalid_arguments", "hash_conflict", "not_found", "view_too_large"}),
+    ),
 }
 UPLOAD_URL_SECONDS = (
     600.0  # how long an upload URL takes bytes (scaled by time_scale); Slack's is short-lived
@@ -415,20 +421,14 @@ class SlackStandIn:
 
     def submission(self, view_id: str, values: dict[str, str], *, team_id: str = "T0LOCAL") -> dict[str, Any]:
         """The `view_submission` payload Slack sends when the user submits an open modal; `values`
-        maps each input block's id to what was typed (action_id = block_id, as the bot's are)."""
+        maps input block ids to what was typed or picked (an option's value), over what the user
+        already picked in the modal (`choose`)."""
         with self._lock:
             view = dict(self.views[view_id])
+            entered = {**view.get("entered", {}), **values}
         user = view.pop("user")
-        state = {
-            block["block_id"]: {
-                block["element"].get("action_id", block["block_id"]): {
-                    "type": block["element"]["type"],
-                    "value": values.get(block["block_id"]) or None,
-                }
-            }
-            for block in view.get("blocks") or []
-            if block.get("type") == "input" and block.get("block_id")
-        }
+        view.pop("entered", None)
+        view.pop("errors", None)
         return {
             "type": "view_submission",
             "team": {"id": team_id, "domain": "local"},
@@ -436,8 +436,57 @@ class SlackStandIn:
             "api_app_id": "A0RUNBOOKBOT",
             "token": "deprecated-verification-token",
             "trigger_id": self.trigger(user),
-            "view": {**view, "state": {"values": state}},
+            "view": {**view, "state": {"values": _view_state(view, entered)}},
             "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    def choose(self, view_id: str, block_id: str, value: str, *, team_id: str = "T0LOCAL") -> dict[str, Any]:
+        """The user picks `value` in the select of input block `block_id`: Slack keeps it in the
+        view's state and, for a block with `dispatch_action`, sends this `block_actions` payload
+        (the view with its id, hash and state; the action with its selected option)."""
+        with self._lock:
+            current = self.views[view_id]
+            block = next(
+                (
+                    b
+                    for b in current.get("blocks") or []
+                    if b.get("block_id") == block_id and b.get("type") == "input"
+                ),
+                None,
+            )
+            if block is None:
+                raise ValueError(f"modal {view_id} has no input block {block_id}")
+            element = block["element"]
+            option = _option(element, value)
+            if element.get("type") in _SELECTS and option is None:
+                raise ValueError(f"{value!r} is not an option of {block_id}")
+            current.setdefault("entered", {})[block_id] = value
+            view = {k: v for k, v in current.items() if k not in {"user", "entered", "errors"}}
+            user = current["user"]
+            entered = dict(current["entered"])
+        view["state"] = {"values": _view_state(view, entered)}
+        action: dict[str, Any] = {
+            "type": element.get("type"),
+            "action_id": element.get("action_id", block_id),
+            "block_id": block_id,
+            "action_ts": f"{time.time():.6f}",
+        }
+        if option is not None:
+            action["selected_option"] = option
+        else:
+            action["value"] = value
+        return {
+            "type": "block_actions",
+            "team": {"id": team_id, "domain": "local"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team_id},
+            "api_app_id": "A0RUNBOOKBOT",
+            "token": "deprecated-verification-token",
+            "container": {"type": "view", "view_id": view_id},
+            "trigger_id": self.trigger(user),
+            "view": view,
+            "actions": [action] if block.get("dispatch_action") else [],
             "is_enterprise_install": False,
             "enterprise": None,
         }
@@ -453,7 +502,12 @@ class SlackStandIn:
             if current is None:
                 return {}
             if action == "errors":
-                current["errors"] = dict(answer.get("errors") or {})
+                errors = dict(answer.get("errors") or {})
+                inputs = {b.get("block_id") for b in current.get("blocks") or [] if b.get("type") == "input"}
+                strays = sorted(set(errors) - inputs)
+                if strays:
+                    raise ValueError(f"Slack would refuse errors for blocks that are not inputs: {strays}")
+                current["errors"] = errors
                 result = dict(current)
             elif action == "update":
                 view = dict(answer.get("view") or {})
@@ -933,6 +987,45 @@ class SlackStandIn:
         shown.pop("user")
         return {"ok": True, "view": shown}
 
+    def _m_views_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        view_id = str(args.get("view_id") or "")
+        external_id = str(args.get("external_id") or "")
+        if bool(view_id) == bool(external_id):
+            return _arguments_error("exactly one of view_id and external_id is required")
+        if view_id:
+            current = self.views.get(view_id)
+        else:
+            current = next((v for v in self.views.values() if v.get("external_id") == external_id), None)
+        if current is None:
+            return {"ok": False, "error": "not_found"}
+        given_hash = str(args.get("hash") or "")
+        if given_hash and given_hash != current["hash"]:
+            return {"ok": False, "error": "hash_conflict"}
+        raw = args.get("view")
+        if raw is None:
+            return _arguments_error("missing required field: view")
+        if len((raw if isinstance(raw, str) else json.dumps(raw)).encode()) > VIEW_BYTES:
+            return {"ok": False, "error": "view_too_large"}
+        view = _json(raw)
+        if not isinstance(view, dict):
+            return _arguments_error("view must be a JSON object [json-pointer:/view]")
+        problems = _invalid_view(view)
+        if problems:
+            return _arguments_error(*problems)
+        vid = str(current["id"])
+        # Slack keeps what the user entered in input blocks whose block_id and action_id stay.
+        kept = {
+            block_id: value
+            for block_id, value in (current.get("entered") or {}).items()
+            if _element_id(view, block_id) is not None
+            and _element_id(view, block_id) == _element_id(current, block_id)
+        }
+        self.views[vid] = {**self._shown_view(view, current["user"]), "id": vid, "entered": kept}
+        self.changed.notify_all()
+        shown = {k: v for k, v in self.views[vid].items() if k not in {"user", "entered"}}
+        shown["state"] = {"values": _view_state(shown, kept)}
+        return {"ok": True, "view": shown}
+
     def _shown_view(self, view: dict[str, Any], user: str) -> dict[str, Any]:
         """A view as Slack keeps and shows it: its fields plus Slack's own (hash, state, ids)."""
         return {
@@ -1157,6 +1250,42 @@ def _invalid_view(view: dict[str, Any]) -> list[str]:
         except (SlackObjectFormationError, KeyError, TypeError, ValueError) as error:
             problems.append(f"{error} [json-pointer:/view/blocks/{i}]")
     return problems
+
+
+_SELECTS = {"static_select", "radio_buttons"}
+
+
+def _element_id(view: dict[str, Any], block_id: str) -> str | None:
+    for block in view.get("blocks") or []:
+        if block.get("type") == "input" and block.get("block_id") == block_id:
+            return str(block["element"].get("action_id", block_id))
+    return None
+
+
+def _option(element: dict[str, Any], value: str) -> dict[str, Any] | None:
+    return next((dict(o) for o in element.get("options") or [] if o.get("value") == value), None)
+
+
+def _view_state(view: dict[str, Any], entered: dict[str, str]) -> dict[str, Any]:
+    """`view.state.values` as Slack sends it: every input block, by block id then action id, with
+    what the user entered, else the element's initial value (a select: its option, or null)."""
+    state: dict[str, Any] = {}
+    for block in view.get("blocks") or []:
+        if block.get("type") != "input" or not block.get("block_id"):
+            continue
+        element = block["element"]
+        kind = element.get("type")
+        typed = entered.get(block["block_id"])
+        if kind in _SELECTS:
+            option = _option(element, typed) if typed else element.get("initial_option")
+            value: dict[str, Any] = {"type": kind, "selected_option": option or None}
+        else:
+            initial = element.get("initial_value")
+            value = {"type": kind, "value": typed if typed is not None else initial}
+            if value["value"] == "":
+                value["value"] = None
+        state[block["block_id"]] = {element.get("action_id", block["block_id"]): value}
+    return state
 
 
 def _arguments_error(*problems: str) -> dict[str, Any]:

@@ -69,6 +69,9 @@ def build_app(
 
     @app.command("/runbook")
     def runbook_command(ack: Ack, command: dict[str, Any]) -> None:
+        if _opens_start_form(command):
+            _open_start_form(ack, commands, click_client, command)
+            return
         try:
             message = commands.answer(Invocation.from_payload(command))
         except Exception:
@@ -83,6 +86,7 @@ def build_app(
     _approval_listeners(app, decider, click_client)
     _history_and_export_buttons(app, commands)
     _plan_button(app, commands, click_client)
+    _start_form_listeners(app, commands, click_client)
     return app
 
 
@@ -234,6 +238,110 @@ def _answer_clicker(respond: Respond, message: render.Message) -> None:
         respond(text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False)
     except Exception:  # Slack slow: the click changed nothing it should not have, and says so next time
         logger.warning("could not answer a click through its response_url")
+
+
+def _opens_start_form(command: dict[str, Any]) -> bool:
+    from bot.exceptions import CommandError
+    from bot.slack.grammar import StartForm, parse
+
+    try:
+        return isinstance(parse(str(command.get("text") or "")), StartForm)
+    except CommandError:
+        return False
+
+
+def _open_start_form(ack: Ack, commands: CommandService, client: WebClient, command: dict[str, Any]) -> None:
+    """`/runbook` alone: the start form opens with the command's trigger_id, on the time-boxed
+    client (the trigger is good for 3 seconds, once). If Slack does not open it, the command's
+    answer says why and how to start a run without the form."""
+    from bot.slack.start_form import FormChoice, start_view
+
+    channel = str(command.get("channel_id") or "")
+    try:
+        catalog = commands.catalog()
+        view = start_view(catalog, FormChoice(channel))
+        client.views_open(trigger_id=str(command.get("trigger_id") or ""), view=view)
+    except Exception as error:
+        why = error_code(error) if isinstance(error, SlackApiError) else type(error).__name__
+        logger.warning("could not open the start form", extra={"error": why})
+        late = why in {"expired_trigger_id", "exchanged_trigger_id", "invalid_trigger_id"}
+        reason = (
+            "Slack gives an app 3 seconds to open a form after a command, and that time passed"
+            if late
+            else "Slack did not open it"
+        )
+        ack(
+            response_type="ephemeral",
+            text=f"The start form could not open ({reason}: `{why}`); nothing was started. Run `/runbook` "
+            "again, or type the run: `/runbook &lt;runbook&gt; &lt;partner&gt; [key=value ...]` "
+            "(`/runbook list` shows what this channel may run).",
+        )
+        return
+    ack()
+
+
+def _start_form_listeners(app: App, commands: CommandService, client: WebClient) -> None:
+    """The start form: a runbook or partner picked updates it (views.update with the view's hash,
+    Slack's guard against an older update landing last); its submission starts the run."""
+    from bot.slack.commands import start_from_form
+    from bot.slack.start_form import (
+        PARTNER_BLOCK,
+        RUNBOOK_BLOCK,
+        START_CALLBACK,
+        FormChoice,
+        read_choice,
+        start_view,
+    )
+
+    @app.action(RUNBOOK_BLOCK)
+    @app.action(PARTNER_BLOCK)
+    def form_choice(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        view = body.get("view") or {}
+        choice = read_choice(view)
+        picked = str((action.get("selected_option") or {}).get("value") or "")
+        if action.get("action_id") == RUNBOOK_BLOCK:
+            choice = FormChoice(choice.channel, picked, choice.partner)
+        else:
+            choice = FormChoice(choice.channel, choice.runbook, picked)
+        try:
+            client.views_update(
+                view_id=str(view.get("id") or ""),
+                hash=str(view.get("hash") or ""),
+                view=start_view(commands.catalog(), choice),
+            )
+        except SlackApiError as error:
+            # hash_conflict: a later pick updated the form first; that one's form stands.
+            logger.info("start form not updated", extra={"error": error_code(error)})
+        except Exception:
+            logger.warning("could not update the start form", exc_info=True)
+
+    @app.view(START_CALLBACK)
+    def form_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user_id = str((body.get("user") or {}).get("id") or "")
+        team_id = str((body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id") or "")
+        try:
+            answer = start_from_form(commands, view, user_id, team_id, str(body.get("trigger_id") or ""))
+        except Exception:
+            logger.exception("start form failed", extra={"user": user_id})
+            ack(
+                response_action="errors",
+                errors={RUNBOOK_BLOCK: "Runbook Bot hit an internal error; nothing was started. Try again."},
+            )
+            return
+        if answer.errors:
+            ack(response_action="errors", errors=answer.errors)
+            return
+        started = answer.started or render.refusal("Started.")
+        try:
+            client.chat_postEphemeral(
+                channel=answer.channel, user=user_id, text=started.text, blocks=started.blocks
+            )
+        except Exception:  # e.g. not_in_channel, Slack slow: the form itself says the run started
+            logger.warning("could not tell the requester their run started", extra={"user": user_id})
+            ack(response_action="update", view=render.form_started(started.text))
+            return
+        ack()  # the form closes; the run's message appears in the channel
 
 
 class MembershipUnknown(RunbookBotError):

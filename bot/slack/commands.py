@@ -75,6 +75,8 @@ class CommandService:
     def _dispatch(self, command: grammar.Command, inv: Invocation) -> render.Message:
         catalog = self.catalog()
         match command:
+            case grammar.StartForm():  # the app opens the form; without a trigger_id, the help
+                return render.help_text(None, catalog.runbooks)
             case grammar.StartRun():
                 return self._start(command.runbook, command.partner, command.params, inv, drill=False)
             case grammar.Drill():
@@ -395,3 +397,68 @@ def _drill_settings(partner: Partner, given: dict[str, str]) -> dict[str, Any]:
     if not 0 < seconds <= 6 * 3600:
         raise CommandError(f"for={given.get('for')}: a drill may run from 1s to 6h")
     return {"drill_faults": faults.as_dict(), "drill_seconds": seconds}
+
+
+# -- the start form (bot/slack/start_form.py) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FormAnswer:
+    """A submitted start form: `errors` (block id -> message, shown under the fields; nothing
+    started), or the run started (`started`, the same answer the command gives)."""
+
+    errors: dict[str, str]
+    started: render.Message | None = None
+    channel: str = ""
+
+
+def start_from_form(
+    commands: CommandService, view: dict[str, Any], user_id: str, team_id: str, trigger_id: str
+) -> FormAnswer:
+    """The form's submission, checked as the command is: the channel it was opened from must be
+    one the partner may run in, the parameters are bound by bind_parameters (each problem under
+    its field), and the run starts through the command's own path (locks, execution id)."""
+    from bot.engine.params import check_parameters
+    from bot.slack.start_form import PARTNER_BLOCK, RUNBOOK_BLOCK, param_prefix, read_form
+
+    filled = read_form(view)
+    choice = filled.choice
+    catalog = commands.catalog()
+    runbook = catalog.runbooks.get(choice.runbook)
+    if runbook is None:
+        return FormAnswer({RUNBOOK_BLOCK: "Pick a runbook from the list."})
+    partner = catalog.partners.get(choice.partner)
+    if partner is None:
+        shown = PARTNER_BLOCK in ((view.get("state") or {}).get("values") or {})
+        return FormAnswer({PARTNER_BLOCK if shown else RUNBOOK_BLOCK: "Pick a partner from the list."})
+    if not choice.channel:
+        return FormAnswer(
+            {RUNBOOK_BLOCK: "This form does not say which channel it belongs to; open it again."}
+        )
+    if not partner.may_run_in(choice.channel):
+        where = ", ".join(f"#{c}" for c in partner.channels)
+        return FormAnswer(
+            {PARTNER_BLOCK: f"{partner.display_name}'s runbooks run in {where}; start it there."}
+        )
+    _, problems = check_parameters(runbook, partner, filled.given)
+    if problems:
+        prefix = param_prefix(runbook.name, partner.name)
+        errors: dict[str, str] = {}
+        for name, message in problems:
+            errors.setdefault(prefix + name, _plain(message))
+        return FormAnswer(errors)
+    inv = Invocation("", user_id, choice.channel, team_id, trigger_id)
+    try:
+        started = commands._start(runbook.name, partner.name, filled.given, inv, drill=False)
+    except CommandError as error:  # e.g. a run holds the table's lock: said under the partner
+        said = str(error).replace(
+            "add `force=true` to start anyway",
+            f"type `/runbook {runbook.name} {partner.name} force=true` to start anyway (the form never forces)",
+        )
+        return FormAnswer({PARTNER_BLOCK: _plain(said)})
+    return FormAnswer({}, started, choice.channel)
+
+
+def _plain(message: str) -> str:
+    """A message for under a form field (plain text there): no backticks, markup unescaped."""
+    return message.replace("`", "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")[:1000]

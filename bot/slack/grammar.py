@@ -24,6 +24,7 @@ ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,99}")
 _QUOTES = {"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'", "\u201a": "'"}
 
 GRAMMAR = """\
+`/runbook` or `/runbook start` a form to pick a runbook, a partner and its parameters
 `/runbook &lt;runbook&gt; &lt;partner&gt; [key=value ...]` start a run (values may be "quoted")
 `/runbook list` runbooks and partners for this channel
 `/runbook help [runbook]` this help, or a runbook's steps and parameters
@@ -59,6 +60,11 @@ class PlanRun:
     runbook: str
     partner: str
     params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StartForm:
+    """`/runbook` alone, or `/runbook start`: the start form (a modal) opens."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,8 @@ class Retry:
 
 
 Command = (
-    StartRun
+    StartForm
+    | StartRun
     | Drill
     | PlanRun
     | ListCommand
@@ -137,9 +144,11 @@ _BY_ID: dict[str, type[Status] | type[Timeline] | type[Cancel]] = {
 def parse(text: str) -> Command:
     words = tokenize(text)
     if not words:
-        return Help()
+        return StartForm()
     head = words[0].lower()
     rest = words[1:]
+    if head == "start" and not rest:
+        return StartForm()
     if head == "list":
         _no_more(head, rest, 0)
         return ListCommand()

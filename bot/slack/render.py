@@ -405,6 +405,18 @@ def decision_dialog(
     }
 
 
+def form_started(text: str) -> dict[str, Any]:
+    """What the start form turns into when its run started but Slack would not take the
+    ephemeral message saying so (the bot is not in the channel, Slack slow)."""
+    return {
+        "type": "modal",
+        "callback_id": "start_run_done",
+        "title": {"type": "plain_text", "text": "Run started"},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [section(f":rocket: {_clip(text, 2900)}")],
+    }
+
+
 def dialog_refused(explanation: str) -> dict[str, Any]:
     """What the dialog turns into when its submission changes nothing (moved on, expired, ...)."""
     return {

@@ -143,6 +143,49 @@ def test_a_rejection_asks_for_a_reason_in_a_modal_that_shows_errors_under_its_fi
     expect(page.locator("#ephemeral")).to_contain_text(f"cancel {execution_id}", timeout=15_000)
 
 
+def test_the_start_form_opens_updates_shows_a_field_error_and_starts_the_run(page, playground):
+    """`/runbook` alone: the form opens; picking throttle, then partner-acme, updates it
+    (block_actions -> views.update); a value above the partner's limit comes back under its
+    field; fixed, the run starts in the channel and the form closes."""
+    from playwright.sync_api import expect
+
+    page.select_option("#user", "U0ACMESRE")
+    page.fill("#text", "/runbook")
+    page.click("#composer button[type=submit]")
+    modal = page.locator("#modal .dialog")
+    expect(modal).to_be_visible(timeout=15_000)
+    expect(modal.locator("h3")).to_have_text("Start a runbook")
+    modal.locator('select[data-block="start_runbook"]').select_option("throttle")
+    partner = modal.locator('select[data-block="start_partner"]')
+    expect(partner).to_be_visible(timeout=15_000)
+    expect(partner.locator("option")).to_have_count(2)  # "Choose" and the one partner allowed here
+    partner.select_option("partner-acme")
+    units = modal.locator('input[data-block="param.throttle.partner-acme.write_units"]')
+    expect(units).to_have_value("200", timeout=15_000)  # the default, as the initial value
+    expect(units).to_have_attribute("max", "2000")  # the partner's capacity limit
+    expect(modal).to_contain_text("Needs an approver")
+    units.fill("5000")
+    modal.locator('[data-modal="submit"]').click()
+    expect(modal.locator(".field-error")).to_contain_text("above partner-acme's limit", timeout=15_000)
+    units.fill("300")
+    modal.locator('[data-modal="submit"]').click()
+    expect(page.locator("#modal")).to_be_hidden(timeout=15_000)
+    # The first test's throttle run has ended: the orders table is free, the run starts.
+    expect(page.locator("#ephemeral")).to_contain_text("Started throttle for partner-acme", timeout=15_000)
+    out = REPO / "test-results"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "playground-start-form.png"), full_page=True)
+
+    # It waits for approval on the orders table: end it, so the alarm test below can start one.
+    started = page.locator(".eph", has_text="Started throttle for partner-acme")
+    execution_id = re.search(r"rb-[a-z0-9]{10}", started.last.inner_text()).group(0)
+    page.fill("#text", f"/runbook cancel {execution_id}")
+    page.click("#composer button[type=submit]")
+    expect(page.locator("#ephemeral")).to_contain_text(f"cancel {execution_id}", timeout=15_000)
+    ended = playground.pipeline.wait_for(execution_id, {"CANCELLED", "SUCCEEDED", "FAILED"}, 60)
+    assert ended.status.value == "CANCELLED"
+
+
 def in_viewport(page: Any, selector: str) -> bool:
     box = page.locator(selector).bounding_box()
     size = page.viewport_size

@@ -8,7 +8,18 @@ from hypothesis import strategies as st
 
 from bot.exceptions import CommandError
 from bot.slack import grammar
-from bot.slack.grammar import Cancel, Drill, Errors, Help, ListCommand, StartRun, Status, Timeline, parse
+from bot.slack.grammar import (
+    Cancel,
+    Drill,
+    Errors,
+    Help,
+    ListCommand,
+    StartForm,
+    StartRun,
+    Status,
+    Timeline,
+    parse,
+)
 
 
 @pytest.mark.parametrize(
@@ -38,8 +49,9 @@ from bot.slack.grammar import Cancel, Drill, Errors, Help, ListCommand, StartRun
         ("list", ListCommand()),
         ("LIST", ListCommand()),
         ("help", Help()),
-        ("", Help()),
-        ("   ", Help()),
+        ("", StartForm()),
+        ("   ", StartForm()),
+        ("start", StartForm()),
         ("help throttle", Help("throttle")),
         ("status rb-abcdefghij", Status("rb-abcdefghij")),
         ("status RB-ABCDEFGHIJ", Status("rb-abcdefghij")),

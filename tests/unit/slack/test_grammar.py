@@ -19,6 +19,7 @@ from bot.slack.grammar import (
     Errors,
     Help,
     ListCommand,
+    StartForm,
     StartRun,
     Status,
     Timeline,
@@ -102,8 +103,17 @@ def test_execution_ids_are_case_insensitive_and_come_back_lowercase():
 
 
 @pytest.mark.parametrize("text", ["", " ", "   ", "\t", "\n", " \t\n ", "\u00a0", "\u3000"])
-def test_empty_or_blank_text_answers_with_help(text):
-    assert parse(text) == Help()
+def test_empty_or_blank_text_opens_the_start_form(text):
+    assert parse(text) == StartForm()
+
+
+@pytest.mark.parametrize("text", ["start", "START", " start "])
+def test_start_alone_opens_the_start_form(text):
+    assert parse(text) == StartForm()
+
+
+def test_start_followed_by_words_is_still_a_runbook_named_start():
+    assert parse("start partner-acme") == StartRun("start", "partner-acme")
 
 
 @pytest.mark.parametrize(
