@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.actions.base import REGISTRY, ActionContext, Effect, StepOutcome, planned_effect
 from bot.engine import machine
-from bot.engine.model import Runbook, Step
+from bot.engine.model import Risk, Runbook, Step
 from bot.exceptions import ActionError, ClaimHeld, RunbookBotError, TransitionConflict
 from bot.partners.model import DrillTargetMissing
 from bot.store import keys
@@ -133,7 +133,13 @@ class Executor:
 
         try:
             inputs = self._inputs(ex, step)
-            ctx = self._context(ex, step, budget, resumable=getattr(action, "resumable", False))
+            ctx = self._context(
+                ex,
+                step,
+                budget,
+                resumable=getattr(action, "resumable", False),
+                guardable=getattr(action, "guardable", False),
+            )
             outcome: StepOutcome = action.run(ctx, inputs)
         except ActionError as error:
             return self._failed(ex, step, started, error.code, str(error), error.retryable)
@@ -147,7 +153,9 @@ class Executor:
 
         if outcome.status == "checkpoint":
             wake = None if outcome.due_in_seconds is None else int(outcome.due_in_seconds * 1000)
-            return machine.Checkpointed(started, outcome.checkpoint or {}, outcome.summary, wake)
+            return machine.Checkpointed(
+                started, outcome.checkpoint or {}, outcome.summary, wake, paused=outcome.paused
+            )
         return machine.Succeeded(
             started, outcome.summary, outcome.outputs, outcome.figures, end_run=step.action == "succeed"
         )
@@ -168,7 +176,13 @@ class Executor:
         return dict(rendered) if isinstance(rendered, dict) else {}
 
     def _context(
-        self, ex: Execution, step: Step, budget: Callable[[], int], *, resumable: bool = False
+        self,
+        ex: Execution,
+        step: Step,
+        budget: Callable[[], int],
+        *,
+        resumable: bool = False,
+        guardable: bool = False,
     ) -> ActionContext:
         partner = self.partner(ex)
         checkpoint = ex.checkpoint
@@ -195,6 +209,7 @@ class Executor:
             clock=self.clock,
             sleep=self.sleep,
             save_progress=save_progress,
+            **(_guard(ex, step, partner) if guardable else {}),
         )
 
     def partner(self, ex: Execution) -> Partner:
@@ -263,6 +278,14 @@ class Executor:
                 f"execution {ex.execution_id} names runbook {ex.runbook!r}, which this deployment "
                 f"does not have (runbooks: {', '.join(sorted(self.catalog.runbooks))})"
             ) from None
+
+
+def _guard(ex: Execution, step: Step, partner: Partner) -> dict[str, Any]:
+    """A guarded step's alarms (its own; a risky step's partner's too) and those the approvers
+    resumed it over (they were in ALARM when it paused: only another one pauses it again)."""
+    alarms = (*step.guard_alarms, *(partner.guard_alarms if step.risk is Risk.HIGH else ()))
+    accepted = machine.guard_accepted(ex, step)
+    return {"guard_alarms": tuple(dict.fromkeys(alarms)), "guard_accepted": accepted}
 
 
 def partner_scope(partner: Partner) -> dict[str, Any]:

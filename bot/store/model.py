@@ -103,6 +103,7 @@ class Approval:
     reason: str = ""  # why it was rejected, as the rejecter wrote it (or why there is none)
     version: int = 0  # the run's version when it was asked: what its buttons carry (0: older runs)
     remind_at_ms: int = 0  # when to remind the approvers if nobody decided (0: no reminder due)
+    kind: str = ""  # "": approve a risky step; "guard": resume or abort a step a guard alarm paused
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> Approval:
