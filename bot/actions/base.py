@@ -37,10 +37,10 @@ class ActionContext:
     save_progress: Callable[[dict[str, Any]], None] = field(default=lambda state: None)
     # Guard alarms (names or fnmatch patterns) a paging action checks between pages
     # (bot/actions/guard.py); the alarms the approvers resumed over (in ALARM, they pause no more);
-    # and why someone asked the run to pause ("" when nobody did).
+    # and the alarm handler's request to pause, if it made one for this step.
     guard_alarms: tuple[str, ...] = ()
     guard_accepted: tuple[str, ...] = ()
-    pause_requested: Callable[[], str] = field(default=lambda: "")
+    pause_requested: Callable[[], Tripped | None] = field(default=lambda: None)
 
     def should_checkpoint(self, reserve_ms: int = 5_000) -> bool:
         """True when the invocation has too little time left to do another unit of work, or the

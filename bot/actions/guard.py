@@ -55,8 +55,8 @@ def guard_tripped(ctx: ActionContext) -> Tripped | None:
     approvers have not resumed over, a pause the alarm handler asked for, or guard alarms that
     cannot be read (a guarded step does not run blind)."""
     requested = ctx.pause_requested()
-    if requested:
-        return Tripped(requested)
+    if requested is not None:
+        return requested
     if not ctx.guard_alarms:
         return None
     try:

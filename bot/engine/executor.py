@@ -8,6 +8,7 @@ conditional write. Cost per step: one read, two writes (claim, commit).
 
 from __future__ import annotations
 
+import fnmatch
 import random
 import time
 import uuid
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.actions.base import REGISTRY, ActionContext, Effect, StepOutcome, planned_effect
+from bot.actions.base import REGISTRY, ActionContext, Effect, StepOutcome, Tripped, planned_effect
 from bot.engine import machine
 from bot.engine.model import Risk, Runbook, Step
 from bot.exceptions import ActionError, ClaimHeld, RunbookBotError, TransitionConflict
@@ -209,8 +210,27 @@ class Executor:
             clock=self.clock,
             sleep=self.sleep,
             save_progress=save_progress,
-            **(_guard(ex, step, partner) if guardable else {}),
+            **(self._guard(ex, step, partner) if guardable else {}),
         )
+
+    def _guard(self, ex: Execution, step: Step, partner: Partner) -> dict[str, Any]:
+        """A guarded step's alarms (its own; a risky step's partner's too), those the approvers
+        resumed it over (in ALARM when it paused: only another one pauses it again), and the
+        alarm handler's pause request, read from the state item at each safe point."""
+        alarms = guard_patterns(step, partner)
+        if not alarms:
+            return {}
+        accepted = machine.guard_accepted(ex, step)
+
+        def pause_requested() -> Tripped | None:
+            request = self.store.pause_request(ex.execution_id)
+            alarm = str((request or {}).get("alarm") or "")
+            if not alarm or alarm in accepted or not any(fnmatch.fnmatchcase(alarm, p) for p in alarms):
+                return None
+            reason = str((request or {}).get("reason") or "")
+            return Tripped(f"guard alarm {alarm} entered ALARM" + (f": {reason}" if reason else ""), (alarm,))
+
+        return {"guard_alarms": alarms, "guard_accepted": accepted, "pause_requested": pause_requested}
 
     def partner(self, ex: Execution) -> Partner:
         """The run's partner; in a drill, its drill view (every table and the store replaced by
@@ -280,12 +300,11 @@ class Executor:
             ) from None
 
 
-def _guard(ex: Execution, step: Step, partner: Partner) -> dict[str, Any]:
-    """A guarded step's alarms (its own; a risky step's partner's too) and those the approvers
-    resumed it over (they were in ALARM when it paused: only another one pauses it again)."""
+def guard_patterns(step: Step, partner: Partner) -> tuple[str, ...]:
+    """The guard alarms of `step` (of an action that checks them): its own, and for a risky
+    step its partner's."""
     alarms = (*step.guard_alarms, *(partner.guard_alarms if step.risk is Risk.HIGH else ()))
-    accepted = machine.guard_accepted(ex, step)
-    return {"guard_alarms": tuple(dict.fromkeys(alarms)), "guard_accepted": accepted}
+    return tuple(dict.fromkeys(alarms))
 
 
 def partner_scope(partner: Partner) -> dict[str, Any]:

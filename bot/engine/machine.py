@@ -60,6 +60,7 @@ class Changes(TypedDict, total=False):
     expires_at: int | None
     reopened: int
     cancel_requested_by: str
+    pause_request: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -762,6 +763,7 @@ def _guard_pause(
             "approval": approval,
             "due_at_ms": approval.remind_at_ms,
             "due_reason": "reminder",
+            "pause_request": None,  # obeyed
         },
     )
 

@@ -142,6 +142,9 @@ class Execution:
     approval: Approval | None = None
     approved_steps: tuple[str, ...] = ()
     cancel_requested_by: str = ""
+    # The alarm handler's request that a guarded step pause ({alarm, reason, at_ms}): set without
+    # moving the version; the worker obeys it at the step's next safe point, the pause removes it.
+    pause_request: dict[str, Any] | None = None
     error: dict[str, str] = field(default_factory=dict)  # code, message, step of the failure
     timeline: tuple[TimelineEvent, ...] = ()
     due_at_ms: int | None = None  # when the sweeper must look again (see due_reason)

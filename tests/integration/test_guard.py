@@ -156,3 +156,30 @@ def test_an_abort_fails_the_paused_run(guarded):
     assert ended.error["code"] == "GuardAborted" and ended.error["reason"] == "partner still paging"
     assert ended.steps.get("replay") is None or ended.steps["replay"].outcome != "succeeded"
     set_alarm("OK", "recovered")
+
+
+def test_the_alarm_functions_request_pauses_a_running_replay_and_a_resume_finishes_it(guarded):
+    """The alarm's event reaches the alarm function before any DescribeAlarms would see it (here
+    the alarm stays OK in CloudWatch): its pause request on the state item is obeyed."""
+    seed()
+    execution_id = start_replay(guarded)
+    approve_replay(guarded, execution_id)
+    deadline = time.monotonic() + 60
+    while not (ExecutionStore().progress(execution_id, "replay") or {}).get("cursor"):
+        assert time.monotonic() < deadline, "the replay never finished a page"
+        time.sleep(0.01)
+    version = guarded.execution(execution_id).version
+    answer = guarded.fire_alarm("acme-orders-errors")  # matches the partner's acme-orders-*
+    (pause,) = answer["pauses"]
+    assert pause["execution_id"] == execution_id and pause["requested"] is True
+    assert guarded.execution(execution_id).version - version <= 1, "the request moves no version itself"
+    ex = guarded.wait_for(execution_id, {"AWAITING_APPROVAL", "FAILED", "SUCCEEDED"}, 60)
+    assert ex.status is Status.AWAITING_APPROVAL and ex.approval.kind == "guard", ex.status
+    assert "guard alarm acme-orders-errors entered ALARM" in ex.approval.effect
+    assert ex.pause_request is None, "obeyed once, then cleared"
+    assert guarded.click("approve", button(guarded, execution_id), user_id="U0ACMELEAD")["statusCode"] == 200
+    ended = guarded.wait_for(execution_id, {"SUCCEEDED", "FAILED", "TIMED_OUT"}, 120)
+    assert ended.status is Status.SUCCEEDED, ended.error
+    outputs = ExecutionStore().outputs(execution_id, ended.steps["replay"])
+    assert outputs["failed"] == 0
+    assert outputs["applied"] == MISSED * 4 // 5 and outputs["skipped_duplicates"] == MISSED // 5
