@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from bot.partners.model import Partner
     from bot.partners.sessions import PartnerSession
 
-COMMIT_RESERVE_MS = 3_000  # time kept back from an action so its outcome can still be committed
+COMMIT_RESERVE_MS = 3_000
+INJECTED_GUARD = "drill-injected-guard"  # the alarm a drill's `guard` fault finds in ALARM  # time kept back from an action so its outcome can still be committed
 
 
 @dataclass(frozen=True)
@@ -218,11 +219,25 @@ class Executor:
         resumed it over (in ALARM when it paused: only another one pauses it again), and the
         alarm handler's pause request, read from the state item at each safe point."""
         alarms = guard_patterns(step, partner)
-        if not alarms:
+        injected = float(ex.drill_faults.get("guard", 0) or 0) if ex.drill else 0.0
+        if not alarms and not injected:
             return {}
         accepted = machine.guard_accepted(ex, step)
+        checks = [0]
 
         def pause_requested() -> Tripped | None:
+            checks[0] += 1
+            if injected and INJECTED_GUARD not in accepted:
+                # A drill's `guard` fault: seeded by the step's attempt and the check, so a replayed
+                # record injects the same.
+                key = keys.idempotency_key(ex.execution_id, step.id, ex.attempt, ex.reopened)
+                if random.Random(f"{key}#guard#{ex.version}#{checks[0]}").random() < injected:
+                    return Tripped(
+                        f"drill: injected guard alarm {INJECTED_GUARD} is in ALARM (faults guard={injected:g})",
+                        (INJECTED_GUARD,),
+                    )
+            if not alarms:
+                return None
             request = self.store.pause_request(ex.execution_id)
             alarm = str((request or {}).get("alarm") or "")
             if not alarm or alarm in accepted or not any(fnmatch.fnmatchcase(alarm, p) for p in alarms):

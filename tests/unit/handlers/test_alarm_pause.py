@@ -140,3 +140,36 @@ def test_the_worker_obeys_the_request_at_its_next_safe_point_and_the_pause_clear
     again = executor._context(resumed, step, lambda: 60_000, resumable=True, guardable=True)
     assert again.guard_accepted == (ALARM,)
     assert store.request_pause(ex.execution_id, ALARM, "again", NOW + 20) is False, "it is not running"
+
+
+@pytest.mark.parametrize(("rate", "pauses"), [(1.0, True), (0.0, False)])
+def test_a_drills_guard_fault_injects_a_guard_alarm_until_the_approvers_resume_over_it(store, rate, pauses):
+    from bot.actions.guard import guard_tripped
+    from bot.engine.executor import INJECTED_GUARD, Executor
+
+    catalog = load_catalog()  # partner-acme has no guard alarms of its own: the drill's fault guards
+    ex = started(store, catalog, "rb-guarddrill1", drill=True, drill_faults={"guard": rate})
+    executor = Executor(store, catalog, sessions=lambda partner, run: None)  # type: ignore[arg-type,return-value]
+    step = catalog.runbooks["replay"].step("replay")
+    ctx = executor._context(ex, step, lambda: 60_000, resumable=True, guardable=True)
+    tripped = guard_tripped(ctx)
+    if not pauses:
+        assert tripped is None
+        return
+    assert tripped.alarms == (INJECTED_GUARD,)
+    assert tripped.why == f"drill: injected guard alarm {INJECTED_GUARD} is in ALARM (faults guard=1)"
+    # Resumed over: the injected alarm is accepted and pauses the step no more.
+    from bot.engine import machine
+
+    result = machine.Checkpointed(NOW, {"cursor": "c"}, paused=tripped)
+    paused = machine.apply(
+        ex, machine.after_step(ex, catalog.runbooks["replay"], step, result, NOW + 1, lambda e, s: True, None)
+    )
+    resumed = machine.apply(
+        paused,
+        machine.decide(
+            paused, catalog.runbooks["replay"], "U0ACMELEAD", True, NOW + 2, lambda e, s: True, None
+        ),
+    )
+    again = executor._context(resumed, step, lambda: 60_000, resumable=True, guardable=True)
+    assert guard_tripped(again) is None
