@@ -152,7 +152,12 @@ def parent_message(
     drill = "[DRILL] " if ex.drill else ""
     status = f"{STATUS_EMOJI[ex.status]} *{ex.status.value.replace('_', ' ')}*"
     if ex.status is Status.AWAITING_APPROVAL and ex.approval:
-        status += f" — *{escape(titles.get(ex.approval.step_id, ex.approval.step_id))}* needs an approver"
+        waits = (
+            "paused by a guard alarm: resume or abort?"
+            if ex.approval.kind == "guard"
+            else "needs an approver"
+        )
+        status += f" — *{escape(titles.get(ex.approval.step_id, ex.approval.step_id))}* {waits}"
         if ex.approval.required > 1:
             status += f" ({len(ex.approval.votes)} of {ex.approval.required} approvals)"
     if ex.error and ex.status.terminal:
