@@ -35,6 +35,12 @@ class ActionContext:
     sleep: Callable[[float], None] = field(default=time.sleep)
     # Resumable actions save their cursor after each page; a crash resumes from the last save.
     save_progress: Callable[[dict[str, Any]], None] = field(default=lambda state: None)
+    # Guard alarms (names or fnmatch patterns) a paging action checks between pages
+    # (bot/actions/guard.py); the alarms the approvers resumed over (in ALARM, they pause no more);
+    # and the alarm handler's request to pause, if it made one for this step.
+    guard_alarms: tuple[str, ...] = ()
+    guard_accepted: tuple[str, ...] = ()
+    pause_requested: Callable[[], Tripped | None] = field(default=lambda: None)
 
     def should_checkpoint(self, reserve_ms: int = 5_000) -> bool:
         """True when the invocation has too little time left to do another unit of work, or the
@@ -43,6 +49,14 @@ class ActionContext:
         if self.stop_at_ms is not None and self.clock() * 1000 >= self.stop_at_ms:
             return True
         return self.remaining_ms() < reserve_ms
+
+
+@dataclass(frozen=True)
+class Tripped:
+    """Why a guarded step paused: the guard alarms in ALARM (names), or another reason."""
+
+    why: str
+    alarms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,7 @@ class StepOutcome:
     figures: dict[str, Any] = field(default_factory=dict)  # key numbers shown with the summary
     checkpoint: dict[str, Any] | None = None
     due_in_seconds: float | None = None  # checkpoint only: wake again after this long (wait)
+    paused: Tripped | None = None  # checkpoint only: why the step stopped at a safe point
 
     @classmethod
     def done(cls, summary: str, outputs: dict[str, Any] | None = None, **figures: Any) -> StepOutcome:
@@ -80,13 +95,19 @@ class StepOutcome:
     ) -> StepOutcome:
         return cls("checkpoint", {}, summary, {}, checkpoint, due_in_seconds)
 
+    @classmethod
+    def pause(cls, checkpoint: dict[str, Any], why: Tripped, summary: str = "") -> StepOutcome:
+        """Stop at this safe point (`checkpoint` is where to go on from) until an approver resumes."""
+        return cls("checkpoint", {}, summary, {}, checkpoint, None, why)
+
 
 class Action(Protocol):
     name: str
     outputs: tuple[str, ...]  # output names runbooks may reference as steps.<id>.outputs.<name>
     inputs_schema: dict[str, Any]  # JSON Schema of the inputs, checked by `runbook-bot validate`
     always_high_risk: bool  # e.g. replays and capacity changes: the schema forbids `risk: low`
-    # Actions that page through data set `resumable = True` and call `ctx.save_progress`.
+    # Actions that page through data set `resumable = True` and call `ctx.save_progress`; those
+    # that check guard alarms between pages set `guardable = True` (runbooks may guard only them).
 
     def run(self, ctx: ActionContext, inputs: dict[str, Any]) -> StepOutcome: ...
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from bot.actions.base import ActionContext, Effect, StepOutcome, register
 from bot.actions.dynamodb import capacity_of, describe_table, plain
+from bot.actions.guard import guard_tripped
 from bot.exceptions import ActionError
 
 PAGE = 25
@@ -120,6 +121,7 @@ class _Pace:
 class Replay:
     name = "dynamodb.replay"
     resumable = True
+    guardable = True  # checks its guard alarms before every page (bot/actions/guard.py)
     outputs: tuple[str, ...] = (
         "applied",
         "skipped_duplicates",
@@ -209,6 +211,11 @@ class Replay:
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replay") as pool:
             while True:
+                # A safe point: nothing of the next page is written yet, and the cursor is saved.
+                tripped = guard_tripped(ctx)
+                if tripped is not None:
+                    done = s["applied"] + s["skipped"] + s["failed"]
+                    return StepOutcome.pause(s, tripped, f"paused after {done:,} missed writes")
                 records, following = store_records(ctx, s["cursor"], PAGE)
                 # A page is finished as a whole before its cursor is saved: a resume redoes at most it.
                 for outcome in pool.map(replay_one, records):

@@ -8,6 +8,7 @@ conditional write. Cost per step: one read, two writes (claim, commit).
 
 from __future__ import annotations
 
+import fnmatch
 import random
 import time
 import uuid
@@ -15,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.actions.base import REGISTRY, ActionContext, Effect, StepOutcome, planned_effect
+from bot.actions.base import REGISTRY, ActionContext, Effect, StepOutcome, Tripped, planned_effect
 from bot.actions.preview import preview
 from bot.engine import machine, planner
-from bot.engine.model import Runbook, Step
+from bot.engine.model import Risk, Runbook, Step
 from bot.exceptions import ActionError, ClaimHeld, RunbookBotError, TransitionConflict
 from bot.partners.model import DrillTargetMissing
 from bot.store import keys
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
     from bot.partners.model import Partner
     from bot.partners.sessions import PartnerSession
 
-COMMIT_RESERVE_MS = 3_000  # time kept back from an action so its outcome can still be committed
+COMMIT_RESERVE_MS = 3_000
+INJECTED_GUARD = "drill-injected-guard"  # the alarm a drill's `guard` fault finds in ALARM  # time kept back from an action so its outcome can still be committed
 
 
 @dataclass(frozen=True)
@@ -140,11 +142,16 @@ class Executor:
 
         try:
             inputs = self._inputs(ex, step)
-            ctx = self._context(ex, step, budget, resumable=getattr(action, "resumable", False))
-            # A plan previews: reads run for real, changes are computed and never applied.
-            outcome: StepOutcome = (
-                preview(action, ctx, inputs) if ex.kind == planner.PLAN else action.run(ctx, inputs)
+            plan = ex.kind == planner.PLAN
+            ctx = self._context(
+                ex,
+                step,
+                budget,
+                resumable=getattr(action, "resumable", False),
+                guardable=getattr(action, "guardable", False) and not plan,  # a plan changes nothing to guard
             )
+            # A plan previews: reads run for real, changes are computed and never applied.
+            outcome: StepOutcome = preview(action, ctx, inputs) if plan else action.run(ctx, inputs)
         except ActionError as error:
             return self._failed(ex, step, started, error.code, str(error), error.retryable)
         except DrillTargetMissing as error:
@@ -157,7 +164,9 @@ class Executor:
 
         if outcome.status == "checkpoint":
             wake = None if outcome.due_in_seconds is None else int(outcome.due_in_seconds * 1000)
-            return machine.Checkpointed(started, outcome.checkpoint or {}, outcome.summary, wake)
+            return machine.Checkpointed(
+                started, outcome.checkpoint or {}, outcome.summary, wake, paused=outcome.paused
+            )
         return machine.Succeeded(
             started, outcome.summary, outcome.outputs, outcome.figures, end_run=step.action == "succeed"
         )
@@ -178,7 +187,13 @@ class Executor:
         return dict(rendered) if isinstance(rendered, dict) else {}
 
     def _context(
-        self, ex: Execution, step: Step, budget: Callable[[], int], *, resumable: bool = False
+        self,
+        ex: Execution,
+        step: Step,
+        budget: Callable[[], int],
+        *,
+        resumable: bool = False,
+        guardable: bool = False,
     ) -> ActionContext:
         partner = self.partner(ex)
         checkpoint = ex.checkpoint
@@ -205,7 +220,41 @@ class Executor:
             clock=self.clock,
             sleep=self.sleep,
             save_progress=save_progress,
+            **(self._guard(ex, step, partner) if guardable else {}),
         )
+
+    def _guard(self, ex: Execution, step: Step, partner: Partner) -> dict[str, Any]:
+        """A guarded step's alarms (its own; a risky step's partner's too), those the approvers
+        resumed it over (in ALARM when it paused: only another one pauses it again), and the
+        alarm handler's pause request, read from the state item at each safe point."""
+        alarms = guard_patterns(step, partner)
+        injected = float(ex.drill_faults.get("guard", 0) or 0) if ex.drill else 0.0
+        if not alarms and not injected:
+            return {}
+        accepted = machine.guard_accepted(ex, step)
+        checks = [0]
+
+        def pause_requested() -> Tripped | None:
+            checks[0] += 1
+            if injected and INJECTED_GUARD not in accepted:
+                # A drill's `guard` fault: seeded by the step's attempt and the check, so a replayed
+                # record injects the same.
+                key = keys.idempotency_key(ex.execution_id, step.id, ex.attempt, ex.reopened)
+                if random.Random(f"{key}#guard#{ex.version}#{checks[0]}").random() < injected:
+                    return Tripped(
+                        f"drill: injected guard alarm {INJECTED_GUARD} is in ALARM (faults guard={injected:g})",
+                        (INJECTED_GUARD,),
+                    )
+            if not alarms:
+                return None
+            request = self.store.pause_request(ex.execution_id)
+            alarm = str((request or {}).get("alarm") or "")
+            if not alarm or alarm in accepted or not any(fnmatch.fnmatchcase(alarm, p) for p in alarms):
+                return None
+            reason = str((request or {}).get("reason") or "")
+            return Tripped(f"guard alarm {alarm} entered ALARM" + (f": {reason}" if reason else ""), (alarm,))
+
+        return {"guard_alarms": alarms, "guard_accepted": accepted, "pause_requested": pause_requested}
 
     def partner(self, ex: Execution) -> Partner:
         """The run's partner; in a drill, its drill view (every table and the store replaced by
@@ -276,6 +325,13 @@ class Executor:
                 f"execution {ex.execution_id} names runbook {ex.runbook!r}, which this deployment "
                 f"does not have (runbooks: {', '.join(sorted(self.catalog.runbooks))})"
             ) from None
+
+
+def guard_patterns(step: Step, partner: Partner) -> tuple[str, ...]:
+    """The guard alarms of `step` (of an action that checks them): its own, and for a risky
+    step its partner's."""
+    alarms = (*step.guard_alarms, *(partner.guard_alarms if step.risk is Risk.HIGH else ()))
+    return tuple(dict.fromkeys(alarms))
 
 
 def partner_scope(partner: Partner) -> dict[str, Any]:

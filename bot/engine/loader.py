@@ -71,6 +71,7 @@ def check_runbook(doc: YamlDoc, actions: Mapping[str, Any]) -> list[str]:
             )
         else:
             _check_inputs(step, action, doc, here, problems)
+            _check_guard(step, action, (*here, "guard_alarms"), problem, actions)
             if getattr(action, "always_high_risk", False) and step.get("risk") != "high":
                 problem(
                     (*here, "risk"), f"`{step['action']}` changes partner data or capacity: set `risk: high`"
@@ -142,6 +143,7 @@ def to_runbook(doc: YamlDoc, raw: bytes) -> Runbook:
             is_critical=bool(s.get("is_critical", True)),
             next=s.get("next"),
             is_end=bool(s.get("is_end", False)),
+            guard_alarms=tuple(s.get("guard_alarms") or ()),
             line=doc.line_of((kind, i)),
         )
 
@@ -273,3 +275,24 @@ def _graph_problems(doc: YamlDoc, paths: dict[str, list[dict[str, Any]]], ids: d
                     "(no step leads to it)"
                 )
     return problems
+
+
+def _check_guard(
+    step: dict[str, Any], action: Any, where: tuple[Any, ...], problem: Any, actions: Mapping[str, Any]
+) -> None:
+    """`guard_alarms` on a step: only actions that pause between pages can honour them."""
+    from bot.actions.guard import guard_pattern_problem
+
+    if not step.get("guard_alarms"):
+        return
+    if not getattr(action, "guardable", False):
+        guardable = ", ".join(sorted(n for n, a in actions.items() if getattr(a, "guardable", False)))
+        problem(
+            where,
+            f"`{step['action']}` runs in one go, with no safe point to pause at, so it cannot be guarded; "
+            f"guard_alarms is for actions that work in pages ({guardable})",
+        )
+    for i, pattern in enumerate(step["guard_alarms"]):
+        message = guard_pattern_problem(pattern)
+        if message:
+            problem((*where, i), message)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, Unpack
 
-from bot.actions.base import Effect
+from bot.actions.base import Effect, Tripped
 from bot.engine.model import Risk, Runbook, Step
 from bot.store.model import (
     ACTIVE,
@@ -60,6 +60,7 @@ class Changes(TypedDict, total=False):
     expires_at: int | None
     reopened: int
     cancel_requested_by: str
+    pause_request: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Checkpointed:
     checkpoint: dict[str, Any]
     summary: str = ""
     wake_in_ms: int | None = None  # sleep until then (a wait); None: carry on with the next record
+    paused: Tripped | None = None  # stopped at a safe point by a guard: the approvers resume or abort
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,8 @@ def after_step(
                     step_id=step.id,
                 )
             )
+        if result.paused is not None:
+            return _guard_pause(ex, step, result, result.paused, now_ms, first_started, events)
         due = _wake(now_ms + result.wake_in_ms) if result.wake_in_ms is not None else _stuck(step, now_ms)
         return _transition(
             ex,
@@ -356,12 +360,14 @@ def decide(
     approval = dataclasses.replace(
         ex.approval, decision="rejected", decided_by=approver, decided_at_ms=now_ms, reason=note
     )
-    summary = f"rejected: {note}" if note else "rejected"
+    guard = approval.kind == "guard"
+    verb = "aborted" if guard else "rejected"
+    summary = f"{verb}: {note}" if note else verb
     event = _event(ex, 0, now_ms, EventKind.APPROVAL_REJECTED, summary, step_id=step.id, actor=approver)
     rejected = dataclasses.replace(ex, approval=approval)
     error = {
-        "code": "ApprovalRejected",
-        "message": f"rejected {_title(step)}",
+        "code": "GuardAborted" if guard else "ApprovalRejected",
+        "message": f"{verb} {_title(step)}" + (" after its guard paused it" if guard else ""),
         "step": step.id,
         "by": approver,
     }
@@ -406,16 +412,19 @@ def _approve(ex: Execution, step: Step, approver: str, now_ms: int, comment: str
     approval = dataclasses.replace(
         approval, decision="approved", decided_by=approver, decided_at_ms=now_ms, remind_at_ms=0
     )
-    summary = f"approved ({quorum_text(approval)}){said}" if approval.required > 1 else f"approved{said}"
+    verb = "resumed" if approval.kind == "guard" else "approved"
+    summary = f"{verb} ({quorum_text(approval)}){said}" if approval.required > 1 else f"{verb}{said}"
     event = _event(ex, 0, now_ms, EventKind.APPROVAL_GRANTED, summary, step_id=step.id, actor=approver)
+    changes: Changes = {
+        "approval": approval,
+        "approved_steps": tuple(dict.fromkeys((*ex.approved_steps, step.id))),
+        **_stuck(step, now_ms),
+    }
+    if approval.kind == "guard" and ex.step_started_at_ms:
+        # The pause does not count against the step's timeout: it goes on with the time it had left.
+        changes["step_started_at_ms"] = now_ms - max(0, approval.requested_at_ms - ex.step_started_at_ms)
     return _transition(
-        ex,
-        now_ms,
-        Status.APPROVED,
-        [event],
-        [],
-        {"approval": approval, "approved_steps": (*ex.approved_steps, step.id), **_stuck(step, now_ms)},
-        expect=frozenset({Status.AWAITING_APPROVAL}),
+        ex, now_ms, Status.APPROVED, [event], [], changes, expect=frozenset({Status.AWAITING_APPROVAL})
     )
 
 
@@ -700,6 +709,74 @@ def _ask_approval(
         records,
         {**changes, "approval": approval, "due_at_ms": approval.remind_at_ms, "due_reason": "reminder"},
     )
+
+
+def _guard_pause(
+    ex: Execution,
+    step: Step,
+    result: Checkpointed,
+    tripped: Tripped,
+    now_ms: int,
+    first_started: int,
+    events: list[TimelineEvent],
+) -> Transition:
+    """A guard stopped `step` at a safe point (its checkpoint is where it goes on from): ask the
+    approvers to resume or abort. The same quorum decides as approved the step; the pending
+    approval has `kind: guard`, so the buttons, reminder, expiry and sweeper work as for any."""
+    timeout_ms = _approval_timeout_ms(ex)
+    before = ex.approval if ex.approval is not None and ex.approval.step_id == step.id else None
+    risk = before.risk if before is not None else "high"
+    done = f" ({result.summary})" if result.summary else ""
+    approval = Approval(
+        step.id,
+        now_ms,
+        now_ms + timeout_ms,
+        f"{_title(step)} paused{done}: {tripped.why}. Resume goes on from where it stopped; "
+        "abort fails the run (its on_failure steps run).",
+        fingerprint="\n".join(tripped.alarms),
+        required=before.required if before is not None else max(1, int(ex.quorum.get(risk, 1))),
+        risk=risk,
+        version=ex.version + 1,
+        remind_at_ms=now_ms + timeout_ms // 2,
+        kind="guard",
+    )
+    events.append(
+        _event(
+            ex,
+            len(events),
+            now_ms,
+            EventKind.APPROVAL_REQUESTED,
+            f"paused: {tripped.why}; resume or abort?",
+            step_id=step.id,
+            figures={"expires_at_ms": approval.expires_at_ms, "guard_alarms": list(tripped.alarms)},
+        )
+    )
+    return _transition(
+        ex,
+        now_ms,
+        Status.AWAITING_APPROVAL,
+        events,
+        [],
+        {
+            "checkpoint": result.checkpoint,
+            "step_started_at_ms": first_started,
+            "approval": approval,
+            "due_at_ms": approval.remind_at_ms,
+            "due_reason": "reminder",
+            "pause_request": None,  # obeyed
+        },
+    )
+
+
+def guard_accepted(ex: Execution, step: Step) -> tuple[str, ...]:
+    """The guard alarms the approvers resumed `step` over: in ALARM when it paused, so they do
+    not pause it again (another alarm does)."""
+    approval = ex.approval
+    if approval is None or approval.kind != "guard" or approval.step_id != step.id:
+        return ()
+    if approval.decision != "approved" or not approval.fingerprint:
+        return ()
+    return tuple(approval.fingerprint.split("\n"))
 
 
 def _first_start(ex: Execution, step: Step) -> bool:

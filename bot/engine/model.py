@@ -63,6 +63,9 @@ class Step:
     is_critical: bool = True  # a failed non-critical step never fails the run (SSM: isCritical)
     next: str | None = None  # SSM: nextStep; default is the following step
     is_end: bool = False  # SSM: isEnd
+    # CloudWatch alarm names or fnmatch patterns: one in ALARM pauses the step at its next safe
+    # point (SSM: AlarmConfiguration). A risky step is also guarded by its partner's.
+    guard_alarms: tuple[str, ...] = ()
     line: int = 0  # where it stands in its file, for messages
 
 

@@ -58,6 +58,7 @@ def check_partner(doc: YamlDoc, runbooks: Mapping[str, Any] | None = None) -> li
         )
     _check_drill_targets(data, problem)
     _check_approvals(data, problem)
+    _check_guard_alarms(data, problem)
     drill = data.get("drill") or {}
     if "faults" in drill:
         from bot.partners.faults import FaultSpec
@@ -104,6 +105,16 @@ def check_partner(doc: YamlDoc, runbooks: Mapping[str, Any] | None = None) -> li
                 except ValueError as error:
                     problem(("overrides", name, param), f"override `{name}.{param}`: {error}")
     return problems
+
+
+def _check_guard_alarms(data: dict[str, Any], problem: Any) -> None:
+    """`guard_alarms: [acme-*-latency]`: alarm names or patterns that name some alarms, not all."""
+    from bot.actions.guard import guard_pattern_problem
+
+    for i, pattern in enumerate(data.get("guard_alarms") or ()):
+        message = guard_pattern_problem(pattern)
+        if message:
+            problem(("guard_alarms", i), message)
 
 
 def _check_approvals(data: dict[str, Any], problem: Any) -> None:
@@ -229,6 +240,7 @@ def to_partner(doc: YamlDoc) -> Partner:
         overrides={k: dict(v) for k, v in (d.get("overrides") or {}).items()},
         approval_timeout_minutes=int(d.get("approval_timeout_minutes", 30)),
         approvals={str(k): int(v) for k, v in (d.get("approvals") or {}).items()},
+        guard_alarms=tuple(d.get("guard_alarms") or ()),
         drill_target=dict(d.get("drill_target") or {}),
         **_drill_settings(d.get("drill") or {}),
         source=doc.path,

@@ -3,7 +3,9 @@
 Detection steps read and judge (describe, metrics, hot keys, queries, consistency, preflight);
 recovery steps change something (replays, capacity). A drill passes when every detection and
 recovery step it reached succeeded and the run ended SUCCEEDED; injected faults that retries
-absorbed are listed, since absorbing them is what the drill rehearses.
+absorbed are listed, since absorbing them is what the drill rehearses. A drill that injects a
+guard alarm (`faults=guard=…`) also needs the run to have paused for it once a guarded recovery
+step ran: the pause, and the approvers' resume, is what it rehearses.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ DETECTION = frozenset(
     }
 )
 RECOVERY = frozenset({"dynamodb.replay", "dynamodb.set_capacity"})
+GUARDED = frozenset({"dynamodb.replay"})  # actions that check guard alarms between pages
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,14 @@ class DrillReport:
     recovery: tuple[StepVerdict, ...]
     retries: dict[str, int] = field(default_factory=dict)  # error code -> retries taken
     error: str = ""
+    guard_injected: bool = False  # the drill's faults include `guard`
+    guard_pauses: int = 0  # times a guard (an alarm, injected or real) paused a step
+    guard_expected: bool = False  # a step that checks guards ran, so an injected guard should pause it
+
+    @property
+    def guard_ok(self) -> bool:
+        """An injected guard alarm paused the run, when a guarded step ran to see it."""
+        return not (self.guard_injected and self.guard_expected) or self.guard_pauses > 0
 
     @property
     def detection_ok(self) -> bool:
@@ -58,7 +69,7 @@ class DrillReport:
 
     @property
     def passed(self) -> bool:
-        return self.status is Status.SUCCEEDED and self.detection_ok and self.recovery_ok
+        return self.status is Status.SUCCEEDED and self.detection_ok and self.recovery_ok and self.guard_ok
 
     def summary(self) -> str:
         """One line for the timeline's last event."""
@@ -77,7 +88,15 @@ class DrillReport:
             if absorbed
             else "no retries were needed"
         )
-        return f"drill {verdict}: {detected}; {recovered}; {faults}"
+        guard = ""
+        if self.guard_pauses:
+            times = "once" if self.guard_pauses == 1 else f"{self.guard_pauses} times"
+            guard = f"; a guard alarm paused the run {times}"
+        elif self.guard_injected and self.guard_expected:
+            guard = "; the injected guard alarm never paused the run"
+        elif self.guard_injected:
+            guard = "; no guarded step ran, so the injected guard alarm was not seen"
+        return f"drill {verdict}: {detected}; {recovered}; {faults}{guard}"
 
     def lines(self) -> list[str]:
         """The console report of `runbook-bot drill`."""
@@ -103,9 +122,34 @@ def judge(ex: Execution, runbook: Runbook) -> DrillReport:
 
     retries = Counter(e.error_code or "unknown" for e in ex.timeline if e.kind is EventKind.STEP_RETRY)
     error = f"{ex.error.get('code', '')}: {ex.error.get('message', '')}" if ex.error else ""
-    return DrillReport(
-        ex.execution_id, ex.runbook, ex.status, verdicts(DETECTION), verdicts(RECOVERY), dict(retries), error
+    pauses = sum(
+        1
+        for e in ex.timeline
+        if e.kind is EventKind.APPROVAL_REQUESTED and "guard_alarms" in (e.figures or {})
     )
+    guarded_ran = any(
+        step.action in GUARDED and step.id in ex.steps and ex.steps[step.id].outcome != "skipped"
+        for step in (*runbook.steps, *runbook.on_failure)
+    ) or any(e.kind is EventKind.STEP_STARTED and _action(runbook, e.step_id) in GUARDED for e in ex.timeline)
+    return DrillReport(
+        ex.execution_id,
+        ex.runbook,
+        ex.status,
+        verdicts(DETECTION),
+        verdicts(RECOVERY),
+        dict(retries),
+        error,
+        guard_injected=float(ex.drill_faults.get("guard", 0) or 0) > 0,
+        guard_pauses=pauses,
+        guard_expected=guarded_ran,
+    )
+
+
+def _action(runbook: Runbook, step_id: str) -> str:
+    try:
+        return runbook.step(step_id).action
+    except KeyError:
+        return ""
 
 
 def _count(verdicts: tuple[StepVerdict, ...]) -> str:

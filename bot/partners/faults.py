@@ -32,6 +32,8 @@ FAULT_KINDS = {
     "throttle": "share of requests answered ProvisionedThroughputExceededException",
     "timeout": "share of requests that time out before an answer",
     "error": "share of requests answered InternalServerError (HTTP 500)",
+    "guard": "share of a guarded step's safe points that find an injected guard alarm in ALARM (the run "
+    "pauses for its approvers; once resumed over, the injected alarm pauses it no more)",
 }
 DATA_PLANE = frozenset(
     {
@@ -64,6 +66,7 @@ class FaultSpec:
     throttle: float = 0.0
     timeout: float = 0.0
     error: float = 0.0
+    guard: float = 0.0  # not a DynamoDB fault: the worker's guard check injects it (bot/engine/executor.py)
 
     @classmethod
     def parse(cls, text: str) -> FaultSpec:
@@ -87,7 +90,12 @@ class FaultSpec:
     def as_dict(self) -> dict[str, float]:
         return {
             k: v
-            for k, v in (("throttle", self.throttle), ("timeout", self.timeout), ("error", self.error))
+            for k, v in (
+                ("throttle", self.throttle),
+                ("timeout", self.timeout),
+                ("error", self.error),
+                ("guard", self.guard),
+            )
             if v
         }
 

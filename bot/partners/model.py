@@ -87,6 +87,8 @@ class Partner:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # runbook -> param -> value
     approval_timeout_minutes: int = 30
     approvals: dict[str, int] = field(default_factory=dict)  # risk level -> distinct approvers needed
+    # CloudWatch alarm names or fnmatch patterns guarding every risky step (SSM: AlarmConfiguration)
+    guard_alarms: tuple[str, ...] = ()
     # table alias -> drill table; "failed_requests" -> the drill's failed-request store
     drill_target: dict[str, str] = field(default_factory=dict)
     drill_faults: str = "throttle=0.2,timeout=0.02"  # faults a drill injects unless told otherwise

@@ -152,7 +152,12 @@ def parent_message(
     drill = "[DRILL] " if ex.drill else "[PLAN] " if ex.kind == "plan" else ""
     status = f"{STATUS_EMOJI[ex.status]} *{ex.status.value.replace('_', ' ')}*"
     if ex.status is Status.AWAITING_APPROVAL and ex.approval:
-        status += f" — *{escape(titles.get(ex.approval.step_id, ex.approval.step_id))}* needs an approver"
+        waits = (
+            "paused by a guard alarm: resume or abort?"
+            if ex.approval.kind == "guard"
+            else "needs an approver"
+        )
+        status += f" — *{escape(titles.get(ex.approval.step_id, ex.approval.step_id))}* {waits}"
         if ex.approval.required > 1:
             status += f" ({len(ex.approval.votes)} of {ex.approval.required} approvals)"
     if ex.error and ex.status.terminal:
@@ -251,9 +256,10 @@ def approval_request(
     who = ", ".join(mention(a) for a in approvers) or "(no approvers configured)"
     drill = f"*{escape(drill_label(ex))}*\n" if ex.drill else ""
     standing = quorum_line(approval) if approval else ""
+    words = _GUARD_WORDS if approval and approval.kind == "guard" else _APPROVAL_WORDS
     blocks = [
         section(
-            f"{drill}:raised_hand: *Approval needed: {escape(step_title or step_id)}*\n{_mrkdwn_summary(effect)}"
+            f"{drill}{words['heading']}: {escape(step_title or step_id)}*\n{_mrkdwn_summary(effect)}"
             + (f"\n{standing}" if standing else "")
         ),
         context(
@@ -270,11 +276,11 @@ def approval_request(
                     "action_id": "approve",
                     "style": "primary",
                     "value": value,
-                    "text": {"type": "plain_text", "text": "Approve", "emoji": True},
+                    "text": {"type": "plain_text", "text": words["approve"], "emoji": True},
                     "confirm": {
-                        "title": {"type": "plain_text", "text": "Approve this step?"},
+                        "title": {"type": "plain_text", "text": f"{words['approve']} this step?"},
                         "text": {"type": "mrkdwn", "text": _clip(escape(effect), 300)},
-                        "confirm": {"type": "plain_text", "text": "Approve"},
+                        "confirm": {"type": "plain_text", "text": words["approve"]},
                         "deny": {"type": "plain_text", "text": "Cancel"},
                     },
                 },
@@ -282,23 +288,38 @@ def approval_request(
                     "type": "button",
                     "action_id": "approve_comment",
                     "value": value,
-                    "text": {"type": "plain_text", "text": "Approve with comment", "emoji": True},
+                    "text": {"type": "plain_text", "text": f"{words['approve']} with comment", "emoji": True},
                 },
                 {
                     "type": "button",
                     "action_id": "reject",
                     "style": "danger",
                     "value": value,
-                    "text": {"type": "plain_text", "text": "Reject", "emoji": True},
+                    "text": {"type": "plain_text", "text": words["reject"], "emoji": True},
                 },
             ],
         },
     ]
-    text = f"{drill_label(ex) + ' ' if ex.drill else ''}Approval needed for {step_title or step_id} ({ex.execution_id}): {effect}"
+    text = f"{drill_label(ex) + ' ' if ex.drill else ''}{words['plain']} {step_title or step_id} ({ex.execution_id}): {effect}"
     if approval and approval.required > 1:
         text += f" ({len(approval.votes)} of {approval.required} approvals)"
     text = escape(text)
     return Message(_clip(text, 3000), blocks)
+
+
+# What the approval message's heading and buttons say: a risky step's approval, or a guard pause.
+_APPROVAL_WORDS = {
+    "heading": ":raised_hand: *Approval needed",
+    "approve": "Approve",
+    "reject": "Reject",
+    "plain": "Approval needed for",
+}
+_GUARD_WORDS = {
+    "heading": ":octagonal_sign: *Paused by a guard alarm, resume or abort",
+    "approve": "Resume",
+    "reject": "Abort",
+    "plain": "Paused by a guard alarm, resume or abort:",
+}
 
 
 def quorum_line(approval: Approval) -> str:
@@ -326,6 +347,8 @@ def approval_decided(
     emoji = {"approved": ":heavy_check_mark:", "rejected": ":no_entry:"}.get(decision, ":hourglass:")
     by = f" by {mention(decided_by)}" if decided_by else ""
     approval = approval if approval and approval.step_id == step_id else None
+    if approval and approval.kind == "guard":  # a guard pause is resumed or aborted
+        decision = {"approved": "resumed", "rejected": "aborted"}.get(decision, decision)
     lines = [
         f"{'`[DRILL]` ' if ex.drill else ''}{emoji} *{escape(step_title or step_id)}: {decision}{by}*",
         _mrkdwn_summary(effect),
@@ -369,12 +392,16 @@ def decision_dialog(
     approval = ex.approval
     effect = approval.effect if approval else ""
     standing = quorum_line(approval) if approval else ""
-    label = "Your comment (kept on the timeline)" if approve else "Why reject it? (kept on the timeline)"
+    words = _GUARD_WORDS if approval and approval.kind == "guard" else _APPROVAL_WORDS
+    verb = words["approve"] if approve else words["reject"]
+    label = (
+        "Your comment (kept on the timeline)" if approve else f"Why {verb.lower()} it? (kept on the timeline)"
+    )
     return {
         "type": "modal",
         "callback_id": DECISION_DIALOG,
-        "title": {"type": "plain_text", "text": "Approve with comment" if approve else "Reject this step"},
-        "submit": {"type": "plain_text", "text": "Approve" if approve else "Reject"},
+        "title": {"type": "plain_text", "text": f"{verb} with comment" if approve else f"{verb} this step"},
+        "submit": {"type": "plain_text", "text": verb},
         "close": {"type": "plain_text", "text": "Cancel"},
         "private_metadata": private_metadata,
         "blocks": [

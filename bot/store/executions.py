@@ -482,6 +482,52 @@ class ExecutionStore:
             },
         )
 
+    def request_pause(self, execution_id: str, alarm: str, reason: str, now_ms: int) -> bool:
+        """Ask a running run's guarded step to pause (the alarm handler): sets `pause_request` on
+        the state item if the run is RUNNING or APPROVED and has none yet. The version and claims
+        stay as they are: the worker running the step obeys at its next safe point. False when
+        the run is not running (ended, waiting, gone) or a request is there already."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_key(keys.state_key(execution_id)),
+                UpdateExpression="SET pause_request = :request",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND #status IN (:running, :approved) "
+                    "AND attribute_not_exists(pause_request)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":request": to_attribute({"alarm": alarm, "reason": reason, "at_ms": now_ms}),
+                    ":running": {"S": Status.RUNNING.value},
+                    ":approved": {"S": Status.APPROVED.value},
+                },
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def pause_request(self, execution_id: str) -> dict[str, Any] | None:
+        """The alarm handler's pause request on the run, if any (a consistent read of one attribute)."""
+        item = self.client.get_item(
+            TableName=self.table,
+            Key=_key(keys.state_key(execution_id)),
+            ConsistentRead=True,
+            ProjectionExpression="pause_request",
+        ).get("Item")
+        request = from_attribute(item["pause_request"]) if item and "pause_request" in item else None
+        return request if isinstance(request, dict) else None
+
+    def lock_holders(self, locks: list[dict[str, str]]) -> list[str]:
+        """The execution ids holding any of `locks`, each once (a lock outlives its run until a new
+        run takes it over: callers check the run's status)."""
+        holders: dict[str, None] = {}
+        for lock in locks:
+            item = self.client.get_item(TableName=self.table, Key=_key(lock), ConsistentRead=True).get("Item")
+            if item and "execution_id" in item:
+                holders[item["execution_id"]["S"]] = None
+        return list(holders)
+
     def progress(self, execution_id: str, step_id: str) -> dict[str, Any] | None:
         item = self.client.get_item(
             TableName=self.table, Key=_key(keys.progress_key(execution_id, step_id)), ConsistentRead=True

@@ -103,6 +103,7 @@ class Approval:
     reason: str = ""  # why it was rejected, as the rejecter wrote it (or why there is none)
     version: int = 0  # the run's version when it was asked: what its buttons carry (0: older runs)
     remind_at_ms: int = 0  # when to remind the approvers if nobody decided (0: no reminder due)
+    kind: str = ""  # "": approve a risky step; "guard": resume or abort a step a guard alarm paused
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> Approval:
@@ -143,6 +144,9 @@ class Execution:
     approval: Approval | None = None
     approved_steps: tuple[str, ...] = ()
     cancel_requested_by: str = ""
+    # The alarm handler's request that a guarded step pause ({alarm, reason, at_ms}): set without
+    # moving the version; the worker obeys it at the step's next safe point, the pause removes it.
+    pause_request: dict[str, Any] | None = None
     error: dict[str, str] = field(default_factory=dict)  # code, message, step of the failure
     timeline: tuple[TimelineEvent, ...] = ()
     due_at_ms: int | None = None  # when the sweeper must look again (see due_reason)

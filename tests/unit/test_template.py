@@ -823,8 +823,9 @@ TABLE_CALLS = {
     "TimelineFunction": {"GetItem", "PutItem", "DeleteItem", "UpdateItem"},
     # claims before it moves a run (given back on a conflict), commits, nudges; the due-index
     "SweeperFunction": {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"},
-    # a run created with its locks in one transaction
-    "AlarmFunction": {"GetItem", "PutItem", "ConditionCheckItem"},
+    # a run created with its locks in one transaction; lock items read and a guarded run's state
+    # item given a pause request (a conditional UpdateItem that leaves its version alone)
+    "AlarmFunction": {"GetItem", "PutItem", "ConditionCheckItem", "UpdateItem"},
 }
 
 

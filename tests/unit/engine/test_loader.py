@@ -114,6 +114,22 @@ RUNBOOKS = {
         "    action: wait\n    inputs: {seconds: '{{ params.window }}'}\n",
         "`params.window`: no parameter `window` (parameters: table)",
     ),
+    "guard-on-an-action-without-pages": (
+        "name: NAME\ntitle: T\nsteps:\n  - id: a\n    action: notify\n    inputs: {text: hi}\n"
+        "    guard_alarms: [acme-*-latency]  #!\n",
+        "`notify` runs in one go, with no safe point to pause at, so it cannot be guarded; "
+        "guard_alarms is for actions that work in pages (dynamodb.replay)",
+    ),
+    "guard-matching-every-alarm": (
+        "name: NAME\ntitle: T\nsteps:\n  - id: a\n    action: dynamodb.replay\n    risk: high\n"
+        "    inputs: {table: acme-orders}\n    guard_alarms:\n      - acme-orders-latency\n      - '*'  #!\n",
+        "guard alarm `*` matches every alarm in the account",
+    ),
+    "guard-empty-list": (
+        "name: NAME\ntitle: T\nsteps:\n  - id: a\n    action: dynamodb.replay\n    risk: high\n"
+        "    inputs: {table: acme-orders}\n    guard_alarms: []  #!\n",
+        "steps.0.guard_alarms",
+    ),
     "cycle": (
         "name: NAME\ntitle: T\nsteps:\n"
         + STEP.replace("ID", "a")
@@ -381,6 +397,16 @@ PARTNERS = {
         "approval_timeout_minutes: 30\napprovals: 2  #!",
         "approvals maps risk levels (high, critical) to how many distinct approvers each needs",
     ),
+    "guard-alarms-every-alarm": (
+        "approval_timeout_minutes: 30",
+        "approval_timeout_minutes: 30\nguard_alarms:\n  - acme-*-latency\n  - '*?'  #!",
+        "guard alarm `*?` matches every alarm in the account",
+    ),
+    "guard-alarms-not-a-list": (
+        "approval_timeout_minutes: 30",
+        "approval_timeout_minutes: 30\nguard_alarms: acme-latency  #!",
+        "guard_alarms",
+    ),
     "partner-yaml-error": (
         "display_name: Acme Logistics",
         "display_name: Acme: Logistics  #!",
@@ -415,6 +441,21 @@ def test_a_partners_approvals_set_the_quorum_of_each_risk_level(library):
     assert load_partner(path).quorum() == {"high": 2, "critical": 2}, "critical is never below high"
     path.write_text(PARTNER + "approvals: {high: 1, critical: 3}\n")  # a user group may give the third
     assert load_partner(path).quorum() == {"high": 1, "critical": 3}
+
+
+def test_guard_alarms_load_from_the_partner_and_the_step(library):
+    from bot.engine.partner_files import load_partner
+
+    path = library / "partners" / "partner-acme.yaml"
+    assert load_partner(path).guard_alarms == ()
+    path.write_text(PARTNER + "guard_alarms: [acme-*-latency, acme-orders-errors]\n")
+    assert load_partner(path).guard_alarms == ("acme-*-latency", "acme-orders-errors")
+    runbook = library / "guarded.yaml"
+    runbook.write_text(
+        "name: guarded\ntitle: T\nsteps:\n  - id: replay\n    action: dynamodb.replay\n    risk: high\n"
+        "    inputs: {table: acme-orders}\n    guard_alarms: [acme-orders-latency]\n"
+    )
+    assert load_runbook(runbook, REGISTRY).step("replay").guard_alarms == ("acme-orders-latency",)
 
 
 def test_a_partner_named_unlike_its_file_is_reported(capsys, library):

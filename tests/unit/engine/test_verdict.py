@@ -123,3 +123,53 @@ def test_a_drill_waiting_for_approval_is_due_when_its_time_is_up():
 def test_a_real_run_has_no_time_limit():
     ex = dataclasses.replace(drill(), drill=False, drill_until_ms=None)
     assert isinstance(machine.plan(ex, RUNBOOK, T0 + 10**9, no_when, effect), machine.Execute)
+
+
+def paused_event(seq: int = 3) -> TimelineEvent:
+    return TimelineEvent(
+        seq=seq,
+        at_ms=T0,
+        kind=EventKind.APPROVAL_REQUESTED,
+        summary="paused: drill: injected guard alarm drill-injected-guard is in ALARM; resume or abort?",
+        step_id="replay",
+        figures={"expires_at_ms": T0 + 60_000, "guard_alarms": ["drill-injected-guard"]},
+    )
+
+
+def test_an_injected_guard_that_paused_the_run_is_reported_and_passes():
+    ex = drill(
+        status=Status.SUCCEEDED,
+        drill_faults={"guard": 1.0},
+        steps={s: record(s) for s in ("detect", "replay", "verify")},
+        timeline=(paused_event(),),
+    )
+    report = judge(ex, RUNBOOK)
+    assert report.passed and report.guard_pauses == 1
+    assert report.summary().endswith("; a guard alarm paused the run once")
+
+
+def test_an_injected_guard_that_never_paused_a_replay_that_ran_fails_the_drill():
+    ex = drill(
+        status=Status.SUCCEEDED,
+        drill_faults={"guard": 1.0},
+        steps={s: record(s) for s in ("detect", "replay", "verify")},
+    )
+    report = judge(ex, RUNBOOK)
+    assert not report.passed and not report.guard_ok
+    assert "drill FAILED" in report.summary()
+    assert report.summary().endswith("; the injected guard alarm never paused the run")
+
+
+def test_an_injected_guard_without_a_guarded_step_running_is_not_held_against_the_drill():
+    ex = drill(
+        status=Status.SUCCEEDED,
+        drill_faults={"guard": 1.0},
+        steps={"detect": record("detect"), "replay": record("replay", "skipped"), "verify": record("verify")},
+    )
+    report = judge(ex, RUNBOOK)
+    assert report.passed and "no guarded step ran" in report.summary()
+
+
+def test_a_drill_without_a_guard_fault_says_nothing_of_guards():
+    ex = drill(status=Status.SUCCEEDED, steps={s: record(s) for s in ("detect", "replay", "verify")})
+    assert "guard" not in judge(ex, RUNBOOK).summary()

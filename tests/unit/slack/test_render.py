@@ -673,3 +673,29 @@ def test_the_parent_says_how_many_approvals_a_waiting_step_has():
         ex, "Throttle", "Acme", T0 + 60_000, {"replay": "Replay throttled writes"}
     )
     assert "needs an approver (1 of 2 approvals)" in json.dumps(message.blocks)
+
+
+def test_a_guard_pause_asks_to_resume_or_abort_everywhere_it_shows():
+    guard = pending(
+        kind="guard", required=1, votes=(), effect="Replay paused: guard alarm acme-x is in ALARM"
+    )
+    ex = execution(status=Status.AWAITING_APPROVAL, approval=guard)
+    message = approval_request(ex, approval=guard, effect=guard.effect)
+    assert message.text.startswith("Paused by a guard alarm, resume or abort: Replay throttled writes")
+    (actions,) = actions_of(message)
+    assert [e["text"]["text"] for e in actions["elements"]] == ["Resume", "Resume with comment", "Abort"]
+    assert actions["elements"][0]["confirm"]["title"]["text"] == "Resume this step?"
+    assert "Paused by a guard alarm" in json.dumps(message.blocks)
+    parent = render.parent_message(ex, "Replay", "Acme", T0 + 60_000, {"replay": "Replay throttled writes"})
+    assert "paused by a guard alarm: resume or abort?" in json.dumps(parent.blocks)
+    dialog = render.decision_dialog(ex, "{}", "Replay throttled writes", approve=False)
+    assert (dialog["title"]["text"], dialog["submit"]["text"]) == ("Abort this step", "Abort")
+    comment = render.decision_dialog(ex, "{}", "Replay throttled writes", approve=True)
+    assert (comment["title"]["text"], comment["submit"]["text"]) == ("Resume with comment", "Resume")
+    decided = render.approval_decided(
+        ex, "replay", "Replay throttled writes", guard.effect, "approved", "U0ACMESRE", T0, guard
+    )
+    assert "resumed by" in decided.text
+    # An ordinary approval keeps its words.
+    (plain,) = actions_of(approval_request())
+    assert [e["text"]["text"] for e in plain["elements"]] == ["Approve", "Approve with comment", "Reject"]
