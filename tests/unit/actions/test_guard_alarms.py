@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 import pytest
 
-from bot.actions.base import ActionContext
+from bot.actions.base import ActionContext, Tripped
 from bot.actions.guard import alarms_in_alarm, guard_pattern_problem, guard_tripped, literal_prefix
 from bot.catalog import load_catalog
 
@@ -161,7 +161,8 @@ def test_guard_alarms_that_cannot_be_read_pause_the_step():
 
 def test_a_pause_the_alarm_handler_asked_for_wins_without_a_call():
     session = Session()
-    ctx = context(session, pause_requested=lambda: "acme-orders-latency entered ALARM (alarm handler)")
+    asked = Tripped("acme-orders-latency entered ALARM (alarm handler)", ("acme-orders-latency",))
+    ctx = context(session, pause_requested=lambda: asked)
     assert guard_tripped(ctx).why == "acme-orders-latency entered ALARM (alarm handler)"
     assert session.made == []
 
