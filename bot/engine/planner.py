@@ -35,7 +35,7 @@ def next_move(ex: Execution, runbook: Runbook, now_ms: int, when: machine.WhenFn
     if ex.cancel_requested_by:
         return Move(_end(ex, runbook, now_ms, [], [], Status.CANCELLED))
     if ex.status is Status.PENDING:
-        started = _event(
+        started = machine._event(
             ex,
             0,
             now_ms,
@@ -86,7 +86,7 @@ def after_preview(
         summary += _quorum(ex, str(figures.get("risk") or "high"))
     if step.when:
         summary += f" (its condition holds: {_condition(step)})"
-    event = _event(
+    event = machine._event(
         ex,
         0,
         now_ms,
@@ -217,7 +217,7 @@ def _failed(
     jump = step.on_failure[5:] if step.on_failure.startswith("step:") else ""
     if go_on or jump:
         after = f"the run would go on to {jump}" if jump else "the run would go on"
-        event = _event(
+        event = machine._event(
             ex,
             0,
             now_ms,
@@ -230,7 +230,7 @@ def _failed(
         following = jump or machine._next_id(runbook, step, ex.phase)
         return _enter(ex, runbook, following, now_ms, [event], [record], when)
     if result.code == "PlanRefusesWrite":  # not where the run would stop: where the plan cannot see
-        event = _event(
+        event = machine._event(
             ex,
             0,
             now_ms,
@@ -246,7 +246,7 @@ def _failed(
         rollback = (
             "; then its on_failure steps would run (" + ", ".join(s.id for s in runbook.on_failure) + ")"
         )
-    event = _event(
+    event = machine._event(
         ex,
         0,
         now_ms,
@@ -273,7 +273,7 @@ def _enter(
         if step_id is None:
             return _end(ex, runbook, now_ms, events, records, Status.SUCCEEDED)
         step = runbook.step(step_id)
-        view = _view(ex, records, step_id)
+        view = machine._view(ex, records, step_id)
         try:
             holds = when(view, step)
         except Exception as error:  # the run would fail on it too (its worker raises there)
@@ -282,7 +282,7 @@ def _enter(
             break
         records.append(StepRecord(step.id, "skipped", 0, now_ms, now_ms))
         events.append(
-            _event(
+            machine._event(
                 ex,
                 len(events),
                 now_ms,
@@ -318,7 +318,7 @@ def _stop_on_condition(
         StepRecord(step.id, "failed", 1, now_ms, now_ms, error_code="InvalidInput", error_message=str(error))
     )
     events.append(
-        _event(
+        machine._event(
             ex,
             len(events),
             now_ms,
@@ -364,7 +364,7 @@ def _end(
     figures: dict[str, Any] = {k: v for k, v in sorted(counts.items())}
     events = [
         *events,
-        _event(
+        machine._event(
             ex,
             len(events),
             now_ms,
@@ -400,35 +400,3 @@ def _transition(
     changes: Changes,
 ) -> Transition:
     return Transition(ex.version, now_ms, status, changes, tuple(records), tuple(events))
-
-
-def _event(
-    ex: Execution,
-    offset: int,
-    now_ms: int,
-    kind: EventKind,
-    summary: str,
-    *,
-    step_id: str = "",
-    actor: str = "",
-    duration_ms: int | None = None,
-    error_code: str = "",
-    figures: dict[str, Any] | None = None,
-) -> TimelineEvent:
-    return TimelineEvent(
-        ex.last_seq + offset + 1,
-        now_ms,
-        kind,
-        summary,
-        step_id,
-        actor,
-        duration_ms,
-        error_code,
-        figures or {},
-    )
-
-
-def _view(ex: Execution, records: list[StepRecord], cursor: str | None) -> Execution:
-    if not records:
-        return ex
-    return dataclasses.replace(ex, steps={**ex.steps, **{r.step_id: r for r in records}}, cursor=cursor)
