@@ -1176,9 +1176,6 @@ class SlackStandIn:
 def _invalid_message(args: dict[str, Any]) -> dict[str, Any] | None:
     """Slack's checks of a message: some text or blocks, text within 40,000 characters, blocks that
     parse as Block Kit within its limits."""
-    from slack_sdk.errors import SlackObjectFormationError
-    from slack_sdk.models.blocks import Block
-
     text = str(args.get("text") or "")
     raw_blocks = args.get("blocks")
     blocks = _json(raw_blocks) if raw_blocks else None
@@ -1191,24 +1188,32 @@ def _invalid_message(args: dict[str, Any]) -> dict[str, Any] | None:
     problems: list[str] = []
     if blocks and len(blocks) > MAX_BLOCKS:
         problems.append(f"no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]")
-    for i, raw in enumerate(blocks or []):
+    problems += _block_problems(blocks or [], "/blocks")
+    return _invalid_blocks(*problems) if problems else None
+
+
+def _block_problems(blocks: list[Any], pointer: str) -> list[str]:
+    """Each block checked as Slack does (slack_sdk's Block models), located by its JSON pointer."""
+    from slack_sdk.errors import SlackObjectFormationError
+    from slack_sdk.models.blocks import Block
+
+    problems: list[str] = []
+    for i, raw in enumerate(blocks):
         try:
             block = Block.parse(raw) if isinstance(raw, dict) else None
             if block is None:
-                problems.append(f"unknown or missing block type [json-pointer:/blocks/{i}/type]")
+                problems.append(f"unknown or missing block type [json-pointer:{pointer}/{i}/type]")
                 continue
             block.validate_json()
         except (SlackObjectFormationError, KeyError, TypeError, ValueError) as error:
-            problems.append(f"{error} [json-pointer:/blocks/{i}]")
-    return _invalid_blocks(*problems) if problems else None
+            problems.append(f"{error} [json-pointer:{pointer}/{i}]")
+    return problems
 
 
 def _invalid_view(view: dict[str, Any]) -> list[str]:
     """Slack's checks of a modal: slack_sdk's View limits (title and button texts 24 characters,
     1-100 blocks, private_metadata 3,000, callback_id 255), every block valid, a title, and a
     submit button when the modal has input blocks."""
-    from slack_sdk.errors import SlackObjectFormationError
-    from slack_sdk.models.blocks import Block
     from slack_sdk.models.views import View
 
     problems: list[str] = []
@@ -1240,15 +1245,7 @@ def _invalid_view(view: dict[str, Any]) -> list[str]:
         problems.append(
             f"must contain between 1 and {View.blocks_max_length} blocks [json-pointer:/view/blocks]"
         )
-    for i, raw in enumerate(blocks):
-        try:
-            block = Block.parse(raw) if isinstance(raw, dict) else None
-            if block is None:
-                problems.append(f"unknown or missing block type [json-pointer:/view/blocks/{i}/type]")
-                continue
-            block.validate_json()
-        except (SlackObjectFormationError, KeyError, TypeError, ValueError) as error:
-            problems.append(f"{error} [json-pointer:/view/blocks/{i}]")
+    problems += _block_problems(blocks, "/view/blocks")
     return problems
 
 
