@@ -29,7 +29,10 @@ class LoopbackServer(ThreadingHTTPServer):
 class IngressServer:
     """POST /slack/events → an HttpApi v2.0 event → the handler → its response, on 127.0.0.1."""
 
-    def __init__(self, handler: LambdaHandler, port: int = 0, function_name: str = "IngressFunction") -> None:
+    def __init__(
+        self, handler: LambdaHandler | None = None, port: int = 0, function_name: str = "IngressFunction"
+    ) -> None:
+        # Bound at once; the handler may come later (the pipeline binds before its functions exist).
         self.handler = handler
         self.function_name = function_name
         # Sees each (event, response) the function answered: the console's line per command.
@@ -38,11 +41,17 @@ class IngressServer:
         self._thread: threading.Thread | None = None
 
     @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
     def url(self) -> str:
-        host, port = str(self._server.server_address[0]), self._server.server_address[1]
-        return f"http://{host}:{port}/slack/events"
+        host = str(self._server.server_address[0])
+        return f"http://{host}:{self.port}/slack/events"
 
     def start(self) -> IngressServer:
+        if self.handler is None:
+            raise RuntimeError(f"{self.function_name}: no handler to serve {self.url}")
         self._thread = threading.Thread(target=self._server.serve_forever, name="ingress-http", daemon=True)
         self._thread.start()
         return self
@@ -53,6 +62,7 @@ class IngressServer:
         self._server.server_close()
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        assert self.handler is not None, "start() refuses to serve without a handler"
         response = self.handler(event, LambdaContext(self.function_name, timeout_seconds=10))
         if self.on_answer is not None:
             try:

@@ -143,12 +143,24 @@ class LocalPipeline:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> LocalPipeline:
+        """Brings everything up; if any part fails, what did start is stopped again (threads,
+        servers, the embedded AWS, the environment) before the error goes on."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> LocalPipeline:
         from bot.local.aws import EmbeddedAws
         from bot.local.http import IngressServer
         from bot.local.slack_api import SlackStandIn
         from bot.local.template import create_queues, create_tables, load_template
 
         o = self.options
+        # The ingress port first: a port in use fails before anything starts, and no connection
+        # the pipeline makes meanwhile can take the port as its own ephemeral source port.
+        self.ingress = IngressServer(port=o.port)
         self.aws = EmbeddedAws(engine=o.engine)
         self.aws.start()
         self._set_env(self.aws.env())
@@ -188,7 +200,7 @@ class LocalPipeline:
         self._start_stream_consumers()
         self._every(o.ttl_interval, self.ttl.sweep, "ttl")
         self._every(o.sweep_interval, self.sweep_once, "sweeper")
-        self.ingress = IngressServer(_resolve(template.http_function()[1]), port=o.port)
+        self.ingress.handler = _resolve(template.http_function()[1])
         if o.before_serving is not None:
             o.before_serving()
         self.ingress.start()
