@@ -72,8 +72,13 @@ def compile_catalog(root: Path) -> Path:
     target = compiled_path(root)
     target.parent.mkdir(exist_ok=True)
     for stale in target.parent.glob("catalog-*.pickle"):
-        stale.unlink()
-    target.write_bytes(pickle.dumps(catalog, protocol=pickle.HIGHEST_PROTOCOL))
+        if stale != target:
+            stale.unlink(missing_ok=True)  # another build may have removed it first
+    # Written beside and renamed into place: a cold start (or a second build) reading the file
+    # meanwhile sees the whole old catalog or the whole new one, never half a pickle.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial.write_bytes(pickle.dumps(catalog, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(partial, target)
     return target
 
 
