@@ -97,3 +97,31 @@ def server_table(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     tables = create_tables(moto_server.client("dynamodb"), load_template(), lambda lid: f"test-{lid}")
     monkeypatch.setenv("EXECUTIONS_TABLE", tables["ExecutionsTable"])
     yield tables["ExecutionsTable"]
+
+
+# The threads a local pipeline runs (bot/local): ingress, stand-ins, stream pollers and their lanes,
+# the sweeper and the TTL reaper.
+_PIPELINE_THREADS = ("stream-", "ingress-http", "slack-stand-in", "playground", "ttl", "sweeper")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_pipeline_outlives_its_module() -> Iterator[None]:
+    """A pipeline left running (a start that failed half-way, a fixture without a stop) keeps
+    polling and sweeping into the tests after it, which then fail for reasons of its own: CI once
+    saw moto's shared backends reset under a leaked poller and `ast.parse` fail in another test.
+    Failing the module that leaked it names the culprit instead."""
+    before = {thread.ident for thread in threading.enumerate()}
+    yield
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        left = sorted(
+            thread.name
+            for thread in threading.enumerate()
+            if thread.ident not in before and thread.is_alive() and thread.name.startswith(_PIPELINE_THREADS)
+        )
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not left, f"pipeline threads still running after this module: {left}"

@@ -77,6 +77,10 @@ def test_commands_clicks_and_the_start_form_are_answered_without_loading_boto3()
         tables = create_tables(aws.client("dynamodb"), load_template(), lambda lid: f"ack-{lid}")
         aws.client("dynamodb").put_item(TableName=tables["ExecutionsTable"], Item=to_item(waiting_run()))
         slack = SlackStandIn(token=DEV_BOT_TOKEN)
+        # The trigger is minted before the child interpreter even starts, and the child answers
+        # three requests before the form's: Slack's 3 s are measured by bench/ack.py (cold and
+        # warm), not here, where a loaded CI machine once took longer than that to get there.
+        slack.trigger_seconds = 120.0
         try:
             env = {
                 **os.environ,

@@ -154,7 +154,9 @@ def start_runs(pipeline: LocalPipeline) -> list[str]:
         doomed = " doomed=true" if i % DOOMED_EVERY == 0 else ""
         response = pipeline.command(f"chaos partner-acme{doomed}", trigger_id=f"chaos-{i}")
         assert response["statusCode"] == 200, response
-        ids.append(json.loads(response["body"])["text"].split("execution `")[1].split("`")[0])
+        text = json.loads(response["body"])["text"]
+        assert "execution `" in text, text
+        ids.append(text.split("execution `")[1].split("`")[0])
     return ids
 
 

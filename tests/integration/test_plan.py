@@ -15,7 +15,9 @@ from bot.local.pipeline import LocalPipeline
 from bot.store.model import EventKind, Status
 from tests.integration.test_drill_isolation import production
 
-pytestmark = pytest.mark.integration
+# moto only: DynamoDB Local adds nothing a plan's reads need that test_pipeline's runs on it do
+# not already cover, and its own pipeline costs CI a minute and a half.
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("pipeline", ["moto"], indirect=True)]
 
 CATALOG = load_catalog()
 ACME = "C0ACMEOPS"
