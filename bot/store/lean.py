@@ -120,6 +120,15 @@ def sigv4_headers(
     return out
 
 
+def _error_body(payload: bytes) -> dict[str, Any]:
+    """An error answer's JSON body, or {} when it has none (an HTML error page, an empty body)."""
+    try:
+        answer = json.loads(payload) if payload else {}
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
 class LeanJsonClient:
     """One AWS JSON-protocol service: `call("PutItem", {...})`, or boto3-style snake_case methods."""
 
@@ -166,10 +175,12 @@ class LeanJsonClient:
                 continue
             if status < 300:
                 return json.loads(payload) if payload else {}
-            answer = json.loads(payload) if payload else {}
+            answer = _error_body(payload)
             code = str(answer.get("__type", "")).rsplit("#", 1)[-1] or f"HTTP{status}"
             message = str(answer.get("message") or answer.get("Message") or "")
-            if code in _RETRYABLE and attempt < self.max_attempts:
+            # A 5xx is retried whatever its body says, as botocore does: a front end's own error
+            # page (HTML, or nothing) carries no AWS error code at all.
+            if (code in _RETRYABLE or status >= 500) and attempt < self.max_attempts:
                 time.sleep(_backoff(attempt))
                 continue
             extra = {k: v for k, v in answer.items() if k not in {"__type", "message", "Message"}}

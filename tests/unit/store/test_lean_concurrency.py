@@ -125,3 +125,51 @@ def test_concurrent_writes_and_reads_against_moto_server(server_table: str) -> N
     items = _at_once(client, put_then_get, rounds=2)
 
     assert [int(item["n"]["N"]) for item in items] == list(range(THREADS * 2))
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers what `script` says next: (status, body), one entry per request."""
+
+    script: list[tuple[int, bytes]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        status, body = self.script.pop(0)
+        self.send_response(status)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Flaky]]:
+    handler = type("Flaky", (_Flaky,), {"script": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_5xx_error_page_that_is_not_json_is_retried_like_any_5xx(flaky: type[_Flaky]) -> None:
+    """CI saw moto's front end answer a crashed request with an HTML 500: the ack path crashed on
+    json.loads and answered "internal error" where botocore would have retried."""
+    flaky.script[:] = [(500, b"<!doctype html><title>500 Internal Server Error</title>"), (200, b"{}")]
+    assert dynamodb().put_item(TableName="t", Item={"pk": {"S": "a"}}) == {}
+    assert flaky.script == []
+
+
+def test_a_non_json_error_that_persists_names_its_http_status(flaky: type[_Flaky]) -> None:
+    client = dynamodb()
+    flaky.script[:] = [(502, b"")] * client.max_attempts
+    with pytest.raises(Exception, match="HTTP502"):
+        client.put_item(TableName="t", Item={"pk": {"S": "a"}})
+    flaky.script[:] = [(400, b"not json")]
+    with pytest.raises(Exception, match="HTTP400"):
+        client.put_item(TableName="t", Item={"pk": {"S": "a"}})
