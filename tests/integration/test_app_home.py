@@ -153,15 +153,15 @@ def test_the_start_button_opens_the_form_and_plan_first_starts_a_plan_in_the_par
     assert any(b.get("block_id") == PLAN_BLOCK for b in view["blocks"])
     submitted = pipeline.submit_view(view["id"], {PLAN_BLOCK: "plan"})
     assert submitted["status"] == 200 and not submitted["answer"].get("errors"), submitted
-    plans = [
-        m
-        for m in pipeline.slack.messages("C0ACMEOPS")
-        if (m.get("metadata") or {}).get("event_payload", {}).get("kind") == "plan"
-        or "plan" in m.get("text", "").lower()
+    (told,) = [
+        c.args
+        for c in pipeline.slack.calls
+        if c.method == "chat.postEphemeral" and "Planning `throttle`" in str(c.args)
     ]
-    assert plans or pipeline.slack.wait_for(
-        lambda: any("plan" in m.get("text", "").lower() for m in pipeline.slack.messages("C0ACMEOPS")), 30
-    )
+    assert told["channel"] == "C0ACMEOPS" and told["user"] == REQUESTER, "the partner's channel"
+    plan_id = str(told["text"]).split("plan `")[1].split("`")[0]
+    plan = pipeline.execution(plan_id)
+    assert (plan.kind, plan.channel, plan.requested_by) == ("plan", "C0ACMEOPS", REQUESTER)
 
 
 def _value(ex) -> str:
