@@ -45,6 +45,7 @@ RECENT_SINCE_MS = 30 * 24 * 3600 * 1000
 # one change must leave room for the next runs and for people opening their homes.
 FANOUT_CAP = 20
 GROUP_CACHE_SECONDS = 300  # usergroups.users.list is tier 2 (20 a minute): expansions are cached
+GROUP_RETRY_SECONDS = 30  # ... and a group Slack did not expand is asked again this soon
 ACTIVE = frozenset({Status.PENDING, Status.RUNNING, Status.AWAITING_APPROVAL, Status.APPROVED})
 
 
@@ -200,7 +201,12 @@ class GroupCache:
         except Exception:
             logger.warning("could not read user group members", extra={"group": group_id})
             self.unread.add(group_id)
-            members = frozenset()
+            with self._lock:  # asked again after GROUP_RETRY_SECONDS, not a whole cache window
+                self._cache[group_id] = (
+                    self.clock() - GROUP_CACHE_SECONDS + GROUP_RETRY_SECONDS,
+                    frozenset(),
+                )
+            return frozenset()
         with self._lock:
             self._cache[group_id] = (self.clock(), members)
         return members
@@ -228,6 +234,8 @@ class HomeService:
         names = [p.name for p in theirs] + sorted({r.partner for r in recent} - {p.name for p in theirs})
         active: list[Execution] = []
         for name in names[:MAX_PARTNERS]:
+            if len(active) >= 2 * MAX_ACTIVE:  # reads stay bounded however many partners
+                break
             active += self._active_runs(name, now_ms)
         active.sort(key=lambda ex: ex.created_at_ms, reverse=True)
         waiting = tuple(w for w in (self._waiting(user_id, ex, now_ms) for ex in active) if w is not None)
@@ -355,7 +363,8 @@ class HomePublisher:
             code = error_code(error)
             status = error.response.status_code if error.response is not None else 0
             if status == 429 or status >= 500:
-                raise  # Slack busy: the record is retried (the claim's lease lets the retry take it)
+                self.homes.release(request)  # Slack busy: the record's retry claims it again
+                raise
             self.homes.finish(request, FAILED, code, now_ms)
             if code == "hash_conflict":  # another publish landed since the claim: publish anew
                 self.homes.refresh(request.user_id, request.execution_id, int(self.clock() * 1000))

@@ -154,6 +154,23 @@ class HomeStore:
             ExpressionAttributeValues={":hash": {"S": view_hash[:200]}},
         )
 
+    def release(self, wanted: HomeRequest) -> None:
+        """Give a claimed request back (Slack was busy): the record's retry claims it again."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_typed(keys.home_key(wanted.user_id)),
+                UpdateExpression="SET home_status = :requested REMOVE lease_until_ms",
+                ConditionExpression="requested_at_ms = :at AND home_status = :publishing",
+                ExpressionAttributeValues={
+                    ":requested": {"S": REQUESTED},
+                    ":publishing": {"S": PUBLISHING},
+                    ":at": {"N": str(wanted.requested_at_ms)},
+                },
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass  # a newer request replaced it: that one is published on its own record
+
     def finish(self, wanted: HomeRequest, status: str, detail: str, now_ms: int) -> None:
         """Record the outcome (published, or failed with Slack's error), unless a newer request
         replaced this one (that one is published on its own record)."""

@@ -149,6 +149,9 @@ def test_group_members_are_read_once_per_cache_window_and_a_failure_counts_as_em
     assert cache("S0G") == cache("S0G") == frozenset({"U0X"})
     assert reads == ["S0G"], "tier 2: once per window"
     assert cache("S0BROKEN") == frozenset() and "S0BROKEN" in cache.unread
+    now[0] = 31.0
+    cache("S0BROKEN")
+    assert reads.count("S0BROKEN") == 2, "a failed read is asked again soon"
     now[0] = 301.0
     cache("S0G")
     assert reads.count("S0G") == 2

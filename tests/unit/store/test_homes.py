@@ -85,3 +85,12 @@ def test_only_a_requested_home_is_read_from_the_stream(homes):
     image["home_status"] = {"S": "publishing"}
     assert requested_home(record) is None, "its own claim"
     assert requested_home({"eventName": "REMOVE", "dynamodb": {"OldImage": image}}) is None
+
+
+def test_a_request_given_back_is_claimed_again_by_the_records_retry(homes):
+    homes.opened("U0A", T0)
+    wanted = request_of(homes, "U0A")
+    assert homes.claim(wanted, T0 + 1) == ""
+    homes.release(wanted)  # Slack answered 429
+    assert item(homes, "U0A")["home_status"]["S"] == "requested"
+    assert homes.claim(wanted, T0 + 2) == ""
