@@ -6,7 +6,8 @@ the same local DynamoDB (AWS DynamoDB Local by default, tables created from temp
 adds 100 ms to every Web API call. Then approval clicks on our ingress (a user-group approver's
 approve: membership lookup, conditional decision), cold and warm, and warm again with Slack
 answering 429 (Retry-After: 2) to every Web API call; and `/runbook` alone, whose start form's
-views.open must reach Slack within the trigger's 3 s: Slack wants every answer within 3 s.
+views.open must reach Slack within the trigger's 3 s; and `app_home_opened` (Events API: the
+event's receipt and the home request written, no Slack call): Slack wants every answer within 3 s.
 Prints figures and ratios; asserts nothing.
 
     python bench/ack.py            # 7 cold samples, 200 warm requests
@@ -72,7 +73,24 @@ def form(trigger_id):
     assert response["statusCode"] == 200 and not response.get("body"), response  # acked empty: it opened
     return {"trigger": trigger_id, "sent": started, "acked": time.time()}
 
-if mode == "form":
+def home(i):
+    from bot.local.slack_requests import event_headers
+    payload = {"type": "event_callback", "event_id": f"Ev{i}x{time.time_ns()}", "team_id": "T0LOCAL",
+               "api_app_id": "A0RUNBOOKBOT", "event_time": int(time.time()),
+               "event": {"type": "app_home_opened", "user": f"U0BENCH{i:04d}", "tab": "home",
+                         "channel": "D0BENCH", "event_ts": f"{time.time():.6f}"}}
+    body = json.dumps(payload)
+    event = http_api_event(body, event_headers(DEV_SIGNING_SECRET, body))
+    started = time.perf_counter()
+    response = module.handler(event, ctx)
+    assert response["statusCode"] == 200, response
+    return time.perf_counter() - started
+
+if mode == "home":
+    first = home(0)
+    print(json.dumps({"in_process": time.perf_counter() - t0, "cold": first,
+                      "samples": [home(i) for i in range(1, count + 1)]}))
+elif mode == "form":
     triggers = json.loads(sys.argv[4])
     first = form(triggers[0])
     first["spawned"] = time.time() - (time.perf_counter() - t0)  # when this interpreter started
@@ -290,6 +308,8 @@ def main() -> int:
                     "p99": percentile(samples, 99),
                 }
             form = start_form_figures(slack, env, cold_n, min(warm_n, 40))
+            homes = [run_child("home", APPS["runbook-bot"], warm_n // cold_n, env)[1] for _ in range(cold_n)]
+            home_samples = [w * 1000 for h in homes for w in h["samples"]]
         finally:
             slack.stop()
 
@@ -331,6 +351,13 @@ def main() -> int:
         f"{'views.open reached Slack':24}{form['cold_open_ms']:16.1f}ms{form['open_p50']:8.1f}ms{form['open_p99']:8.1f}ms"
     )
     print(f"{'ack':24}{form['cold_ack_ms']:16.1f}ms{form['ack_p50']:8.1f}ms{form['ack_p99']:8.1f}ms")
+    print("App Home (`app_home_opened`): event receipt + home request written → ack; limit 3,000 ms")
+    print(f"{'':24}{'cold, in process':>18}{'of it, event':>14}{'warm p50':>10}{'warm p99':>10}")
+    print(
+        f"{'app_home_opened ack':24}{statistics.median(h['in_process'] for h in homes) * 1000:16.1f}ms"
+        f"{statistics.median(h['cold'] for h in homes) * 1000:12.1f}ms"
+        f"{statistics.median(home_samples):8.1f}ms{percentile(home_samples, 99):8.1f}ms"
+    )
     return 0
 
 

@@ -39,6 +39,18 @@ def state_image(record: dict[str, Any]) -> Execution | None:
         ) from error
 
 
+def old_state(record: dict[str, Any]) -> Execution | None:
+    """The execution as it was before a MODIFY (OldImage), or None (an INSERT, another item, or an
+    old image that cannot be read: a home refresh is then judged on the new image alone)."""
+    image = (record.get("dynamodb") or {}).get("OldImage")
+    if not image or (image.get(keys.SK) or {}).get("S") != keys.STATE_SK:
+        return None
+    try:
+        return from_item(image)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def record_age_ms(record: dict[str, Any], now_s: float) -> float | None:
     """How long ago the stream took the record (ApproximateCreationDateTime), or None if unknown."""
     created_s = (record.get("dynamodb") or {}).get("ApproximateCreationDateTime")

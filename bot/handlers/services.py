@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from bot.catalog import Catalog
     from bot.engine.executor import Executor
     from bot.partners.sessions import PartnerSessions
+    from bot.slack.home import HomePublisher
     from bot.slack.publisher import Publisher
     from bot.store.executions import ExecutionStore
 
@@ -41,6 +42,7 @@ class Services:
     _executor: Executor | None = field(default=None, repr=False)
     _publisher: tuple[str, Publisher] | None = field(default=None, repr=False)
     _app: tuple[SlackSecrets, Any] | None = field(default=None, repr=False)
+    _homes: tuple[Publisher, HomePublisher] | None = field(default=None, repr=False)
 
     @classmethod
     def for_function(cls, *, lean: bool = False, catalog: Catalog | None = None) -> Services:
@@ -88,6 +90,17 @@ class Services:
                 self._publisher = (token, self._new_publisher(token))
             return self._publisher[1]
 
+    def homes(self) -> HomePublisher:
+        """The App Home publisher beside the timeline publisher (its client, its table), kept with
+        it: its cache of user-group members lives as long as the sandbox and the token."""
+        from bot.slack.home import HomePublisher
+
+        publisher = self.publisher()
+        with self._lock:
+            if self._homes is None or self._homes[0] is not publisher:
+                self._homes = (publisher, HomePublisher.beside(publisher))
+            return self._homes[1]
+
     def _new_publisher(self, token: str) -> Publisher:
         from bot.slack.client import RetryBudget, slack_client
         from bot.slack.publisher import Publisher
@@ -130,7 +143,7 @@ class Services:
         in the snapshot; every sandbox restored from it reads and opens its own."""
         self.secrets.cache_clear()
         with self._lock:
-            self._app = self._publisher = None
+            self._app = self._publisher = self._homes = None
         close = getattr(self.store.client, "close", None)
         if close is not None:
             close()

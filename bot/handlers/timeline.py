@@ -10,9 +10,10 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
 from bot import metrics
-from bot.handlers.records import record_age_ms, state_image
+from bot.handlers.records import old_state, record_age_ms, state_image
 from bot.handlers.services import Sandbox, Services, on_lambda
 from bot.store.exports import requested_export
+from bot.store.homes import requested_home
 
 logger = Logger()
 SANDBOX = Sandbox(Services.for_function)
@@ -28,10 +29,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # A processor per invocation: it holds the batch's outcomes, which must never mix with another's.
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
     newest = newest_versions(event)
+    asked: set[str] = set()  # homes asked for in this batch: one run's burst asks once per person
     return dict(
         process_partial_response(
             event=event,
-            record_handler=lambda record: publish_record(record, services, newest),
+            record_handler=lambda record: publish_record(record, services, newest, asked),
             processor=processor,
             context=context,
         )
@@ -51,7 +53,17 @@ def newest_versions(event: dict[str, Any]) -> dict[str, int]:
     return newest
 
 
-def publish_record(record: DynamoDBRecord, services: Services, newest: dict[str, int] | None = None) -> None:
+def publish_record(
+    record: DynamoDBRecord,
+    services: Services,
+    newest: dict[str, int] | None = None,
+    asked: set[str] | None = None,
+) -> None:
+    home = requested_home(record.raw_event)
+    if home is not None:  # app_home_opened, or a refresh: publish the person's App Home
+        outcome = services.homes().handle(home)
+        logger.info("home", extra={"user": home.user_id, "reason": home.reason, "outcome": outcome})
+        return
     export = requested_export(record.raw_event)
     if export is not None:  # /runbook export or the Export evidence button: upload to the thread
         from bot.slack.evidence import EvidenceExporter
@@ -62,6 +74,7 @@ def publish_record(record: DynamoDBRecord, services: Services, newest: dict[str,
     image = state_image(record.raw_event)
     if image is None:
         return
+    _refresh_homes(services, old_state(record.raw_event), image, asked if asked is not None else set())
     if newest and image.version < newest.get(image.execution_id, image.version):
         return  # a newer record of this run is in the same batch: it publishes everything
     age_ms = record_age_ms(record.raw_event, time.time())
@@ -85,6 +98,17 @@ def publish_record(record: DynamoDBRecord, services: Services, newest: dict[str,
             "lookups": result.lookups,
         },
     )
+
+
+def _refresh_homes(services: Services, old: Any, new: Any, asked: set[str]) -> None:
+    """Every record of a run is judged (a batch's older records included: the one that entered an
+    approval may be followed by the one that left it); each person is asked once per batch."""
+    try:
+        asked.update(services.homes().refresh_for(old, new, skip=asked))
+    except Exception:  # a home is a view of the runs: the run's own timeline must not wait for it
+        logger.warning(
+            "could not ask for home refreshes", extra={"execution_id": new.execution_id}, exc_info=True
+        )
 
 
 def _response_url(record: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from bot.local.slack_requests import (
     DEV_BOT_TOKEN,
     DEV_SIGNING_SECRET,
     block_actions_body,
+    event_headers,
     http_api_event,
     signed_headers,
     slash_command_body,
@@ -296,6 +297,29 @@ class LocalPipeline:
         views.update left it, is in `self.slack.open_views()`."""
         assert self.slack is not None, "modals need the Slack stand-in"
         body = view_submission_body(self.slack.choose(view_id, block_id, value))
+        return dict(self.ingress.invoke(http_api_event(body, signed_headers(DEV_SIGNING_SECRET, body))))
+
+    def deliver_event(
+        self, payload: dict[str, Any], *, retry_num: int = 0, secret: str = DEV_SIGNING_SECRET
+    ) -> dict[str, Any]:
+        """An Events API request (`url_verification` or an `event_callback`, e.g. the stand-in's
+        `home_opened`), signed, through the ingress; `retry_num` makes it Slack's n-th retry."""
+        import json
+
+        body = json.dumps(payload)
+        return dict(
+            self.ingress.invoke(http_api_event(body, event_headers(secret, body, retry_num=retry_num)))
+        )
+
+    def open_home(self, user_id: str, *, event_id: str = "") -> dict[str, Any]:
+        """`user_id` opens the app's Home tab: Slack's `app_home_opened` through the ingress."""
+        assert self.slack is not None, "the App Home needs the Slack stand-in"
+        return self.deliver_event(self.slack.home_opened(user_id, event_id=event_id))
+
+    def home_click(self, user_id: str, action_id: str, value: str = "") -> dict[str, Any]:
+        """`user_id` clicks a button on the home published for them, signed, through the ingress."""
+        assert self.slack is not None, "the App Home needs the Slack stand-in"
+        body = view_submission_body(self.slack.home_click(user_id, action_id, value))
         return dict(self.ingress.invoke(http_api_event(body, signed_headers(DEV_SIGNING_SECRET, body))))
 
     def fire_alarm(self, alarm_name: str, state: str = "ALARM") -> dict[str, Any]:

@@ -6,7 +6,10 @@ shows over the page and its Submit sends a signed `view_submission` (errors show
 page shows what the bot posted to the Slack stand-in (Block Kit rendered), every Web API call it
 made, and the bot's own metrics (the EMF lines its functions log, under the names the dashboard
 charts); it lets you switch users and fire a
-CloudWatch alarm. Loopback only.
+CloudWatch alarm. The App Home tab shows the home the bot published for the selected user
+(views.publish on the stand-in): opening it delivers a signed `app_home_opened` event, its
+buttons send signed `block_actions` from the home, and the bot's DMs to the user show below it.
+Loopback only.
 """
 
 from __future__ import annotations
@@ -104,12 +107,18 @@ class Playground:
             }
             for view in slack.open_views()
         ]
+        homes = {user["id"]: slack.home_of(user["id"]) for user in USERS}
+        dms = {user["id"]: slack.dms(user["id"])[-20:] for user in USERS}
         return {
             "channels": channels,
             "calls": calls,
             "users": USERS,
             "ephemerals": ephemerals[-50:],
             "views": views,
+            "homes": {
+                k: {"blocks": v.get("blocks") or [], "hash": v.get("hash")} for k, v in homes.items() if v
+            },
+            "dms": dms,
         }
 
     def metrics(self) -> dict[str, Any]:
@@ -155,6 +164,15 @@ class Playground:
             raise ValueError(f"no open modal {view_id}")
         return {"status": self.pipeline.choose(view_id, block_id, value)["statusCode"]}
 
+    def open_home(self, user: str) -> dict[str, Any]:
+        """`user` opens the App Home tab: Slack's signed `app_home_opened` through the ingress;
+        the timeline consumer publishes the home a moment later."""
+        return {"status": self.pipeline.open_home(user)["statusCode"]}
+
+    def home_click(self, user: str, action_id: str, value: str) -> dict[str, Any]:
+        """A button on `user`'s published home (ValueError when their home has none such)."""
+        return {"status": self.pipeline.home_click(user, action_id, value)["statusCode"]}
+
     def close(self, view_id: str) -> dict[str, Any]:
         self.pipeline.slack.close_view(view_id)
         return {"status": 200}
@@ -199,6 +217,12 @@ class Playground:
                     elif self.path == "/api/choose":
                         result = playground.choose(
                             str(data["view_id"]), str(data["block_id"]), str(data["value"])
+                        )
+                    elif self.path == "/api/home":
+                        result = playground.open_home(str(data["user"]))
+                    elif self.path == "/api/home_click":
+                        result = playground.home_click(
+                            str(data["user"]), str(data["action_id"]), str(data.get("value", ""))
                         )
                     elif self.path == "/api/close":
                         result = playground.close(str(data["view_id"]))

@@ -156,6 +156,14 @@ WEB_API_METHODS: dict[str, WebApiMethod] = {
         4,
         frozenset({"invalid_arguments", "hash_conflict", "not_found", "view_too_large"}),
     ),
+    # No scope (the spec: `none`); tier 4. The errors are the method page's: a bad user_id or view
+    # is invalid_arguments, a stale hash hash_conflict, a home when the app's Home tab is off
+    # not_enabled, a view over 250 kB view_too_large.
+    "views.publish": WebApiMethod(
+        (),
+        4,
+        frozenset({"invalid_arguments", "hash_conflict", "not_enabled", "view_too_large"}),
+    ),
 }
 UPLOAD_URL_SECONDS = (
     600.0  # how long an upload URL takes bytes (scaled by time_scale); Slack's is short-lived
@@ -164,6 +172,7 @@ MAX_UPLOAD_BYTES = 1 << 30  # Slack's 1 GB file limit
 CHANNEL_ID = re.compile(r"[CGDZ][A-Z0-9]{8,}")  # what files.completeUploadExternal accepts as channel_id
 TRIGGER_SECONDS = 3.0  # a trigger_id is valid this long after the interaction, and once
 VIEW_BYTES = 250_000  # views.open: view_too_large beyond 250 kB
+USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 _TRIGGER_FORMAT = r"\d+\.\d+\.[0-9a-f]+"  # Slack: "132456.7890123.abcdef"
 _HISTORY_SCOPE = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
 
@@ -249,6 +258,12 @@ def manifest_scopes(path: Path = MANIFEST_PATH) -> tuple[str, ...]:
     return tuple(manifest["oauth_config"]["scopes"]["bot"])
 
 
+def home_tab_enabled(path: Path = MANIFEST_PATH) -> bool:
+    """The manifest turns the app's Home tab on (views.publish of a home is not_enabled otherwise)."""
+    manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return bool(((manifest.get("features") or {}).get("app_home") or {}).get("home_tab_enabled"))
+
+
 def partner_channels(directory: Path = PARTNERS_DIR) -> list[str]:
     found: list[str] = []
     for path in sorted(directory.glob("*.yaml")):
@@ -297,6 +312,8 @@ class SlackStandIn:
         self._seq = 0
         self._triggers: dict[str, tuple[float, str, bool]] = {}  # trigger_id -> (issued, user, used)
         self.views: dict[str, dict[str, Any]] = {}  # view id -> the open modal, with its user
+        self.homes: dict[str, dict[str, Any]] = {}  # user -> the home view published for them
+        self.home_tab_enabled = home_tab_enabled()
         self.trigger_seconds = TRIGGER_SECONDS  # real seconds, never scaled: the bot's time box is real
         self.changed = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
@@ -336,6 +353,7 @@ class SlackStandIn:
             self._buckets.clear()
             self._triggers.clear()
             self.views.clear()
+            self.homes.clear()
             self._workspace()
 
     # -- the workspace, as tests arrange it ----------------------------------------------------------
@@ -490,6 +508,98 @@ class SlackStandIn:
             "is_enterprise_install": False,
             "enterprise": None,
         }
+
+    # -- the Events API and the App Home ---------------------------------------------------------
+
+    def home_opened(
+        self, user: str, *, event_id: str = "", tab: str = "home", team_id: str = "T0LOCAL"
+    ) -> dict[str, Any]:
+        """The `event_callback` Slack sends when `user` opens the app's Home tab (`app_home_opened`):
+        the outer envelope with its event_id, and `view` when a home was published for them."""
+        import uuid
+
+        with self._lock:
+            home = self.homes.get(user)
+            view = {k: v for k, v in home.items() if k != "user"} if home else None
+        event: dict[str, Any] = {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": "D" + user[1:],
+            "tab": tab,
+            "event_ts": f"{time.time():.6f}",
+        }
+        if view is not None:
+            event["view"] = view
+        return {
+            "token": "deprecated-verification-token",
+            "team_id": team_id,
+            "api_app_id": "A0RUNBOOKBOT",
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": team_id, "user_id": BOT_USER, "is_bot": True}],
+        }
+
+    @staticmethod
+    def url_verification(challenge: str) -> dict[str, Any]:
+        """What Slack sends once to a new Events API request URL: the app answers the challenge."""
+        return {"token": "deprecated-verification-token", "challenge": challenge, "type": "url_verification"}
+
+    def home_click(
+        self, user: str, action_id: str, value: str = "", *, team_id: str = "T0LOCAL"
+    ) -> dict[str, Any]:
+        """`user` clicks a button of the home published for them: Slack's `block_actions` with the
+        home view as container (no channel, no response_url) and a fresh trigger_id. Raises
+        ValueError when no such button is on their home (nobody could click it)."""
+        with self._lock:
+            home = self.homes.get(user)
+            if home is None:
+                raise ValueError(f"no home was published for {user}")
+            found = next(
+                (
+                    (block, element)
+                    for block in home.get("blocks") or []
+                    if block.get("type") == "actions"
+                    for element in block.get("elements") or []
+                    if element.get("action_id") == action_id and (not value or element.get("value") == value)
+                ),
+                None,
+            )
+            if found is None:
+                raise ValueError(
+                    f"{user}'s home has no {action_id} button" + (f" with value {value}" if value else "")
+                )
+            block, element = found
+            view = {k: v for k, v in home.items() if k != "user"}
+        return {
+            "type": "block_actions",
+            "team": {"id": team_id, "domain": "local"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team_id},
+            "api_app_id": "A0RUNBOOKBOT",
+            "token": "deprecated-verification-token",
+            "container": {"type": "view", "view_id": view["id"]},
+            "trigger_id": self.trigger(user),
+            "view": view,
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": block.get("block_id", ""),
+                    "text": element.get("text"),
+                    "value": element.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    def home_of(self, user: str) -> dict[str, Any] | None:
+        """The home view published for `user` (as Slack shows it), or None."""
+        with self._lock:
+            home = self.homes.get(user)
+            return {k: v for k, v in home.items() if k != "user"} if home else None
 
     def answer_submission(self, view_id: str, answer: dict[str, Any] | None) -> dict[str, Any]:
         """What Slack does with the app's answer to a view_submission: an empty answer closes the
@@ -670,6 +780,13 @@ class SlackStandIn:
         if method == "chat.postMessage":
             key = (method, str(args.get("channel") or ""))
             per_second, burst = POSTS_PER_SECOND_PER_CHANNEL, float(POST_BURST)
+        elif method == "views.publish":  # tier 4, counted per user whose home is published
+            per_minute = TIER_PER_MINUTE[spec.tier]
+            key, per_second, burst = (
+                (method, str(args.get("user_id") or "")),
+                per_minute / 60,
+                float(per_minute),
+            )
         elif method in {"conversations.history", "conversations.replies"} and not self.marketplace:
             key, per_second, burst = (method, ""), 1 / 60, 1.0
         else:
@@ -712,6 +829,9 @@ class SlackStandIn:
 
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel") or "")
+        if USER_ID.fullmatch(channel):  # Slack: a user's id posts in the app's DM with them (Messages tab)
+            channel = self._m_conversations_open({"users": channel})["channel"]["id"]
+            args = {**args, "channel": channel}
         conversation, refused = self._writable(channel, not_member="not_in_channel", archived="is_archived")
         if refused:
             return refused
@@ -1026,6 +1146,35 @@ class SlackStandIn:
         shown["state"] = {"values": _view_state(shown, kept)}
         return {"ok": True, "view": shown}
 
+    def _m_views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = str(args.get("user_id") or "")
+        if not user:
+            return _arguments_error("missing required field: user_id")
+        if not USER_ID.fullmatch(user):
+            return _arguments_error("invalid `user_id`")
+        raw = args.get("view")
+        if raw is None:
+            return _arguments_error("missing required field: view")
+        if len((raw if isinstance(raw, str) else json.dumps(raw)).encode()) > VIEW_BYTES:
+            return {"ok": False, "error": "view_too_large"}
+        view = _json(raw)
+        if not isinstance(view, dict):
+            return _arguments_error("view must be a JSON object [json-pointer:/view]")
+        problems = _invalid_home(view)
+        if problems:
+            return _arguments_error(*problems)
+        if not self.home_tab_enabled:
+            return {"ok": False, "error": "not_enabled"}
+        current = self.homes.get(user)
+        given_hash = str(args.get("hash") or "")
+        if given_hash and (current is None or given_hash != current["hash"]):
+            return {"ok": False, "error": "hash_conflict"}
+        view_id = current["id"] if current else f"V{self._next_ts().replace('.', '')[-10:]}"
+        self.homes[user] = {**self._shown_view(view, user), "id": view_id}
+        shown = dict(self.homes[user])
+        shown.pop("user")
+        return {"ok": True, "view": shown}
+
     def _shown_view(self, view: dict[str, Any], user: str) -> dict[str, Any]:
         """A view as Slack keeps and shows it: its fields plus Slack's own (hash, state, ids)."""
         return {
@@ -1249,6 +1398,34 @@ def _invalid_view(view: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _invalid_home(view: dict[str, Any]) -> list[str]:
+    """Slack's checks of a published home: type `home`, 1-100 valid blocks, private_metadata 3,000
+    and callback_id 255 characters; no title or buttons (a home has none)."""
+    from slack_sdk.models.views import View
+
+    problems: list[str] = []
+    if view.get("type") != "home":
+        problems.append("must be home [json-pointer:/view/type]")
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list):
+        return [*problems, "must provide an array [json-pointer:/view/blocks]"]
+    for name, limit in (
+        ("private_metadata", View.private_metadata_max_length),
+        ("callback_id", View.callback_id_max_length),
+    ):
+        if len(str(view.get(name) or "")) > limit:
+            problems.append(f"must be less than {limit + 1} characters [json-pointer:/view/{name}]")
+    if not 0 < len(blocks) <= View.blocks_max_length:
+        problems.append(
+            f"must contain between 1 and {View.blocks_max_length} blocks [json-pointer:/view/blocks]"
+        )
+    ids = [b.get("block_id") for b in blocks if isinstance(b, dict) and b.get("block_id")]
+    if len(ids) != len(set(ids)):
+        problems.append("block_id must be unique in a view [json-pointer:/view/blocks]")
+    problems += _block_problems(blocks, "/view/blocks")
+    return problems
+
+
 _SELECTS = {"static_select", "radio_buttons"}
 
 
@@ -1276,6 +1453,10 @@ def _view_state(view: dict[str, Any], entered: dict[str, str]) -> dict[str, Any]
         if kind in _SELECTS:
             option = _option(element, typed) if typed else element.get("initial_option")
             value: dict[str, Any] = {"type": kind, "selected_option": option or None}
+        elif kind == "checkboxes":  # `typed`: the checked options' values, comma-separated
+            picked = [_option(element, v) for v in (typed or "").split(",") if v]
+            chosen = [o for o in picked if o] if typed is not None else element.get("initial_options") or []
+            value = {"type": kind, "selected_options": chosen}
         else:
             initial = element.get("initial_value")
             value = {"type": kind, "value": typed if typed is not None else initial}

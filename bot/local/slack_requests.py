@@ -105,6 +105,18 @@ def block_actions_body(
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
 
 
+def event_headers(
+    secret: str, body: str, *, retry_num: int = 0, timestamp: int | None = None
+) -> dict[str, str]:
+    """An Events API delivery's headers: JSON, signed; a retry says which (Slack's
+    X-Slack-Retry-Num and X-Slack-Retry-Reason)."""
+    headers = {**signed_headers(secret, body, timestamp), "content-type": "application/json"}
+    if retry_num:
+        headers["x-slack-retry-num"] = str(retry_num)
+        headers["x-slack-retry-reason"] = "http_timeout"
+    return headers
+
+
 def view_submission_body(payload: dict[str, Any]) -> str:
     """A `view_submission` as Slack sends it: the form field `payload` holding its JSON."""
     return urllib.parse.urlencode({"payload": json.dumps(payload)})

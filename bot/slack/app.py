@@ -84,6 +84,7 @@ def build_app(
         ack(response_type="ephemeral", text=message.text, blocks=message.blocks)
 
     _approval_listeners(app, decider, click_client)
+    _app_home(app, commands, click_client)
     _history_and_export_buttons(app, commands)
     _plan_button(app, commands, click_client)
     _start_form_listeners(app, commands, click_client)
@@ -115,11 +116,8 @@ def _approval_listeners(app: App, decider: DecisionService, click_client: WebCli
         except Exception:  # never a 500 to Slack: the click changed nothing, say so
             logger.exception("approval click failed", extra={"user": user_id})
             result = DecisionResult(False, "Runbook Bot hit an internal error; nothing changed. Try again.")
-        if not result.decided and result.explanation and channel and user_id:
-            try:
-                click_client.chat_postEphemeral(channel=channel, user=user_id, text=result.explanation)
-            except Exception:  # Slack slow or rate-limited: the refusal is lost, the decision is not
-                logger.warning("could not tell the clicker why nothing changed", extra={"user": user_id})
+        if not result.decided and result.explanation and user_id:
+            _tell_clicker(click_client, channel, user_id, result.explanation)
 
     @app.view(DIALOG_CALLBACK)
     def decision_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -141,6 +139,65 @@ def _approval_listeners(app: App, decider: DecisionService, click_client: WebCli
             ack(response_action="errors", errors={NOTE_BLOCK: outcome.field_error})
         else:
             ack(response_action="update", view=render.dialog_refused(outcome.refusal))
+
+
+def _tell_clicker(client: WebClient, channel: str, user_id: str, text: str) -> None:
+    """Why a click changed nothing: ephemeral in the channel, or by DM (the app's Messages tab)
+    for a click in the App Home, which has no channel."""
+    try:
+        if channel:
+            client.chat_postEphemeral(channel=channel, user=user_id, text=text)
+        else:
+            client.chat_postMessage(channel=user_id, text=f"Your click in Runbook Bot's Home: {text}")
+    except Exception:  # Slack slow or rate-limited: the refusal is lost, the decision is not
+        logger.warning("could not tell the clicker why nothing changed", extra={"user": user_id})
+
+
+def _app_home(app: App, commands: CommandService, click_client: WebClient) -> None:
+    """The Events API's `app_home_opened` and the home's *Start a runbook* button. Bolt answers
+    `url_verification` with the challenge and verifies every event_callback's signature; a retry
+    of an event (same event_id) changes nothing; the home itself is published by the timeline
+    consumer from the request item written here (no Slack call on the ack path)."""
+    from bot.slack.home import START_ACTION
+    from bot.store.homes import HomeStore
+
+    homes = HomeStore(commands.store.client, commands.store.table)
+
+    @app.event("app_home_opened")
+    def home_opened(body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("tab") != "home":
+            return  # the Messages tab: nothing to publish
+        user_id = str(event.get("user") or "")
+        event_id = str(body.get("event_id") or "")
+        now_ms = commands.now_ms()
+        if not user_id or not homes.first_delivery(event_id, now_ms):
+            logger.info("event delivered before; nothing to do", extra={"event_id": event_id})
+            return
+        try:
+            homes.opened(user_id, now_ms)
+        except Exception:
+            homes.forget_delivery(event_id)  # Slack's retry of this event is handled, not dropped
+            raise
+
+    @app.action(START_ACTION)
+    def home_start(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        from bot.slack.start_form import FormChoice, start_view
+
+        user_id = str((body.get("user") or {}).get("id") or "")
+        try:
+            view = start_view(commands.catalog(), FormChoice("", from_home=True))
+            click_client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=view)
+        except Exception as error:
+            why = error_code(error) if isinstance(error, SlackApiError) else type(error).__name__
+            logger.warning("could not open the start form from the home", extra={"error": why})
+            _tell_clicker(
+                click_client,
+                "",
+                user_id,
+                f"the start form could not open (`{why}`); nothing was started. Click *Start a runbook* "
+                "again, or type `/runbook` in a partner's channel",
+            )
 
 
 def _with_dialog(
@@ -301,9 +358,9 @@ def _start_form_listeners(app: App, commands: CommandService, client: WebClient)
         choice = read_choice(view)
         picked = str((action.get("selected_option") or {}).get("value") or "")
         if action.get("action_id") == RUNBOOK_BLOCK:
-            choice = FormChoice(choice.channel, picked, choice.partner)
+            choice = FormChoice(choice.channel, picked, choice.partner, choice.from_home)
         else:
-            choice = FormChoice(choice.channel, choice.runbook, picked)
+            choice = FormChoice(choice.channel, choice.runbook, picked, choice.from_home)
         try:
             client.views_update(
                 view_id=str(view.get("id") or ""),

@@ -419,7 +419,7 @@ def start_from_form(
     one the partner may run in, the parameters are bound by bind_parameters (each problem under
     its field), and the run starts through the command's own path (locks, execution id)."""
     from bot.engine.params import check_parameters
-    from bot.slack.start_form import PARTNER_BLOCK, RUNBOOK_BLOCK, param_prefix, read_form
+    from bot.slack.start_form import PARTNER_BLOCK, RUNBOOK_BLOCK, param_prefix, read_form, run_channel
 
     filled = read_form(view)
     choice = filled.choice
@@ -431,11 +431,19 @@ def start_from_form(
     if partner is None:
         shown = PARTNER_BLOCK in ((view.get("state") or {}).get("values") or {})
         return FormAnswer({PARTNER_BLOCK if shown else RUNBOOK_BLOCK: "Pick a partner from the list."})
-    if not choice.channel:
+    channel = run_channel(partner, choice)
+    if not channel:
+        if choice.from_home:
+            return FormAnswer(
+                {
+                    PARTNER_BLOCK: f"{partner.display_name} has no channel of its own; type /runbook in the "
+                    "channel where its run should go."
+                }
+            )
         return FormAnswer(
             {RUNBOOK_BLOCK: "This form does not say which channel it belongs to; open it again."}
         )
-    if not partner.may_run_in(choice.channel):
+    if not partner.may_run_in(channel):
         where = ", ".join(f"#{c}" for c in partner.channels)
         return FormAnswer(
             {PARTNER_BLOCK: f"{partner.display_name}'s runbooks run in {where}; start it there."}
@@ -447,16 +455,19 @@ def start_from_form(
         for name, message in problems:
             errors.setdefault(prefix + name, _plain(message))
         return FormAnswer(errors)
-    inv = Invocation("", user_id, choice.channel, team_id, trigger_id)
+    inv = Invocation("", user_id, channel, team_id, trigger_id)
     try:
-        started = commands._start(runbook.name, partner.name, filled.given, inv, drill=False)
+        if filled.plan:
+            started = commands._plan(runbook.name, partner.name, filled.given, inv)
+        else:
+            started = commands._start(runbook.name, partner.name, filled.given, inv, drill=False)
     except CommandError as error:  # e.g. a run holds the table's lock: said under the partner
         said = str(error).replace(
             "add `force=true` to start anyway",
             f"type `/runbook {runbook.name} {partner.name} force=true` to start anyway (the form never forces)",
         )
         return FormAnswer({PARTNER_BLOCK: _plain(said)})
-    return FormAnswer({}, started, choice.channel)
+    return FormAnswer({}, started, channel)
 
 
 def _plain(message: str) -> str:

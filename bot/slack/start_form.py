@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 START_CALLBACK = "start_run"
 RUNBOOK_BLOCK = "start_runbook"  # block_id and action_id of the runbook select
 PARTNER_BLOCK = "start_partner"
+PLAN_BLOCK = "start_plan"  # block_id and action_id of the *plan first* checkbox
+PLAN_OPTION = "plan"
 PARAM_PREFIX = "param."
 _OPTIONS = 100  # Slack: a static_select holds at most 100 options
 _OPTION_TEXT = 75  # ... each option's text at most 75 characters
@@ -39,6 +41,7 @@ class FormChoice:
     channel: str
     runbook: str = ""
     partner: str = ""
+    from_home: bool = False  # opened from the App Home: no channel; the run goes to the partner's
 
 
 @dataclass(frozen=True)
@@ -47,24 +50,37 @@ class Filled:
 
     choice: FormChoice
     given: dict[str, str] = field(default_factory=dict)
+    plan: bool = False  # *plan first*: a dry run (`/runbook plan`), not the run
 
 
-def metadata(channel: str) -> str:
-    return json.dumps({"channel": channel}, separators=(",", ":"))
+def metadata(channel: str, from_home: bool = False) -> str:
+    data: dict[str, Any] = {"channel": channel}
+    if from_home:
+        data["home"] = True
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _metadata(view: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.loads(str(view.get("private_metadata") or ""))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def channel_of(view: Mapping[str, Any]) -> str:
     """The channel the form was opened from (its private_metadata, which only the app writes)."""
-    try:
-        data = json.loads(str(view.get("private_metadata") or ""))
-        return str(data["channel"]) if isinstance(data, dict) else ""
-    except (ValueError, KeyError):
-        return ""
+    return str(_metadata(view).get("channel") or "")
 
 
 def read_choice(view: Mapping[str, Any]) -> FormChoice:
     values = ((view.get("state") or {}).get("values")) or {}
-    return FormChoice(channel_of(view), _selected(values, RUNBOOK_BLOCK), _selected(values, PARTNER_BLOCK))
+    return FormChoice(
+        channel_of(view),
+        _selected(values, RUNBOOK_BLOCK),
+        _selected(values, PARTNER_BLOCK),
+        from_home=_metadata(view).get("home") is True,
+    )
 
 
 def read_form(view: Mapping[str, Any]) -> Filled:
@@ -80,7 +96,10 @@ def read_form(view: Mapping[str, Any]) -> Filled:
         text = _value(next(iter(actions.values()), None))
         if text:
             given[str(block_id)[len(prefix) :]] = text
-    return Filled(choice, given)
+    plan_state = (values.get(PLAN_BLOCK) or {}).get(PLAN_BLOCK) or {}
+    chosen = plan_state.get("selected_options") if isinstance(plan_state, dict) else None
+    plan = any(isinstance(o, dict) and o.get("value") == PLAN_OPTION for o in chosen or [])
+    return Filled(choice, given, plan)
 
 
 def param_prefix(runbook: str, partner: str) -> str:
@@ -89,9 +108,22 @@ def param_prefix(runbook: str, partner: str) -> str:
     return f"{PARAM_PREFIX}{runbook}.{partner}."
 
 
-def usable_partners(catalog: Catalog, channel: str) -> list[Partner]:
-    """The partners whose runbooks may start in this channel: the grammar's rule (may_run_in)."""
-    return sorted((p for p in catalog.partners.values() if p.may_run_in(channel)), key=lambda p: p.name)
+def usable_partners(catalog: Catalog, choice: FormChoice) -> list[Partner]:
+    """The partners whose runbooks may start where the form was opened: in a channel, the
+    grammar's rule (may_run_in); from the App Home, those with a channel of their own (the run
+    goes to its first one: a run's timeline needs a channel)."""
+    if choice.from_home:
+        return sorted((p for p in catalog.partners.values() if p.channels), key=lambda p: p.name)
+    return sorted(
+        (p for p in catalog.partners.values() if p.may_run_in(choice.channel)), key=lambda p: p.name
+    )
+
+
+def run_channel(partner: Partner, choice: FormChoice) -> str:
+    """Where the form's run goes: the channel it was opened in, or (App Home) the partner's own."""
+    if choice.from_home:
+        return partner.channels[0] if partner.channels else ""
+    return choice.channel
 
 
 def start_view(catalog: Catalog, choice: FormChoice) -> dict[str, Any]:
@@ -99,7 +131,7 @@ def start_view(catalog: Catalog, choice: FormChoice) -> dict[str, Any]:
     runbook is picked; the parameters, and which steps need approval, once both are."""
     runbooks = sorted(catalog.runbooks.values(), key=lambda r: r.name)
     runbook = catalog.runbooks.get(choice.runbook)
-    partners = usable_partners(catalog, choice.channel)
+    partners = usable_partners(catalog, choice)
     partner = next((p for p in partners if p.name == choice.partner), None)
     blocks: list[dict[str, Any]] = [
         _select_block(
@@ -111,9 +143,12 @@ def start_view(catalog: Catalog, choice: FormChoice) -> dict[str, Any]:
         )
     ]
     if not partners:
-        blocks.append(
-            _context(f"No partner's runbooks may run in <#{choice.channel}>; `/runbook list` says where.")
+        where = (
+            "from here (no partner has a channel of its own)"
+            if choice.from_home
+            else f"in <#{choice.channel}>"
         )
+        blocks.append(_context(f"No partner's runbooks may run {where}; `/runbook list` says where."))
     elif runbook is not None:
         blocks.append(
             _select_block(
@@ -121,7 +156,9 @@ def start_view(catalog: Catalog, choice: FormChoice) -> dict[str, Any]:
                 "Partner",
                 [(p.name, f"{p.name} — {p.display_name}") for p in partners],
                 partner.name if partner else "",
-                "Only partners allowed in this channel",
+                "The run goes to the partner's channel"
+                if choice.from_home
+                else "Only partners allowed in this channel",
             )
         )
     if runbook is not None:
@@ -129,6 +166,7 @@ def start_view(catalog: Catalog, choice: FormChoice) -> dict[str, Any]:
             blocks.insert(1, _context(escape(runbook.description[:_HINT])))
         if partner is not None:
             blocks += [parameter_block(p, runbook, partner) for p in runbook.parameters]
+            blocks.append(plan_block())
         blocks.append(_context(approval_line(runbook)))
     return {
         "type": "modal",
@@ -137,8 +175,28 @@ def start_view(catalog: Catalog, choice: FormChoice) -> dict[str, Any]:
         # Slack wants a submit button on a view with inputs; submitted early, the form says what to pick.
         "submit": {"type": "plain_text", "text": "Start"},
         "close": {"type": "plain_text", "text": "Cancel"},
-        "private_metadata": metadata(choice.channel),
+        "private_metadata": metadata(choice.channel, choice.from_home),
         "blocks": blocks,
+    }
+
+
+def plan_block() -> dict[str, Any]:
+    """*Plan first*: checked, the form starts a plan (`/runbook plan`): read-only steps for real,
+    the exact effects of the others, nothing changed; its *Run this plan* button starts the run."""
+    option = {
+        "text": {"type": "plain_text", "text": "Plan first (a dry run: nothing is changed)"},
+        "description": {
+            "type": "plain_text",
+            "text": "Shows what each step would do; the plan's Run this plan button starts the run",
+        },
+        "value": PLAN_OPTION,
+    }
+    return {
+        "type": "input",
+        "block_id": PLAN_BLOCK,
+        "optional": True,
+        "label": {"type": "plain_text", "text": "Plan"},
+        "element": {"type": "checkboxes", "action_id": PLAN_BLOCK, "options": [option]},
     }
 
 

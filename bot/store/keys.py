@@ -28,6 +28,8 @@ STATE_SK = "STATE"
 SLACK_SK = "SLACK"
 REQUESTER_SK = "REQUESTER"
 EXPORT_SK = "EXPORT"
+HOME_SK = "HOME"
+RECEIPT_SK = "RECEIVED"
 
 
 def due_bucket(execution_id: str) -> str:
@@ -101,6 +103,16 @@ def requester_key(execution_id: str) -> dict[str, str]:
 def export_key(execution_id: str) -> dict[str, str]:
     """The run's evidence-file request: its stream record makes the timeline consumer upload."""
     return {PK: execution_pk(execution_id), SK: EXPORT_SK}
+
+
+def home_key(user_id: str) -> dict[str, str]:
+    """A person's App Home request: its stream record makes the timeline consumer publish it."""
+    return {PK: f"HOME#{user_id}", SK: HOME_SK}
+
+
+def event_receipt_key(event_id: str) -> dict[str, str]:
+    """An Events API delivery seen (TTL'd): Slack's retry of the same event changes nothing."""
+    return {PK: f"EVENT#{event_id}", SK: RECEIPT_SK}
 
 
 def idempotency_key(execution_id: str, step_id: str, attempt: int, reopened: int = 0) -> str:

@@ -6,6 +6,7 @@ The screenshot lands in `test-results/playground-throttle.png`.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -252,3 +253,86 @@ def test_a_second_fire_alarm_says_why_nothing_started(page):
     out = REPO / "test-results"
     out.mkdir(exist_ok=True)
     page.screenshot(path=str(out / "playground-second-alarm.png"))
+
+
+def test_the_app_home_shows_a_waiting_approval_approves_from_there_and_starts_the_form(page, playground):
+    """The App Home tab: opening it delivers app_home_opened; the home the timeline consumer
+    publishes lists the run waiting for this approver, whose Approve decides it (the home then
+    refreshes without it); the requester's home has no button for it; Start opens the form."""
+    from playwright.sync_api import expect
+
+    # An approver starts it past any run a test above left on the table; another approver decides.
+    page.select_option("#user", "U0ACMELEAD")
+    page.click('[data-channel="C0ACMEOPS"]')
+    page.fill("#text", "/runbook throttle partner-acme force=true")
+    page.click("#composer button[type=submit]")
+    started = page.locator(".eph", has_text="Started throttle for partner-acme")
+    expect(started.last).to_be_visible(timeout=15_000)
+    execution_id = re.search(r"rb-[a-z0-9]{10}", started.last.inner_text()).group(0)
+    playground.pipeline.wait_for(execution_id, {"AWAITING_APPROVAL"}, 60)
+
+    page.select_option("#user", "U0ACMESRE")
+    page.click("#home-tab")
+    home = page.locator("#home")
+    expect(home).to_contain_text("Waiting for your approval", timeout=30_000)
+    mine = home.locator(f'button[data-action="approve"][data-value*="{execution_id}"]')
+    expect(mine).to_be_visible(timeout=30_000)
+    out = REPO / "test-results"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "playground-app-home.png"), full_page=True)
+    value = mine.first.get_attribute("data-value")
+    mine.first.click()  # the confirm dialog is accepted
+    decided = home.locator(f"button[data-action='approve'][data-value='{value}']")
+    expect(decided).to_have_count(0, timeout=30_000)  # the refreshed home no longer offers it
+    step = json.loads(value)["step_id"]
+    assert step in playground.pipeline.execution(execution_id).approved_steps
+
+    page.select_option("#user", "U0ACMELEAD")  # the requester: their run, no button to decide it
+    expect(home).to_contain_text(execution_id, timeout=30_000)
+    expect(home.locator(f'button[data-action="approve"][data-value*="{execution_id}"]')).to_have_count(0)
+
+    home.locator('button[data-action="home_start"]').click()
+    modal = page.locator("#modal .dialog")
+    expect(modal).to_be_visible(timeout=15_000)
+    expect(modal.locator("h3")).to_have_text("Start a runbook")
+    modal.locator('[data-modal="close"]').click()
+    expect(page.locator("#modal")).to_be_hidden(timeout=15_000)
+    assert "Cancelling" in playground.command(f"cancel {execution_id}", "U0ACMELEAD", "C0ACMEOPS")["text"]
+
+
+def test_history_pages_with_more_and_an_ended_run_exports_its_evidence(page, playground, monkeypatch):
+    from playwright.sync_api import expect
+
+    from bot.slack import history
+
+    monkeypatch.setattr(history, "PAGE_SIZE", 1)  # two runs make a second page
+    page.select_option("#user", "U0ACMESRE")
+    page.click('[data-channel="C0ACMEOPS"]')
+    for i in range(2):  # read-only, no approval: they end by themselves
+        page.fill("#text", "/runbook consistency partner-acme sample=20")
+        page.click("#composer button[type=submit]")
+        started = page.locator(".eph", has_text="Started consistency for partner-acme")
+        expect(started).to_have_count(i + 1, timeout=15_000)
+        execution_id = re.search(r"rb-[a-z0-9]{10}", started.last.inner_text()).group(0)
+        playground.pipeline.wait_for(execution_id, {"SUCCEEDED", "FAILED"}, 60)
+    page.fill("#text", "/runbook history partner-acme since=1h")
+    page.click("#composer button[type=submit]")
+    more = page.locator('#ephemeral button[data-action="history_more"]')
+    expect(more.first).to_be_visible(timeout=15_000)
+    before = page.locator("#ephemeral .eph").count()
+    more.first.click()
+    expect(page.locator("#ephemeral .eph")).to_have_count(
+        before + 1, timeout=15_000
+    )  # the next page, to them alone
+    first_run = re.search(r"rb-[a-z0-9]{10}", page.locator("#ephemeral .eph").nth(before - 1).inner_text())
+    second_run = re.search(r"rb-[a-z0-9]{10}", page.locator("#ephemeral .eph").nth(before).inner_text())
+    assert first_run and second_run and first_run.group(0) != second_run.group(0)
+
+    export = page.locator('#messages button[data-action="export_evidence"]')
+    expect(export.first).to_be_visible(timeout=60_000)
+    export.first.click()
+    expect(page.locator("#ephemeral")).to_contain_text("evidence", timeout=15_000)
+    slack = playground.pipeline.slack
+    assert slack.wait_for(lambda: any(u.shared_in for u in slack.files.values()), 30), (
+        "uploaded to the thread"
+    )

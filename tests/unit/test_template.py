@@ -383,7 +383,12 @@ def test_a_stream_consumer_filters_to_state_items(function):
     for pattern in patterns:
         image = pattern["dynamodb"].get("NewImage") or pattern["dynamodb"]["Keys"]  # TTL removes: Keys only
         # State items; the timeline consumer also takes evidence-file requests (no third reader).
-        owned = [keys.STATE_SK, keys.EXPORT_SK] if function == "TimelineFunction" else [keys.STATE_SK]
+        # ... and App Home requests.
+        owned = (
+            [keys.STATE_SK, keys.EXPORT_SK, keys.HOME_SK]
+            if function == "TimelineFunction"
+            else [keys.STATE_SK]
+        )
         assert image["sk"]["S"] in [[sk] for sk in owned]
 
 
@@ -423,7 +428,16 @@ def test_a_finished_run_reaches_the_timeline_but_not_the_worker(status):
 
 @pytest.mark.parametrize(
     "sk",
-    ["CLAIM#0000000003", keys.SLACK_SK, "PROGRESS#replay", "OUTPUT#detect", "EFFECT#replay#1", "LOCK"],
+    [
+        "CLAIM#0000000003",
+        keys.SLACK_SK,
+        "PROGRESS#replay",
+        "OUTPUT#detect",
+        "EFFECT#replay#1",
+        "LOCK",
+        keys.RECEIPT_SK,
+        keys.REQUESTER_SK,
+    ],
 )
 def test_the_bots_own_bookkeeping_items_reach_neither_consumer(sk):
     record = stream_record("INSERT", sk=sk)
@@ -867,3 +881,29 @@ def test_the_partner_alarm_bus_policy_id_fits_eventbridge_whatever_the_stack_nam
         [prefix, "0" * 8 + "-" + "0" * 4 + "-" + "0" * 4 + "-" + "0" * 4 + "-" + "0" * 12]
     )
     assert len(longest) <= 64 and re.fullmatch(r"[a-zA-Z0-9_-]+", longest)
+
+
+def home_record(status: str = "requested", event_name: str = "MODIFY") -> dict:
+    record = stream_record(event_name, sk=keys.HOME_SK)
+    image = record["dynamodb"]["NewImage"]
+    image["home_status"] = {"S": status}
+    image.pop("status", None)
+    return record
+
+
+def test_an_app_home_request_reaches_the_timeline_consumer_only():
+    for event_name in ("INSERT", "MODIFY"):
+        assert delivered("TimelineFunction", home_record(event_name=event_name))
+        assert not delivered("WorkerFunction", home_record(event_name=event_name))
+
+
+@pytest.mark.parametrize("status", ["publishing", "published", "failed"])
+def test_the_home_publishers_own_writes_reach_nobody(status):
+    assert not delivered("TimelineFunction", home_record(status))
+
+
+def test_the_timeline_consumer_may_read_the_history_index_for_app_home():
+    statements = RESOURCES["TimelineFunction"]["Properties"]["Policies"][0]["Statement"]
+    assert any(
+        st["Action"] == "dynamodb:Query" and "history-index" in str(st["Resource"]) for st in statements
+    )

@@ -46,6 +46,10 @@ DOCUMENTED_SINCE = {
     },
     # Nor for views.update; its method page (and the spec's older method docs) list these.
     "views.update": {"invalid_arguments", "hash_conflict", "not_found", "view_too_large"},
+    # Nor for views.publish; docs.slack.dev/reference/methods/views.publish lists hash_conflict,
+    # not_enabled (the Home tab is off) and view_too_large, and shows invalid_arguments
+    # ("invalid `user_id`") as its typical error.
+    "views.publish": {"invalid_arguments", "hash_conflict", "not_enabled", "view_too_large"},
 }
 # slack_sdk helpers that make several Web API calls: what each one calls.
 COMPOSITE = {"files.upload.v2": {"files.getUploadURLExternal", "files.completeUploadExternal"}}
@@ -89,6 +93,18 @@ def test_the_code_calls_the_methods_the_publisher_and_the_buttons_need():
     assert {"chat.postMessage", "chat.update", "conversations.history", "conversations.replies"} <= called
     assert {"conversations.open", "chat.postEphemeral", "usergroups.users.list"} <= called
     assert {"files.getUploadURLExternal", "files.completeUploadExternal"} <= called  # files_upload_v2
+    assert {"views.open", "views.update", "views.publish"} <= called  # start form, App Home
+
+
+def test_the_manifest_subscribes_app_home_opened_on_the_one_request_url_with_the_home_tab_on():
+    manifest = yaml.safe_load((ROOT / "slack-manifest.yaml").read_text(encoding="utf-8"))
+    events = manifest["settings"]["event_subscriptions"]
+    assert events["bot_events"] == ["app_home_opened"]
+    assert events["request_url"] == manifest["settings"]["interactivity"]["request_url"]
+    assert events["request_url"] == manifest["features"]["slash_commands"][0]["url"]
+    home = manifest["features"]["app_home"]
+    assert home["home_tab_enabled"] is True
+    assert home["messages_tab_enabled"] is True, "refusals of Home clicks are DMs"
 
 
 def test_every_method_the_bot_calls_is_one_the_stand_in_answers_as_slack_would():

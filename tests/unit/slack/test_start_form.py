@@ -19,6 +19,8 @@ from bot.local.slack_requests import DEV_BOT_TOKEN
 from bot.slack.commands import CommandService, start_from_form
 from bot.slack.start_form import (
     PARTNER_BLOCK,
+    PLAN_BLOCK,
+    PLAN_OPTION,
     RUNBOOK_BLOCK,
     START_CALLBACK,
     FormChoice,
@@ -222,3 +224,43 @@ def test_views_update_keeps_entered_values_guards_the_hash_and_needs_the_view(sl
         assert refused.value.response["error"] == error
     with pytest.raises(ValueError, match="not an option"):
         stand_in.choose(opened["id"], RUNBOOK_BLOCK, "no-such-runbook")
+
+
+def checked_plan(view: dict) -> dict:
+    view["state"]["values"][PLAN_BLOCK] = {
+        PLAN_BLOCK: {"type": "checkboxes", "selected_options": [{"value": PLAN_OPTION}]}
+    }
+    return view
+
+
+def test_the_form_offers_plan_first_once_runbook_and_partner_are_picked():
+    assert PLAN_BLOCK not in blocks_by_id(start_view(CATALOG, FormChoice(ACME, "throttle")))
+    plan = blocks_by_id(start_view(CATALOG, FormChoice(ACME, "throttle", "partner-acme")))[PLAN_BLOCK]
+    assert plan["optional"] is True and plan["element"]["type"] == "checkboxes"
+    assert [o["value"] for o in plan["element"]["options"]] == [PLAN_OPTION]
+    assert read_form(form()).plan is False
+    assert read_form(checked_plan(form())).plan is True
+
+
+def test_plan_first_starts_a_plan_that_changes_nothing_and_takes_no_lock(commands):
+    answer = start_from_form(commands, checked_plan(form(write_units="300")), "U0DEVONCALL", "T0", "1.4.a")
+    assert not answer.errors and answer.started is not None and "Planning `throttle`" in answer.started.text
+    plan_id = answer.started.text.split("plan `")[1].split("`")[0]
+    plan = commands.store.get(plan_id)
+    assert (plan.kind, plan.channel, plan.params["write_units"]) == ("plan", ACME, 300)
+    assert commands.store.lock_holder(table_lock_key("partner-acme", "acme-orders")) is None
+
+
+def test_from_the_app_home_the_form_offers_partners_with_a_channel_and_runs_there(commands):
+    view = start_view(CATALOG, FormChoice("", "throttle", from_home=True))
+    offered = [o["value"] for o in blocks_by_id(view)[PARTNER_BLOCK]["element"]["options"]]
+    assert offered == sorted(p.name for p in CATALOG.partners.values() if p.channels)
+    assert read_choice(view).from_home is True
+    home_form = {"private_metadata": view["private_metadata"], "state": {"values": state(write_units="300")}}
+    answer = start_from_form(commands, home_form, "U0DEVONCALL", "T0", "1.5.a")
+    assert not answer.errors and answer.channel == ACME, "partner-acme's own channel"
+    forged = {"private_metadata": json.dumps({"channel": "", "home": "yes"}), "state": {"values": state()}}
+    assert (
+        "which channel"
+        in start_from_form(commands, forged, "U0DEVONCALL", "T0", "1.5.b").errors[RUNBOOK_BLOCK]
+    )
