@@ -28,6 +28,8 @@ def test_every_key_the_doc_lists_is_built_by_keys_py():
             keys.export_key("x"),
             keys.partner_history("p"),
             keys.requester_history("U"),
+            keys.home_key("U"),
+            keys.event_receipt_key("Ev"),
         )
     )
     listed = set(re.findall(r"`([A-Z]+#)[^`]*`", DOC)) | set(re.findall(r"/ `([A-Z]+)#?[^`]*`", DOC))
@@ -36,7 +38,7 @@ def test_every_key_the_doc_lists_is_built_by_keys_py():
         assert prefix in built or prefix.rstrip("#") in built, (
             f"ARCHITECTURE.md lists {prefix}, keys.py builds none"
         )
-    for prefix in ("EXEC#", "CLAIM#", "OUTPUT#", "PROGRESS#", "ACTIVE#", "TABLE#", "PARTNER#", "REQUESTER#"):
+    for prefix in ("EXEC#", "CLAIM#", "OUTPUT#", "PROGRESS#", "ACTIVE#", "TABLE#", "PARTNER#", "REQUESTER#", "HOME#", "EVENT#"):
         assert f"`{prefix}" in DOC or f"/ `{prefix}" in DOC, f"keys.py builds {prefix}, the doc omits it"
 
 
