@@ -412,6 +412,20 @@ class FormAnswer:
     channel: str = ""
 
 
+def _home_start_refusal(commands: CommandService, user_id: str, partner: Partner) -> str:
+    """Why `user_id` may not start a run of `partner` from the App Home ('' when they may)."""
+    where = ", ".join(f"#{c}" for c in partner.channels)
+    try:
+        if commands._is_approver(user_id, partner):
+            return ""
+    except RunbookBotError as unknown:  # MembershipUnknown: a user group not read in time
+        return _plain(str(unknown))
+    return (
+        f"From the Home, only {partner.display_name}'s approvers start runs. "
+        f"Anyone in {where} can: type /runbook there."
+    )
+
+
 def start_from_form(
     commands: CommandService, view: dict[str, Any], user_id: str, team_id: str, trigger_id: str
 ) -> FormAnswer:
@@ -443,6 +457,12 @@ def start_from_form(
         return FormAnswer(
             {RUNBOOK_BLOCK: "This form does not say which channel it belongs to; open it again."}
         )
+    if choice.from_home:
+        # In a channel, Slack lets only its members type the command; the Home has no channel to
+        # prove the user belongs to the partner's, so only the partner's approvers start from it.
+        refused = _home_start_refusal(commands, user_id, partner)
+        if refused:
+            return FormAnswer({PARTNER_BLOCK: refused})
     if not partner.may_run_in(channel):
         where = ", ".join(f"#{c}" for c in partner.channels)
         return FormAnswer(

@@ -141,16 +141,34 @@ def test_the_requester_clicking_approve_from_a_home_is_refused_by_dm_and_nothing
     pipeline.wait_for(execution_id, {"CANCELLED"}, 60)
 
 
-def test_the_start_button_opens_the_form_and_plan_first_starts_a_plan_in_the_partners_channel(pipeline):
-    pipeline.open_home(REQUESTER)
-    wait_for_home(pipeline, REQUESTER, lambda text: START_ACTION in text)
-    assert pipeline.home_click(REQUESTER, START_ACTION)["statusCode"] == 200
-    (view,) = pipeline.slack.open_views(REQUESTER)
+def _home_form(pipeline, user: str) -> dict:
+    pipeline.open_home(user)
+    wait_for_home(pipeline, user, lambda text: START_ACTION in text)
+    assert pipeline.home_click(user, START_ACTION)["statusCode"] == 200
+    (view,) = pipeline.slack.open_views(user)
     assert pipeline.choose(view["id"], RUNBOOK_BLOCK, "throttle")["statusCode"] == 200
-    (view,) = pipeline.slack.open_views(REQUESTER)
+    (view,) = pipeline.slack.open_views(user)
     assert pipeline.choose(view["id"], PARTNER_BLOCK, "partner-acme")["statusCode"] == 200
-    (view,) = pipeline.slack.open_views(REQUESTER)
+    (view,) = pipeline.slack.open_views(user)
     assert any(b.get("block_id") == PLAN_BLOCK for b in view["blocks"])
+    return view
+
+
+def test_from_the_home_only_the_partners_approvers_start_runs(pipeline):
+    """A slash command proves the user is in the partner's channel (Slack lets only members type
+    it); the Home proves nothing, so anyone else is sent to the channel, with nothing started."""
+    before = len(pipeline.slack.calls)
+    view = _home_form(pipeline, REQUESTER)
+    submitted = pipeline.submit_view(view["id"], {PLAN_BLOCK: "plan"})
+    errors = submitted["answer"].get("errors") or {}
+    assert "only Acme Logistics's approvers start runs" in errors.get(PARTNER_BLOCK, ""), submitted
+    assert "type /runbook there" in errors[PARTNER_BLOCK]
+    assert not [c for c in pipeline.slack.calls[before:] if c.method == "chat.postEphemeral"]
+    pipeline.slack.close_view(view["id"])
+
+
+def test_the_start_button_opens_the_form_and_plan_first_starts_a_plan_in_the_partners_channel(pipeline):
+    view = _home_form(pipeline, APPROVER)
     submitted = pipeline.submit_view(view["id"], {PLAN_BLOCK: "plan"})
     assert submitted["status"] == 200 and not submitted["answer"].get("errors"), submitted
     (told,) = [
@@ -158,10 +176,10 @@ def test_the_start_button_opens_the_form_and_plan_first_starts_a_plan_in_the_par
         for c in pipeline.slack.calls
         if c.method == "chat.postEphemeral" and "Planning `throttle`" in str(c.args)
     ]
-    assert told["channel"] == "C0ACMEOPS" and told["user"] == REQUESTER, "the partner's channel"
+    assert told["channel"] == "C0ACMEOPS" and told["user"] == APPROVER, "the partner's channel"
     plan_id = str(told["text"]).split("plan `")[1].split("`")[0]
     plan = pipeline.execution(plan_id)
-    assert (plan.kind, plan.channel, plan.requested_by) == ("plan", "C0ACMEOPS", REQUESTER)
+    assert (plan.kind, plan.channel, plan.requested_by) == ("plan", "C0ACMEOPS", APPROVER)
 
 
 def _value(ex) -> str:

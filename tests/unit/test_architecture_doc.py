@@ -38,7 +38,18 @@ def test_every_key_the_doc_lists_is_built_by_keys_py():
         assert prefix in built or prefix.rstrip("#") in built, (
             f"ARCHITECTURE.md lists {prefix}, keys.py builds none"
         )
-    for prefix in ("EXEC#", "CLAIM#", "OUTPUT#", "PROGRESS#", "ACTIVE#", "TABLE#", "PARTNER#", "REQUESTER#", "HOME#", "EVENT#"):
+    for prefix in (
+        "EXEC#",
+        "CLAIM#",
+        "OUTPUT#",
+        "PROGRESS#",
+        "ACTIVE#",
+        "TABLE#",
+        "PARTNER#",
+        "REQUESTER#",
+        "HOME#",
+        "EVENT#",
+    ):
         assert f"`{prefix}" in DOC or f"/ `{prefix}" in DOC, f"keys.py builds {prefix}, the doc omits it"
 
 

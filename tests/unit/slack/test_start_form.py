@@ -257,8 +257,11 @@ def test_from_the_app_home_the_form_offers_partners_with_a_channel_and_runs_ther
     assert offered == sorted(p.name for p in CATALOG.partners.values() if p.channels)
     assert read_choice(view).from_home is True
     home_form = {"private_metadata": view["private_metadata"], "state": {"values": state(write_units="300")}}
-    answer = start_from_form(commands, home_form, "U0DEVONCALL", "T0", "1.5.a")
+    answer = start_from_form(commands, home_form, "U0ACMELEAD", "T0", "1.5.a")
     assert not answer.errors and answer.channel == ACME, "partner-acme's own channel"
+    # Not an approver: the Home cannot tell whether they are in the partner's channel.
+    refused = start_from_form(commands, home_form, "U0DEVONCALL", "T0", "1.5.c").errors[PARTNER_BLOCK]
+    assert "only Acme Logistics's approvers start runs" in refused and "#C0ACMEOPS" in refused
     forged = {"private_metadata": json.dumps({"channel": "", "home": "yes"}), "state": {"values": state()}}
     assert (
         "which channel"
