@@ -13,7 +13,7 @@ from bot.actions.base import Effect
 from bot.engine import machine
 from bot.engine.model import Risk
 from bot.store.model import EventKind, Execution, Status
-from tests.unit.engine.test_machine import T0, always, effect, execution, run_to_end, runbook, step
+from tests.unit.engine.runbooks import T0, always, effect, execution, run_to_end, runbook, step
 
 RB = runbook(step("detect"), step("replay", risk=Risk.HIGH), step("verify"))
 ROLLBACK = runbook(step("detect"), step("replay", risk=Risk.HIGH), on_failure=(step("notify_rejected"),))
