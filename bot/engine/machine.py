@@ -172,16 +172,16 @@ def plan(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: Eff
         return Move(_drill_time_limit(ex, runbook, now_ms, when, effect))
     if ex.status is Status.PENDING:
         first = runbook.step(ex.cursor) if ex.cursor else None
-        if first is None or first.risk is Risk.HIGH or not when(ex, first):
+        if first is None or first.risk.asks_approval or not when(ex, first):
             return Move(start(ex, runbook, now_ms, when, effect))
         return Execute(first)  # RUN_STARTED rides on the first step's commit: one write fewer
     if ex.cursor is None:
         return Move(_finish(ex, runbook, now_ms, []))
     step = runbook.step(ex.cursor)
-    if step.risk is Risk.HIGH and step.id not in ex.approved_steps:
+    if step.risk.asks_approval and step.id not in ex.approved_steps:
         # Entered where effects are not computed (a rejection, an expiry): ask for approval now.
         return Move(_enter(ex, runbook, step.id, now_ms, [], [], when, effect))
-    if step.risk is Risk.HIGH and effect is not None and _first_start(ex, step):
+    if step.risk.asks_approval and effect is not None and _first_start(ex, step):
         recheck = _recheck_approved(ex, runbook, step, now_ms, when, effect)
         if recheck is not None:
             return Move(recheck)
@@ -643,7 +643,7 @@ def _enter(
         skipped = ""
         if not when(view, step):
             skipped = "skipped: its condition is false"
-        elif step.risk is Risk.HIGH and step.id not in ex.approved_steps and effect is not None:
+        elif step.risk.asks_approval and step.id not in ex.approved_steps and effect is not None:
             planned = effect(view, step)
             if planned.changes:
                 break
@@ -688,7 +688,8 @@ def _ask_approval(
     text = planned.text
     if changed_from:
         text = f"{planned.text} (changed since it was approved: it was {changed_from})"
-    risk = "critical" if planned.risk == "critical" else "high"
+    # The step's own level, or the action's finding that this effect is critical: the higher wins.
+    risk = "critical" if planned.risk == "critical" or step.risk is Risk.CRITICAL else "high"
     approval = Approval(
         step.id,
         now_ms,

@@ -76,9 +76,11 @@ def after_preview(
 
     mark = str(result.figures.get(MARK) or "run")
     figures = dict(result.figures)
-    if step.risk is Risk.HIGH and mark == "run":  # the run asks for approval of every risky step
+    if step.risk.asks_approval and mark == "run":  # the run asks for approval of every risky step
         mark = figures[MARK] = "approval"
         figures.setdefault("effect", result.summary)
+    if mark == "approval" and step.risk is Risk.CRITICAL:
+        figures["risk"] = "critical"  # the run will ask for the critical quorum, whatever the effect
     record = StepRecord(step.id, "succeeded", ex.attempt, first_started, now_ms, result.outputs)
     kind = EventKind.STEP_SKIPPED if mark == "skip" else EventKind.STEP_FINISHED
     summary = _marked(mark, result.summary)

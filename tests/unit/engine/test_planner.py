@@ -151,6 +151,21 @@ def test_a_risky_step_the_preview_calls_a_read_still_needs_approval():
     )
 
 
+def test_a_step_declared_critical_is_planned_with_the_critical_quorum():
+    rb = runbook(step("failover", action="chaos.effect", risk=Risk.CRITICAL))
+    for result in (
+        preview("run", "would fail over"),
+        preview("approval", "fails the partner over", risk="high"),
+    ):
+        ex = plan_of(rb, quorum={"high": 1, "critical": 2})
+        ex = machine.apply(ex, planner.next_move(ex, rb, T0, always).transition)  # RUNNING at failover
+        decision = planner.next_move(ex, rb, T0 + 1, always)
+        assert isinstance(decision, machine.Execute) and decision.step.id == "failover"
+        event = planner.after_preview(ex, rb, decision.step, result, T0 + 2, always).events[0]
+        assert event.figures["plan"] == "approval" and event.figures["risk"] == "critical", result
+        assert event.summary.endswith("(critical: 2 approvers needed)"), event.summary
+
+
 def test_a_cancelled_plan_ends_cancelled():
     rb = runbook(step("a"), step("b"))
     ex = machine.apply(plan_of(rb), planner.next_move(plan_of(rb), rb, T0, always).transition)
