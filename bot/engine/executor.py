@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bot.actions.base import REGISTRY, ActionContext, Effect, StepOutcome, Tripped, planned_effect
 from bot.actions.preview import preview
 from bot.engine import machine, planner
-from bot.engine.model import Risk, Runbook, Step
+from bot.engine.model import Runbook, Step
 from bot.exceptions import ActionError, ClaimHeld, RunbookBotError, TransitionConflict
 from bot.partners.model import DrillTargetMissing
 from bot.store import keys
@@ -330,7 +330,7 @@ class Executor:
 def guard_patterns(step: Step, partner: Partner) -> tuple[str, ...]:
     """The guard alarms of `step` (of an action that checks them): its own, and for a risky
     step its partner's."""
-    alarms = (*step.guard_alarms, *(partner.guard_alarms if step.risk is Risk.HIGH else ()))
+    alarms = (*step.guard_alarms, *(partner.guard_alarms if step.risk.asks_approval else ()))
     return tuple(dict.fromkeys(alarms))
 
 

@@ -15,6 +15,7 @@ from bot.engine.yamlfile import YamlDoc, YamlProblem, load_yaml
 from bot.exceptions import CatalogError
 
 SCOPES = {"params", "partner", "steps", "execution"}
+RISKY = {r.value for r in Risk if r.asks_approval}  # the levels an always-risky action may declare
 
 
 def load_runbook(path: Path, actions: Mapping[str, Any]) -> Runbook:
@@ -72,9 +73,11 @@ def check_runbook(doc: YamlDoc, actions: Mapping[str, Any]) -> list[str]:
         else:
             _check_inputs(step, action, doc, here, problems)
             _check_guard(step, action, (*here, "guard_alarms"), problem, actions)
-            if getattr(action, "always_high_risk", False) and step.get("risk") != "high":
+            if getattr(action, "always_high_risk", False) and step.get("risk") not in RISKY:
                 problem(
-                    (*here, "risk"), f"`{step['action']}` changes partner data or capacity: set `risk: high`"
+                    (*here, "risk"),
+                    f"`{step['action']}` changes partner data or capacity: set `risk: high` "
+                    "(or `risk: critical` for the partner's critical quorum)",
                 )
         targets = [step.get("next")] if step.get("next") else []
         if str(step.get("on_failure", "")).startswith("step:"):

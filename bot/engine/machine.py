@@ -32,7 +32,9 @@ GRACE_MS = 60_000  # at most this long beyond a step's timeout before the sweepe
 MIN_GRACE_MS = 10_000  # short steps get a grace as long as themselves, but at least this
 MAX_RESUMES = 3  # restarts of one step after its worker stopped, before the step fails
 RETENTION_SECONDS = 90 * 24 * 3600  # finished executions stay this long (TTL)
-_SKIP_LIMIT = 1000  # bounds the walk over skipped steps (the validator forbids cycles anyway)
+# How many steps one transition may walk over (skipped by `when`, or nothing to change) before
+# it gives up: bounds the walk; the validator forbids cycles anyway. The planner walks the same.
+SKIP_LIMIT = 1000
 
 WhenFn = Callable[[Execution, Step], bool]
 # None where effects must not be computed (the ingress, the sweeper): a risky step is then only
@@ -170,16 +172,16 @@ def plan(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: Eff
         return Move(_drill_time_limit(ex, runbook, now_ms, when, effect))
     if ex.status is Status.PENDING:
         first = runbook.step(ex.cursor) if ex.cursor else None
-        if first is None or first.risk is Risk.HIGH or not when(ex, first):
+        if first is None or first.risk.asks_approval or not when(ex, first):
             return Move(start(ex, runbook, now_ms, when, effect))
         return Execute(first)  # RUN_STARTED rides on the first step's commit: one write fewer
     if ex.cursor is None:
         return Move(_finish(ex, runbook, now_ms, []))
     step = runbook.step(ex.cursor)
-    if step.risk is Risk.HIGH and step.id not in ex.approved_steps:
+    if step.risk.asks_approval and step.id not in ex.approved_steps:
         # Entered where effects are not computed (a rejection, an expiry): ask for approval now.
         return Move(_enter(ex, runbook, step.id, now_ms, [], [], when, effect))
-    if step.risk is Risk.HIGH and effect is not None and _first_start(ex, step):
+    if step.risk.asks_approval and effect is not None and _first_start(ex, step):
         recheck = _recheck_approved(ex, runbook, step, now_ms, when, effect)
         if recheck is not None:
             return Move(recheck)
@@ -189,7 +191,9 @@ def plan(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: Eff
 def start(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: EffectFn) -> Transition:
     """PENDING → the first runnable step (RUNNING), its approval, or the end."""
     events = [
-        _event(ex, 0, now_ms, EventKind.RUN_STARTED, _started_summary(ex, runbook), actor=ex.requested_by)
+        timeline_event(
+            ex, 0, now_ms, EventKind.RUN_STARTED, _started_summary(ex, runbook), actor=ex.requested_by
+        )
     ]
     return _enter(
         ex, runbook, runbook.steps[0].id if runbook.steps else None, now_ms, events, [], when, effect
@@ -209,13 +213,15 @@ def after_step(
     events: list[TimelineEvent] = []
     if ex.status is Status.PENDING:
         events.append(
-            _event(ex, 0, now_ms, EventKind.RUN_STARTED, _started_summary(ex, runbook), actor=ex.requested_by)
+            timeline_event(
+                ex, 0, now_ms, EventKind.RUN_STARTED, _started_summary(ex, runbook), actor=ex.requested_by
+            )
         )
     first_started = ex.step_started_at_ms or result.started_ms
     if isinstance(result, Succeeded):
         record = StepRecord(step.id, "succeeded", ex.attempt, first_started, now_ms, result.outputs)
         events.append(
-            _event(
+            timeline_event(
                 ex,
                 len(events),
                 now_ms,
@@ -226,7 +232,7 @@ def after_step(
                 figures=result.figures,
             )
         )
-        following = None if result.end_run else _next_id(runbook, step, ex.phase)
+        following = None if result.end_run else next_id(runbook, step, ex.phase)
         return _enter(ex, runbook, following, now_ms, events, [record], when, effect)
 
     if isinstance(result, Checkpointed):
@@ -247,7 +253,7 @@ def after_step(
             )
         if ex.checkpoint is None and not ex.step_started_at_ms:
             events.append(
-                _event(
+                timeline_event(
                     ex,
                     len(events),
                     now_ms,
@@ -258,7 +264,7 @@ def after_step(
             )
         if result.paused is not None:
             return _guard_pause(ex, step, result, result.paused, now_ms, first_started, events)
-        due = _wake(now_ms + result.wake_in_ms) if result.wake_in_ms is not None else _stuck(step, now_ms)
+        due = _wake(now_ms + result.wake_in_ms) if result.wake_in_ms is not None else stuck(step, now_ms)
         return _transition(
             ex,
             now_ms,
@@ -271,7 +277,7 @@ def after_step(
     # Failed
     if result.retryable and ex.attempt < step.retry.max_attempts:
         events.append(
-            _event(
+            timeline_event(
                 ex,
                 len(events),
                 now_ms,
@@ -305,7 +311,7 @@ def after_step(
         error_message=result.message,
     )
     events.append(
-        _event(
+        timeline_event(
             ex,
             len(events),
             now_ms,
@@ -317,7 +323,7 @@ def after_step(
         )
     )
     if step.on_failure == "continue" or not step.is_critical:
-        return _enter(ex, runbook, _next_id(runbook, step, ex.phase), now_ms, events, [record], when, effect)
+        return _enter(ex, runbook, next_id(runbook, step, ex.phase), now_ms, events, [record], when, effect)
     if step.on_failure.startswith("step:"):
         return _enter(ex, runbook, step.on_failure[5:], now_ms, events, [record], when, effect)
     end_status = Status.TIMED_OUT if result.code == "ApprovalExpired" else Status.FAILED
@@ -363,7 +369,9 @@ def decide(
     guard = approval.kind == "guard"
     verb = "aborted" if guard else "rejected"
     summary = f"{verb}: {note}" if note else verb
-    event = _event(ex, 0, now_ms, EventKind.APPROVAL_REJECTED, summary, step_id=step.id, actor=approver)
+    event = timeline_event(
+        ex, 0, now_ms, EventKind.APPROVAL_REJECTED, summary, step_id=step.id, actor=approver
+    )
     rejected = dataclasses.replace(ex, approval=approval)
     error = {
         "code": "GuardAborted" if guard else "ApprovalRejected",
@@ -390,7 +398,7 @@ def _approve(ex: Execution, step: Step, approver: str, now_ms: int, comment: str
     if len(approval.votes) < approval.required:
         # Someone decided: no reminder any more, only the expiry.
         pending = dataclasses.replace(approval, remind_at_ms=0)
-        event = _event(
+        event = timeline_event(
             ex,
             0,
             now_ms,
@@ -414,11 +422,13 @@ def _approve(ex: Execution, step: Step, approver: str, now_ms: int, comment: str
     )
     verb = "resumed" if approval.kind == "guard" else "approved"
     summary = f"{verb} ({quorum_text(approval)}){said}" if approval.required > 1 else f"{verb}{said}"
-    event = _event(ex, 0, now_ms, EventKind.APPROVAL_GRANTED, summary, step_id=step.id, actor=approver)
+    event = timeline_event(
+        ex, 0, now_ms, EventKind.APPROVAL_GRANTED, summary, step_id=step.id, actor=approver
+    )
     changes: Changes = {
         "approval": approval,
         "approved_steps": tuple(dict.fromkeys((*ex.approved_steps, step.id))),
-        **_stuck(step, now_ms),
+        **stuck(step, now_ms),
     }
     if approval.kind == "guard" and ex.step_started_at_ms:
         # The pause does not count against the step's timeout: it goes on with the time it had left.
@@ -436,7 +446,7 @@ def _remind(ex: Execution, step: Step, now_ms: int) -> Transition:
     if not approval.votes:
         left_min = max(1, (approval.expires_at_ms - now_ms + 59_999) // 60_000)
         events.append(
-            _event(
+            timeline_event(
                 ex,
                 0,
                 now_ms,
@@ -474,7 +484,7 @@ def resume(ex: Execution, runbook: Runbook, by: str, now_ms: int) -> Transition:
         raise ValueError(f"resume() needs a run that ended FAILED or TIMED_OUT at a step, not {ex.status}")
     code = (ex.error or {}).get("code", "")
     kept = kept_steps(ex, runbook, step)
-    event = _event(
+    event = timeline_event(
         ex,
         0,
         now_ms,
@@ -500,7 +510,7 @@ def resume(ex: Execution, runbook: Runbook, by: str, now_ms: int) -> Transition:
         "cancel_requested_by": "",
         "expires_at": None,
         "reopened": ex.reopened + 1,
-        **_stuck(step, now_ms),
+        **stuck(step, now_ms),
     }
     return _transition(ex, now_ms, Status.RUNNING, [event], [], changes, expect=RESUMABLE)
 
@@ -516,7 +526,7 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
         if ex.approval.remind_at_ms and now_ms < ex.approval.expires_at_ms:
             return _remind(ex, step, now_ms)
         approval = dataclasses.replace(ex.approval, decision="expired", decided_at_ms=now_ms)
-        event = _event(
+        event = timeline_event(
             ex,
             0,
             now_ms,
@@ -537,11 +547,11 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
         )
         return _amend(t, frozenset({Status.AWAITING_APPROVAL}), approval=approval)
     if ex.cursor is None:
-        return _transition(ex, now_ms, ex.status, [], [], _no_due())
+        return _transition(ex, now_ms, ex.status, [], [], no_due())
     current = runbook.step(ex.cursor)
     if ex.due_reason == "wake":
         # Wake a sleeping step (a wait, a retry backoff): a new version is a new stream record.
-        return _transition(ex, now_ms, ex.status, [], [], _stuck(current, now_ms))
+        return _transition(ex, now_ms, ex.status, [], [], stuck(current, now_ms))
     # Stuck: no progress by the step's deadline, so its worker stopped (crash, lost record).
     if ex.resumes >= MAX_RESUMES:
         return after_step(
@@ -558,7 +568,7 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
             when,
             effect,
         )
-    event = _event(
+    event = timeline_event(
         ex,
         0,
         now_ms,
@@ -569,7 +579,7 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
         error_code="StepTimedOut",
     )
     return _transition(
-        ex, now_ms, ex.status, [event], [], {"resumes": ex.resumes + 1, **_stuck(current, now_ms)}
+        ex, now_ms, ex.status, [event], [], {"resumes": ex.resumes + 1, **stuck(current, now_ms)}
     )
 
 
@@ -624,16 +634,16 @@ def _enter(
     effect: EffectFn,
 ) -> Transition:
     """Move the cursor to `step_id`, skipping steps whose `when` is false, asking for approval."""
-    view = _view(ex, records, step_id)
+    view = view_with_records(ex, records, step_id)
     planned: Effect | None = None
-    for _ in range(_SKIP_LIMIT):
+    for _ in range(SKIP_LIMIT):
         if step_id is None:
             return _finish(view, runbook, now_ms, events, records)
         step = runbook.step(step_id)
         skipped = ""
         if not when(view, step):
             skipped = "skipped: its condition is false"
-        elif step.risk is Risk.HIGH and step.id not in ex.approved_steps and effect is not None:
+        elif step.risk.asks_approval and step.id not in ex.approved_steps and effect is not None:
             planned = effect(view, step)
             if planned.changes:
                 break
@@ -642,9 +652,11 @@ def _enter(
         else:
             break
         records.append(StepRecord(step.id, "skipped", 0, now_ms, now_ms))
-        events.append(_event(ex, len(events), now_ms, EventKind.STEP_SKIPPED, skipped, step_id=step.id))
-        step_id = _next_id(runbook, step, ex.phase)
-        view = _view(ex, records, step_id)
+        events.append(
+            timeline_event(ex, len(events), now_ms, EventKind.STEP_SKIPPED, skipped, step_id=step.id)
+        )
+        step_id = next_id(runbook, step, ex.phase)
+        view = view_with_records(ex, records, step_id)
     else:
         raise ValueError(f"runbook {runbook.name} skips steps in a cycle")
 
@@ -657,7 +669,7 @@ def _enter(
     }
     if planned is not None:
         return _ask_approval(ex, step, planned, now_ms, events, records, fresh)
-    return _transition(ex, now_ms, Status.RUNNING, events, records, {**fresh, **_stuck(step, now_ms)})
+    return _transition(ex, now_ms, Status.RUNNING, events, records, {**fresh, **stuck(step, now_ms)})
 
 
 def _ask_approval(
@@ -676,7 +688,8 @@ def _ask_approval(
     text = planned.text
     if changed_from:
         text = f"{planned.text} (changed since it was approved: it was {changed_from})"
-    risk = "critical" if planned.risk == "critical" else "high"
+    # The step's own level, or the action's finding that this effect is critical: the higher wins.
+    risk = "critical" if planned.risk == "critical" or step.risk is Risk.CRITICAL else "high"
     approval = Approval(
         step.id,
         now_ms,
@@ -690,7 +703,7 @@ def _ask_approval(
     )
     needs = f" ({approval.required} approvers, {risk} risk)" if approval.required > 1 else ""
     events.append(
-        _event(
+        timeline_event(
             ex,
             len(events),
             now_ms,
@@ -741,7 +754,7 @@ def _guard_pause(
         kind="guard",
     )
     events.append(
-        _event(
+        timeline_event(
             ex,
             len(events),
             now_ms,
@@ -801,7 +814,7 @@ def _recheck_approved(
     now_effect: Effect = effect(ex, step)
     if not now_effect.changes:
         record = StepRecord(step.id, "skipped", 0, now_ms, now_ms)
-        event = _event(
+        event = timeline_event(
             ex,
             0,
             now_ms,
@@ -809,7 +822,7 @@ def _recheck_approved(
             f"skipped: nothing to change any more ({now_effect.reason or now_effect.text})",
             step_id=step.id,
         )
-        return _enter(ex, runbook, _next_id(runbook, step, ex.phase), now_ms, [event], [record], when, effect)
+        return _enter(ex, runbook, next_id(runbook, step, ex.phase), now_ms, [event], [record], when, effect)
     if now_effect.fingerprint == ex.approval.fingerprint:
         return None
     approved = tuple(s for s in ex.approved_steps if s != step.id)
@@ -907,7 +920,7 @@ def _end(
         summary = f"{summary} · {judge(view, runbook).summary()}"
     events = [
         *events,
-        _event(
+        timeline_event(
             ex,
             len(events),
             now_ms,
@@ -924,7 +937,7 @@ def _end(
         status,
         events,
         records,
-        {"cursor": None, "checkpoint": None, **_no_due(), "expires_at": now_ms // 1000 + RETENTION_SECONDS},
+        {"cursor": None, "checkpoint": None, **no_due(), "expires_at": now_ms // 1000 + RETENTION_SECONDS},
         expect=frozenset(ACTIVE),
     )
 
@@ -946,7 +959,7 @@ def _transition(
         if used >= ex.sla_warn_at:
             left_min = max(0, (window_ms - (now_ms - ex.created_at_ms)) // 60_000)
             events.append(
-                _event(
+                timeline_event(
                     ex,
                     len(events),
                     now_ms,
@@ -965,7 +978,11 @@ def _transition(
     return Transition(ex.version, now_ms, status, changes, tuple(records), tuple(events), expect)
 
 
-def _event(
+# -- the building blocks of a transition, public for the planner (bot/engine/planner.py), whose
+# plan executions walk a runbook the way runs do and must record it the same way ----------------
+
+
+def timeline_event(
     ex: Execution,
     offset: int,
     now_ms: int,
@@ -978,6 +995,8 @@ def _event(
     error_code: str = "",
     figures: dict[str, Any] | None = None,
 ) -> TimelineEvent:
+    """The `offset`-th event (from 0) a transition of `ex` appends: numbered after its last one
+    (`seq` = last_seq + offset + 1), so the events of one transition keep their order."""
     return TimelineEvent(
         ex.last_seq + offset + 1,
         now_ms,
@@ -991,14 +1010,19 @@ def _event(
     )
 
 
-def _view(ex: Execution, records: list[StepRecord], cursor: str | None) -> Execution:
-    """`ex` with this transition's step records, for `when` conditions that read their outputs."""
+def view_with_records(ex: Execution, records: list[StepRecord], cursor: str | None) -> Execution:
+    """`ex` with this transition's step records (and its cursor at `cursor`), for `when`
+    conditions and effects that read the outputs of steps recorded in the same transition;
+    `ex` itself when there are none."""
     if not records:
         return ex
     return dataclasses.replace(ex, steps={**ex.steps, **{r.step_id: r for r in records}}, cursor=cursor)
 
 
-def _next_id(runbook: Runbook, step: Step, phase: str) -> str | None:
+def next_id(runbook: Runbook, step: Step, phase: str) -> str | None:
+    """The id of the step after `step` on the run's `phase` path (main or on_failure): its
+    `next:` if it names one, else the following step of the path `step` is on (a step jumped to
+    from the other path continues there); None after an `end` step or the path's last step."""
     if step.is_end:
         return None
     if step.next:
@@ -1012,18 +1036,22 @@ def _next_id(runbook: Runbook, step: Step, phase: str) -> str | None:
     return ids[i + 1] if i + 1 < len(ids) else None
 
 
-def _stuck(step: Step | None, now_ms: int) -> Changes:
+def stuck(step: Step | None, now_ms: int) -> Changes:
+    """The due time of a step that starts now: its timeout plus a grace (as long as the step, at
+    least MIN_GRACE_MS, at most GRACE_MS). If nothing has moved the run by then, the sweeper
+    treats its worker as stopped (`due_reason: stuck`)."""
     step_ms = step.timeout_seconds * 1000 if step else 0
     timeout_ms = step_ms + min(GRACE_MS, max(MIN_GRACE_MS, step_ms))
     return {"due_at_ms": now_ms + timeout_ms, "due_reason": "stuck"}
 
 
+def no_due() -> Changes:
+    """No due time: the sweeper has nothing to do for the run (it ended, or is at no step)."""
+    return {"due_at_ms": None, "due_reason": ""}
+
+
 def _wake(at_ms: int) -> Changes:
     return {"due_at_ms": at_ms, "due_reason": "wake"}
-
-
-def _no_due() -> Changes:
-    return {"due_at_ms": None, "due_reason": ""}
 
 
 def _approval_timeout_ms(ex: Execution) -> int:

@@ -19,6 +19,14 @@ class ParamType(StrEnum):
 class Risk(StrEnum):
     LOW = "low"
     HIGH = "high"  # needs an approver's decision before it runs
+    # Needs as many distinct approvers as a critical change: the partner's `approvals: {critical: n}`
+    # (a risky action may also find its effect critical, e.g. on-demand capacity on a large table).
+    CRITICAL = "critical"
+
+    @property
+    def asks_approval(self) -> bool:
+        """High and critical steps wait for their approvers before they run; low ones do not."""
+        return self is not Risk.LOW
 
 
 @dataclass(frozen=True)
@@ -91,4 +99,4 @@ class Runbook:
 
     @property
     def approval_steps(self) -> tuple[Step, ...]:
-        return tuple(s for s in (*self.steps, *self.on_failure) if s.risk is Risk.HIGH)
+        return tuple(s for s in (*self.steps, *self.on_failure) if s.risk.asks_approval)

@@ -35,7 +35,7 @@ def next_move(ex: Execution, runbook: Runbook, now_ms: int, when: machine.WhenFn
     if ex.cancel_requested_by:
         return Move(_end(ex, runbook, now_ms, [], [], Status.CANCELLED))
     if ex.status is Status.PENDING:
-        started = machine._event(
+        started = machine.timeline_event(
             ex,
             0,
             now_ms,
@@ -76,9 +76,11 @@ def after_preview(
 
     mark = str(result.figures.get(MARK) or "run")
     figures = dict(result.figures)
-    if step.risk is Risk.HIGH and mark == "run":  # the run asks for approval of every risky step
+    if step.risk.asks_approval and mark == "run":  # the run asks for approval of every risky step
         mark = figures[MARK] = "approval"
         figures.setdefault("effect", result.summary)
+    if mark == "approval" and step.risk is Risk.CRITICAL:
+        figures["risk"] = "critical"  # the run will ask for the critical quorum, whatever the effect
     record = StepRecord(step.id, "succeeded", ex.attempt, first_started, now_ms, result.outputs)
     kind = EventKind.STEP_SKIPPED if mark == "skip" else EventKind.STEP_FINISHED
     summary = _marked(mark, result.summary)
@@ -86,7 +88,7 @@ def after_preview(
         summary += _quorum(ex, str(figures.get("risk") or "high"))
     if step.when:
         summary += f" (its condition holds: {_condition(step)})"
-    event = machine._event(
+    event = machine.timeline_event(
         ex,
         0,
         now_ms,
@@ -98,7 +100,7 @@ def after_preview(
     )
     if mark == "skip":
         record = dataclasses.replace(record, outcome="skipped")
-    following = None if result.end_run else machine._next_id(runbook, step, ex.phase)
+    following = None if result.end_run else machine.next_id(runbook, step, ex.phase)
     return _enter(ex, runbook, following, now_ms, [event], [record], when)
 
 
@@ -217,7 +219,7 @@ def _failed(
     jump = step.on_failure[5:] if step.on_failure.startswith("step:") else ""
     if go_on or jump:
         after = f"the run would go on to {jump}" if jump else "the run would go on"
-        event = machine._event(
+        event = machine.timeline_event(
             ex,
             0,
             now_ms,
@@ -227,10 +229,10 @@ def _failed(
             error_code=result.code,
             figures={MARK: FAILS_ON},
         )
-        following = jump or machine._next_id(runbook, step, ex.phase)
+        following = jump or machine.next_id(runbook, step, ex.phase)
         return _enter(ex, runbook, following, now_ms, [event], [record], when)
     if result.code == "PlanRefusesWrite":  # not where the run would stop: where the plan cannot see
-        event = machine._event(
+        event = machine.timeline_event(
             ex,
             0,
             now_ms,
@@ -246,7 +248,7 @@ def _failed(
         rollback = (
             "; then its on_failure steps would run (" + ", ".join(s.id for s in runbook.on_failure) + ")"
         )
-    event = machine._event(
+    event = machine.timeline_event(
         ex,
         0,
         now_ms,
@@ -269,11 +271,11 @@ def _enter(
     when: machine.WhenFn,
 ) -> Transition:
     """Move the cursor to `step_id`, marking the steps the run would skip on the way."""
-    for _ in range(machine._SKIP_LIMIT):
+    for _ in range(machine.SKIP_LIMIT):
         if step_id is None:
             return _end(ex, runbook, now_ms, events, records, Status.SUCCEEDED)
         step = runbook.step(step_id)
-        view = machine._view(ex, records, step_id)
+        view = machine.view_with_records(ex, records, step_id)
         try:
             holds = when(view, step)
         except Exception as error:  # the run would fail on it too (its worker raises there)
@@ -282,7 +284,7 @@ def _enter(
             break
         records.append(StepRecord(step.id, "skipped", 0, now_ms, now_ms))
         events.append(
-            machine._event(
+            machine.timeline_event(
                 ex,
                 len(events),
                 now_ms,
@@ -292,7 +294,7 @@ def _enter(
                 figures={MARK: "skip"},
             )
         )
-        step_id = machine._next_id(runbook, step, ex.phase)
+        step_id = machine.next_id(runbook, step, ex.phase)
     else:
         raise ValueError(f"runbook {runbook.name} skips steps in a cycle")
     fresh: Changes = {
@@ -302,7 +304,7 @@ def _enter(
         "step_started_at_ms": 0,
         "resumes": 0,
     }
-    return _transition(ex, now_ms, Status.RUNNING, events, records, {**fresh, **machine._stuck(step, now_ms)})
+    return _transition(ex, now_ms, Status.RUNNING, events, records, {**fresh, **machine.stuck(step, now_ms)})
 
 
 def _stop_on_condition(
@@ -318,7 +320,7 @@ def _stop_on_condition(
         StepRecord(step.id, "failed", 1, now_ms, now_ms, error_code="InvalidInput", error_message=str(error))
     )
     events.append(
-        machine._event(
+        machine.timeline_event(
             ex,
             len(events),
             now_ms,
@@ -364,7 +366,7 @@ def _end(
     figures: dict[str, Any] = {k: v for k, v in sorted(counts.items())}
     events = [
         *events,
-        machine._event(
+        machine.timeline_event(
             ex,
             len(events),
             now_ms,
@@ -382,7 +384,7 @@ def _end(
         {
             "cursor": None,
             "checkpoint": None,
-            **machine._no_due(),
+            **machine.no_due(),
             "expires_at": now_ms // 1000 + machine.RETENTION_SECONDS,
         },
         tuple(records),

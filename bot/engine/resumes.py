@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.engine.model import Risk, Runbook, Step
+from bot.engine.model import Runbook, Step
 from bot.store import keys
 from bot.store.model import EventKind, Execution, Status, TimelineEvent
 
@@ -43,7 +43,7 @@ def rolled_back(ex: Execution, runbook: Runbook) -> list[TimelineEvent]:
     their timeline events."""
     from bot.engine.starts import CHANGING_ACTIONS
 
-    changing = {s.id for s in runbook.on_failure if s.action in CHANGING_ACTIONS or s.risk is Risk.HIGH}
+    changing = {s.id for s in runbook.on_failure if s.action in CHANGING_ACTIONS or s.risk.asks_approval}
     since = max((e.seq for e in ex.timeline if e.kind is EventKind.RUN_RESUMED), default=0)
     return [
         e

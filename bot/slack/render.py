@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.engine.durations import format_duration
-from bot.engine.model import Risk, Runbook
+from bot.engine.model import Runbook
 from bot.store.model import Approval, EventKind, Execution, Status, TimelineEvent
 from bot.text import escape
 
@@ -526,7 +526,7 @@ def help_text(runbook: Runbook | None, runbooks: Mapping[str, Runbook]) -> Messa
         return Message(text, [section(text)])
     steps = []
     for i, step in enumerate(runbook.steps, 1):
-        risk = " :raised_hand: *needs approval*" if step.risk is Risk.HIGH else ""
+        risk = " :raised_hand: *needs approval*" if step.risk.asks_approval else ""
         steps.append(f"{i}. `{step.id}` {escape(step.title or step.action)} ({step.action}){risk}")
     rollback = [f"• `{s.id}` {escape(s.title or s.action)}" for s in runbook.on_failure]
     params = [

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.engine import machine
-from bot.engine.model import Risk
 from bot.engine.resumes import RESUMABLE, kept_steps, locks_of, resume_point, rolled_back
 from bot.exceptions import ClaimHeld, CommandError, LockHeld, RunExpired, TransitionConflict
 from bot.slack import render
@@ -69,7 +68,7 @@ def resume_run(
         raise CommandError(expired_text(ex.execution_id)) from None
     title = escape(step.title or step.id)
     kept = kept_steps(ex, runbook, step)
-    risky = " It needs an approver again before it runs." if step.risk is Risk.HIGH else ""
+    risky = " It needs an approver again before it runs." if step.risk.asks_approval else ""
     return render.refusal(
         f"Resuming `{ex.execution_id}` from *{title}* with a fresh attempt; {kept} completed "
         f"step{'s' if kept != 1 else ''} and their outputs are kept.{risky} It continues in its thread; "

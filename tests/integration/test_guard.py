@@ -5,39 +5,27 @@ missed write applied once; an abort fails the run and runs its on_failure steps.
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import pytest
 
-from bot.local.pipeline import LocalPipeline, PipelineOptions
+from bot.local.pipeline import LocalPipeline
 from bot.store.executions import ExecutionStore
 from bot.store.model import EventKind, Status
 from tests.integration.test_quorum import approval_messages, button, ephemerals
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 ACME = "C0ACMEOPS"
 MISSED = 2000  # 80 pages of 25: the alarm fires while the replay is still paging
 ALARM = "acme-orders-latency"
 
 
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory) -> Iterator[LocalPipeline]:
-    """partner-acme guarding its risky steps with its latency and error alarms."""
-    runbooks = tmp_path_factory.mktemp("runbooks")
-    shutil.copytree(
-        REPO / "runbooks", runbooks, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".compiled")
-    )
-    partner = runbooks / "partners" / "partner-acme.yaml"
-    partner.write_text(partner.read_text() + "guard_alarms: [acme-orders-*, acme-*-errors]\n")
-    options = PipelineOptions(engine="moto", sweep_interval=0.3, extra_env={"RUNBOOKS_DIR": str(runbooks)})
-    with LocalPipeline(options) as pipeline:
-        yield pipeline
+def guarded(acme_pipeline) -> LocalPipeline:
+    """partner-acme guarding its risky steps with its latency and error alarms (each test seeds)."""
+    return acme_pipeline("guard_alarms: [acme-orders-*, acme-*-errors]", seed=False)
 
 
 def seed() -> None:

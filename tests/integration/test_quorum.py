@@ -5,40 +5,23 @@ fallback when the dialog cannot open, and the reminder at half the expiry."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from bot.local.lambda_context import LambdaContext
-from bot.local.pipeline import LocalPipeline, PipelineOptions
+from bot.local.pipeline import LocalPipeline
 from bot.store.model import EventKind, Status
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 ACME = "C0ACMEOPS"
 
 
 @pytest.fixture(scope="module")
-def quorum(tmp_path_factory) -> Iterator[LocalPipeline]:
+def quorum(acme_pipeline) -> LocalPipeline:
     """partner-acme asking two distinct approvers for every risky step."""
-    runbooks = tmp_path_factory.mktemp("runbooks")
-    shutil.copytree(
-        REPO / "runbooks", runbooks, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".compiled")
-    )
-    partner = runbooks / "partners" / "partner-acme.yaml"
-    partner.write_text(partner.read_text() + "approvals: {high: 2, critical: 2}\n")
-    options = PipelineOptions(engine="moto", sweep_interval=0.3, extra_env={"RUNBOOKS_DIR": str(runbooks)})
-    with LocalPipeline(options) as pipeline:
-        import boto3
-
-        from bot.demo import seed_demo
-
-        seed_demo(boto3.session.Session())
-        yield pipeline
+    return acme_pipeline("approvals: {high: 2, critical: 2}")
 
 
 def start(pipeline: LocalPipeline, text: str = "throttle partner-acme") -> str:

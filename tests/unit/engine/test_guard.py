@@ -10,7 +10,7 @@ from bot.actions.base import Tripped
 from bot.engine import machine
 from bot.engine.model import Risk
 from bot.store.model import EventKind, Execution, Status
-from tests.unit.engine.test_machine import T0, always, effect, runbook, step
+from tests.unit.engine.runbooks import T0, always, effect, runbook, step
 from tests.unit.engine.test_quorum import vote, waiting
 
 RB = runbook(

@@ -73,7 +73,7 @@ RUNBOOKS = {
     "schema-bad-enum": (
         "name: NAME\ntitle: T\nsteps:\n  - id: a\n    action: notify\n    inputs: {text: hi}\n"
         "    risk: extreme  #!\n",
-        "steps.0.risk: 'extreme' is not one of low, high",
+        "steps.0.risk: 'extreme' is not one of low, high, critical",
     ),
     "schema-missing-title": (
         "name: NAME  #!\nsteps:\n" + STEP.replace("ID", "a"),
@@ -204,7 +204,8 @@ RUNBOOKS = {
     "risky-action-without-approval": (
         "name: NAME\ntitle: T\nsteps:\n  - id: a  #!\n    action: dynamodb.set_capacity\n"
         "    inputs: {table: t, mode: on-demand}\n",
-        "`dynamodb.set_capacity` changes partner data or capacity: set `risk: high`",
+        "`dynamodb.set_capacity` changes partner data or capacity: set `risk: high` "
+        "(or `risk: critical` for the partner's critical quorum)",
     ),
     "invalid-expression": (
         "name: NAME\ntitle: T\nsteps:\n  - id: a  #!\n    action: notify\n"
@@ -441,6 +442,35 @@ def test_a_partners_approvals_set_the_quorum_of_each_risk_level(library):
     assert load_partner(path).quorum() == {"high": 2, "critical": 2}, "critical is never below high"
     path.write_text(PARTNER + "approvals: {high: 1, critical: 3}\n")  # a user group may give the third
     assert load_partner(path).quorum() == {"high": 1, "critical": 3}
+
+
+def test_a_step_may_declare_itself_critical_even_an_always_risky_action(library):
+    from bot.engine.model import Risk
+
+    runbook = library / "failover.yaml"
+    runbook.write_text(
+        "name: failover\ntitle: T\nsteps:\n"
+        "  - {id: check, action: notify, inputs: {text: hi}, risk: critical}\n"
+        "  - {id: scale, action: dynamodb.set_capacity, risk: critical, inputs: {table: acme-orders, mode: on-demand}}\n"
+        "  - {id: tell, action: notify, inputs: {text: done}}\n"
+    )
+    loaded = load_runbook(runbook, REGISTRY)
+    assert [s.risk for s in loaded.steps] == [Risk.CRITICAL, Risk.CRITICAL, Risk.LOW]
+    assert [s.id for s in loaded.approval_steps] == ["check", "scale"], "critical steps ask for approval"
+
+
+@pytest.mark.parametrize("value", ["Critical", "severe", "2", "true"])
+def test_a_risk_level_that_does_not_exist_names_the_valid_ones(library, value):
+    runbook = library / "shaky.yaml"
+    runbook.write_text(
+        f"name: shaky\ntitle: T\nsteps:\n  - {{id: a, action: notify, inputs: {{text: hi}}, risk: {value}}}\n"
+    )
+    with pytest.raises(CatalogError) as raised:
+        load_runbook(runbook, REGISTRY)
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{runbook}:4: steps.0.risk: ") and problem.endswith(
+        "is not one of low, high, critical"
+    ), problem
 
 
 def test_guard_alarms_load_from_the_partner_and_the_step(library):

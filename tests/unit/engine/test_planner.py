@@ -11,37 +11,14 @@ from bot.actions.base import Effect
 from bot.engine import machine, planner
 from bot.engine.model import RetryPolicy, Risk, Runbook, Step
 from bot.store.model import EventKind, Execution, Status, TimelineEvent
-
-T0 = 1_700_000_000_000
-
-
-def runbook(*steps: Step, on_failure: tuple[Step, ...] = ()) -> Runbook:
-    return Runbook("demo", "Demo runbook", "", (), steps, on_failure, "v1")
-
-
-def step(sid: str, **kw) -> Step:
-    return Step(id=sid, action=kw.pop("action", "notify"), **kw)
+from tests.unit.engine.runbooks import T0, always, execution, runbook, step
 
 
 def plan_of(rb: Runbook, **kw) -> Execution:
-    base = dict(
-        execution_id="rb-planplanpl",
-        runbook=rb.name,
-        runbook_version="v1",
-        partner="partner-acme",
-        status=Status.PENDING,
-        version=0,
-        params={},
-        requested_by="U0REQ",
-        channel="C0OPS",
-        created_at_ms=T0,
-        updated_at_ms=T0,
-        cursor=rb.steps[0].id,
-        total_steps=len(rb.steps),
-        kind="plan",
+    """A plan of `rb` at its first step, before the worker previewed anything."""
+    return execution(
+        rb, **{"execution_id": "rb-planplanpl", "kind": "plan", "sla_resolution_minutes": 0, **kw}
     )
-    base.update(kw)
-    return Execution(**base)
 
 
 def outputs_when(expression):
@@ -53,10 +30,6 @@ def outputs_when(expression):
         return bool(expression(ex, s))
 
     return when
-
-
-def always(ex, s):
-    return True
 
 
 def preview(mark: str, summary: str = "ok", outputs: dict | None = None, **figures) -> machine.Succeeded:
@@ -176,6 +149,21 @@ def test_a_risky_step_the_preview_calls_a_read_still_needs_approval():
     assert event.figures["plan"] == "approval" and event.figures["effect"].startswith(
         "would run chaos.effect"
     )
+
+
+def test_a_step_declared_critical_is_planned_with_the_critical_quorum():
+    rb = runbook(step("failover", action="chaos.effect", risk=Risk.CRITICAL))
+    for result in (
+        preview("run", "would fail over"),
+        preview("approval", "fails the partner over", risk="high"),
+    ):
+        ex = plan_of(rb, quorum={"high": 1, "critical": 2})
+        ex = machine.apply(ex, planner.next_move(ex, rb, T0, always).transition)  # RUNNING at failover
+        decision = planner.next_move(ex, rb, T0 + 1, always)
+        assert isinstance(decision, machine.Execute) and decision.step.id == "failover"
+        event = planner.after_preview(ex, rb, decision.step, result, T0 + 2, always).events[0]
+        assert event.figures["plan"] == "approval" and event.figures["risk"] == "critical", result
+        assert event.summary.endswith("(critical: 2 approvers needed)"), event.summary
 
 
 def test_a_cancelled_plan_ends_cancelled():

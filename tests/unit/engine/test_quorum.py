@@ -13,7 +13,7 @@ from bot.actions.base import Effect
 from bot.engine import machine
 from bot.engine.model import Risk
 from bot.store.model import EventKind, Execution, Status
-from tests.unit.engine.test_machine import T0, always, effect, execution, run_to_end, runbook, step
+from tests.unit.engine.runbooks import T0, always, effect, execution, run_to_end, runbook, step
 
 RB = runbook(step("detect"), step("replay", risk=Risk.HIGH), step("verify"))
 ROLLBACK = runbook(step("detect"), step("replay", risk=Risk.HIGH), on_failure=(step("notify_rejected"),))
@@ -71,6 +71,18 @@ def test_a_critical_effect_asks_for_the_critical_quorum():
 
     ex = waiting(effect_fn=critical, quorum={"high": 1, "critical": 2})
     assert ex.approval.risk == "critical" and ex.approval.required == 2
+
+
+def test_a_step_declared_critical_asks_for_the_critical_quorum_whatever_its_effect():
+    rb = runbook(step("detect"), step("failover", risk=Risk.CRITICAL), step("verify"))
+    ex = waiting(rb, quorum={"high": 1, "critical": 2})  # the effect itself says "high"
+    assert ex.approval.step_id == "failover" and ex.approval.risk == "critical" and ex.approval.required == 2
+    assert ex.timeline[-1].summary.startswith("needs approval (2 approvers, critical risk)")
+    one = vote(ex, "U0A", rb=rb)
+    assert one.status is Status.AWAITING_APPROVAL, "one approver is not a critical quorum"
+    two = vote(one, "U0B", at=T0 + 2000, rb=rb)
+    assert two.status is Status.APPROVED and "failover" in two.approved_steps
+    assert run_to_end(rb, two).status is Status.SUCCEEDED
 
 
 def test_each_approver_decides_once():

@@ -11,7 +11,7 @@ from bot.engine.model import RetryPolicy, Risk
 from bot.engine.resumes import RESUMABLE, locks_of, resume_point, rolled_back
 from bot.store import keys
 from bot.store.model import TERMINAL, EventKind, Status
-from tests.unit.engine.test_machine import T0, always, effect, execution, run_to_end, runbook, step
+from tests.unit.engine.runbooks import T0, always, effect, execution, run_to_end, runbook, step
 
 FAIL = machine.Failed(T0, "ValidationException", "bad input", False)
 RB = runbook(step("a"), step("b"), step("c"))

@@ -19,7 +19,7 @@ from bot.slack.decisions import DecisionService, button_value
 from bot.store.executions import ExecutionStore
 from bot.store.model import EventKind, Execution, Status
 from tests.conftest import CountingClient
-from tests.unit.engine.test_machine import T0, always, effect, execution, runbook, step
+from tests.unit.engine.runbooks import T0, always, effect, execution, runbook, step
 
 RB = runbook(step("detect"), step("replay", risk=Risk.HIGH, title="Replay missed writes"), step("verify"))
 PARTNER = Partner(

@@ -14,7 +14,7 @@ from bot.store import keys
 from bot.store.executions import ExecutionStore
 from bot.store.model import Status, StepRecord
 from tests.conftest import CountingClient
-from tests.unit.engine.test_machine import T0, always, effect, execution, runbook, step
+from tests.unit.engine.runbooks import T0, always, effect, execution, runbook, step
 
 RB = runbook(step("a"), step("b"), step("c"))
 FAIL = machine.Failed(T0, "ValidationException", "bad input", False)
