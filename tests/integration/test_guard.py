@@ -18,7 +18,7 @@ from tests.integration.test_quorum import approval_messages, button, ephemerals
 pytestmark = pytest.mark.integration
 
 ACME = "C0ACMEOPS"
-MISSED = 2000  # 80 pages of 25: the alarm fires while the replay is still paging
+MISSED = 500  # 20 pages of 25: the alarm fires while the replay is still paging
 ALARM = "acme-orders-latency"
 
 
