@@ -34,6 +34,7 @@ import secrets
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -1090,16 +1091,9 @@ class SlackStandIn:
             return {"ok": False, "error": "exchanged_trigger_id"}
         if time.monotonic() - at > self.trigger_seconds:
             return {"ok": False, "error": "expired_trigger_id"}
-        raw = args.get("view")
-        size = len((raw if isinstance(raw, str) else json.dumps(raw)).encode())
-        if size > VIEW_BYTES:
-            return {"ok": False, "error": "view_too_large"}
-        view = _json(raw)
-        if not isinstance(view, dict):
-            return _arguments_error("view must be a JSON object [json-pointer:/view]")
-        problems = _invalid_view(view)
-        if problems:
-            return _arguments_error(*problems)
+        view, refused = _view_argument(args, _invalid_view)
+        if refused:
+            return refused
         self._triggers[trigger_id] = (at, user, True)
         view_id = f"V{self._next_ts().replace('.', '')[-10:]}"
         self.views[view_id] = {**self._shown_view(view, user), "id": view_id}
@@ -1121,17 +1115,9 @@ class SlackStandIn:
         given_hash = str(args.get("hash") or "")
         if given_hash and given_hash != current["hash"]:
             return {"ok": False, "error": "hash_conflict"}
-        raw = args.get("view")
-        if raw is None:
-            return _arguments_error("missing required field: view")
-        if len((raw if isinstance(raw, str) else json.dumps(raw)).encode()) > VIEW_BYTES:
-            return {"ok": False, "error": "view_too_large"}
-        view = _json(raw)
-        if not isinstance(view, dict):
-            return _arguments_error("view must be a JSON object [json-pointer:/view]")
-        problems = _invalid_view(view)
-        if problems:
-            return _arguments_error(*problems)
+        view, refused = _view_argument(args, _invalid_view)
+        if refused:
+            return refused
         vid = str(current["id"])
         # Slack keeps what the user entered in input blocks whose block_id and action_id stay.
         kept = {
@@ -1152,17 +1138,9 @@ class SlackStandIn:
             return _arguments_error("missing required field: user_id")
         if not USER_ID.fullmatch(user):
             return _arguments_error("invalid `user_id`")
-        raw = args.get("view")
-        if raw is None:
-            return _arguments_error("missing required field: view")
-        if len((raw if isinstance(raw, str) else json.dumps(raw)).encode()) > VIEW_BYTES:
-            return {"ok": False, "error": "view_too_large"}
-        view = _json(raw)
-        if not isinstance(view, dict):
-            return _arguments_error("view must be a JSON object [json-pointer:/view]")
-        problems = _invalid_home(view)
-        if problems:
-            return _arguments_error(*problems)
+        view, refused = _view_argument(args, _invalid_home)
+        if refused:
+            return refused
         if not self.home_tab_enabled:
             return {"ok": False, "error": "not_enabled"}
         current = self.homes.get(user)
@@ -1357,6 +1335,25 @@ def _block_problems(blocks: list[Any], pointer: str) -> list[str]:
         except (SlackObjectFormationError, KeyError, TypeError, ValueError) as error:
             problems.append(f"{error} [json-pointer:{pointer}/{i}]")
     return problems
+
+
+def _view_argument(
+    args: dict[str, Any], problems_of: Callable[[dict[str, Any]], list[str]]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The `view` argument of views.open, views.update and views.publish as Slack checks it:
+    given, at most 250 kB, a JSON object, its blocks valid. Else the error answer to return."""
+    raw = args.get("view")
+    if raw is None:
+        return {}, _arguments_error("missing required field: view")
+    if len((raw if isinstance(raw, str) else json.dumps(raw)).encode()) > VIEW_BYTES:
+        return {}, {"ok": False, "error": "view_too_large"}
+    view = _json(raw)
+    if not isinstance(view, dict):
+        return {}, _arguments_error("view must be a JSON object [json-pointer:/view]")
+    problems = problems_of(view)
+    if problems:
+        return {}, _arguments_error(*problems)
+    return view, None
 
 
 def _invalid_view(view: dict[str, Any]) -> list[str]:

@@ -31,6 +31,7 @@ from bot.actions.base import REGISTRY, ActionContext, StepOutcome, register
 from bot.local.pipeline import LocalPipeline, PipelineOptions
 from bot.store import keys
 from bot.store.model import TERMINAL, Status
+from tests.alarms import latency_alarm
 from tests.integration.test_drill_isolation import production
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -213,23 +214,8 @@ def chaos(runbooks_copy, ledger):
         session = boto3.session.Session()
         seed_demo(session)  # the drill beside the runs rehearses on the demo's drill table
         cloudwatch = session.client("cloudwatch")
-        for name in (GUARD_FIRING, GUARD_EVENT):
-            cloudwatch.put_metric_alarm(
-                AlarmName=name,
-                MetricName="SuccessfulRequestLatency",
-                Namespace="AWS/DynamoDB",
-                Statistic="Average",
-                Period=60,
-                EvaluationPeriods=1,
-                Threshold=250,
-                ComparisonOperator="GreaterThanThreshold",
-            )
-        cloudwatch.set_alarm_state(
-            AlarmName=GUARD_FIRING,
-            StateValue="ALARM",
-            StateReason="Threshold Crossed: 1 datapoint [412.0] > 250.0",
-        )
-        cloudwatch.set_alarm_state(AlarmName=GUARD_EVENT, StateValue="OK", StateReason="fine")
+        latency_alarm(cloudwatch, GUARD_FIRING, "ALARM", "Threshold Crossed: 1 datapoint [412.0] > 250.0")
+        latency_alarm(cloudwatch, GUARD_EVENT)
         yield pipeline
 
 

@@ -13,6 +13,7 @@ import pytest
 from bot.local.pipeline import LocalPipeline
 from bot.store.executions import ExecutionStore
 from bot.store.model import EventKind, Status
+from tests.alarms import latency_alarm
 from tests.integration.test_quorum import approval_messages, button, ephemerals
 
 pytestmark = pytest.mark.integration
@@ -34,17 +35,7 @@ def seed() -> None:
     session = boto3.session.Session()
     seed_demo(session, missed=MISSED)
     cloudwatch = session.client("cloudwatch")
-    cloudwatch.put_metric_alarm(
-        AlarmName=ALARM,
-        MetricName="SuccessfulRequestLatency",
-        Namespace="AWS/DynamoDB",
-        Statistic="Average",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=250,
-        ComparisonOperator="GreaterThanThreshold",
-    )
-    cloudwatch.set_alarm_state(AlarmName=ALARM, StateValue="OK", StateReason="fine")
+    latency_alarm(cloudwatch, ALARM)
 
 
 def set_alarm(state: str, reason: str) -> None:

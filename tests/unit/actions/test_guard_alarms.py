@@ -11,6 +11,7 @@ import pytest
 from bot.actions.base import ActionContext, Tripped
 from bot.actions.guard import alarms_in_alarm, guard_pattern_problem, guard_tripped, literal_prefix
 from bot.catalog import load_catalog
+from tests.alarms import latency_alarm
 
 REGION = "us-east-1"
 
@@ -43,16 +44,7 @@ def context(session: Any, **kw: Any) -> ActionContext:
 def cloudwatch(aws):
     client = boto3.client("cloudwatch", region_name=REGION)
     for name in ("acme-orders-latency", "acme-orders-errors", "acme-users-latency", "globex-latency"):
-        client.put_metric_alarm(
-            AlarmName=name,
-            MetricName="SuccessfulRequestLatency",
-            Namespace="AWS/DynamoDB",
-            Statistic="Average",
-            Period=60,
-            EvaluationPeriods=1,
-            Threshold=250,
-            ComparisonOperator="GreaterThanThreshold",
-        )
+        latency_alarm(client, name)
     return client
 
 
