@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,30 @@ def _answer_contributor_insights() -> None:
     DynamoHandler.describe_contributor_insights = describe_contributor_insights  # type: ignore[attr-defined]
 
 
+_DYNAMODB_LOCK = threading.RLock()
+
+
+def _one_dynamodb_request_at_a_time() -> None:
+    """moto's TransactWriteItems backs up every table it touches with a deepcopy and, when any
+    condition fails, puts the copies back: every write another thread made meanwhile is lost (a
+    released lock item comes back, a run's approval goes missing), and a deepcopy racing a write
+    crashes with an HTML 500. DynamoDB never does either: each request is atomic on the items it
+    touches. Serving moto's DynamoDB requests one at a time restores that; a cancelled
+    transaction then undoes only its own writes. (DynamoDB Local needs none of this.)"""
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler, "_runbook_bot_serialized", False):
+        return
+    call_action = DynamoHandler.call_action
+
+    def serialized(self: DynamoHandler) -> Any:
+        with _DYNAMODB_LOCK:
+            return call_action(self)
+
+    DynamoHandler.call_action = serialized  # type: ignore[method-assign]
+    DynamoHandler._runbook_bot_serialized = True  # type: ignore[attr-defined]
+
+
 class EmbeddedAws:
     def __init__(self, engine: str = "moto") -> None:
         if engine not in {"moto", "ddblocal"}:
@@ -118,6 +143,7 @@ class EmbeddedAws:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         _answer_contributor_insights()
+        _one_dynamodb_request_at_a_time()
         port = free_port()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._moto.start()

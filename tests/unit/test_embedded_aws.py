@@ -31,3 +31,46 @@ def test_a_missing_java_or_dynamodb_local_says_how_to_install_it(tmp_path, monke
     monkeypatch.setattr(aws, "REPO", tmp_path)
     with pytest.raises(aws.MissingDependency, match=r"run `make ddblocal`"):
         aws.check_dependencies("ddblocal")
+
+
+def test_a_cancelled_transaction_never_undoes_what_other_requests_wrote_meanwhile(moto_server, server_table):
+    """moto backs a transaction's tables up and restores them when a condition fails; CI lost a
+    run's approval and brought a released lock back that way. One request at a time, a cancelled
+    transaction undoes only itself, as in DynamoDB."""
+    import threading
+
+    ddb = moto_server.client("dynamodb")
+    ddb.put_item(TableName=server_table, Item={"pk": {"S": "LOCK"}, "sk": {"S": "HELD"}})
+    stop = threading.Event()
+    cancelled = []
+
+    def cancel_forever() -> None:
+        while not stop.is_set():
+            try:
+                ddb.transact_write_items(
+                    TransactItems=[
+                        {"Put": {"TableName": server_table, "Item": {"pk": {"S": "T"}, "sk": {"S": "x"}}}},
+                        {
+                            "ConditionCheck": {
+                                "TableName": server_table,
+                                "Key": {"pk": {"S": "LOCK"}, "sk": {"S": "HELD"}},
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        },
+                    ]
+                )
+            except ClientError as error:
+                cancelled.append(error.response["Error"]["Code"])
+
+    canceller = threading.Thread(target=cancel_forever)
+    canceller.start()
+    try:
+        for i in range(150):
+            ddb.put_item(TableName=server_table, Item={"pk": {"S": f"W#{i}"}, "sk": {"S": "STATE"}})
+    finally:
+        stop.set()
+        canceller.join()
+    kept = ddb.scan(TableName=server_table, ConsistentRead=True)["Items"]
+    assert len([item for item in kept if item["pk"]["S"].startswith("W#")]) == 150
+    assert not [item for item in kept if item["pk"]["S"] == "T"], "a cancelled transaction wrote nothing"
+    assert cancelled and set(cancelled) == {"TransactionCanceledException"}
