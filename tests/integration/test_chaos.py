@@ -204,8 +204,9 @@ def chaos(runbooks_copy, ledger):
     )
     # chaos.locked writes the table its `table` input names, as dynamodb.replay does: its run
     # takes that table's lock, and the alarm function finds the partner's active runs by them.
-    # (Only partner-guarded's runs lock: moto rolls a whole table back when a transaction fails,
-    # so the racing retries of locked runs would undo other runs' writes, as DynamoDB never does.)
+    # (Only partner-guarded's runs lock. That was chosen while moto rolled a whole table back when a
+    # transaction failed, undoing other runs' writes; the embedded AWS now serves moto's DynamoDB
+    # requests one at a time (bot/local/aws.py), so every run could lock again.)
     with pytest.MonkeyPatch.context() as patch, LocalPipeline(options) as pipeline:
         from bot.demo import seed_demo
         from bot.engine import starts
