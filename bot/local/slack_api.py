@@ -1356,6 +1356,25 @@ def _view_argument(
     return view, None
 
 
+def _view_size_problems(view: dict[str, Any], blocks: list[Any]) -> list[str]:
+    """The limits a modal and a home share: private_metadata 3,000 and callback_id 255
+    characters, 1-100 blocks (slack_sdk's View limits)."""
+    from slack_sdk.models.views import View
+
+    problems: list[str] = []
+    for name, limit in (
+        ("private_metadata", View.private_metadata_max_length),
+        ("callback_id", View.callback_id_max_length),
+    ):
+        if len(str(view.get(name) or "")) > limit:
+            problems.append(f"must be less than {limit + 1} characters [json-pointer:/view/{name}]")
+    if not 0 < len(blocks) <= View.blocks_max_length:
+        problems.append(
+            f"must contain between 1 and {View.blocks_max_length} blocks [json-pointer:/view/blocks]"
+        )
+    return problems
+
+
 def _invalid_view(view: dict[str, Any]) -> list[str]:
     """Slack's checks of a modal: slack_sdk's View limits (title and button texts 24 characters,
     1-100 blocks, private_metadata 3,000, callback_id 255), every block valid, a title, and a
@@ -1381,16 +1400,7 @@ def _invalid_view(view: dict[str, Any]) -> list[str]:
         text = (view.get(name) or {}).get(key) or ""
         if len(text) > limit:
             problems.append(f"must be less than {limit + 1} characters [json-pointer:/view/{name}/{key}]")
-    for name, limit in (
-        ("private_metadata", View.private_metadata_max_length),
-        ("callback_id", View.callback_id_max_length),
-    ):
-        if len(str(view.get(name) or "")) > limit:
-            problems.append(f"must be less than {limit + 1} characters [json-pointer:/view/{name}]")
-    if not 0 < len(blocks) <= View.blocks_max_length:
-        problems.append(
-            f"must contain between 1 and {View.blocks_max_length} blocks [json-pointer:/view/blocks]"
-        )
+    problems += _view_size_problems(view, blocks)
     problems += _block_problems(blocks, "/view/blocks")
     return problems
 
@@ -1398,24 +1408,13 @@ def _invalid_view(view: dict[str, Any]) -> list[str]:
 def _invalid_home(view: dict[str, Any]) -> list[str]:
     """Slack's checks of a published home: type `home`, 1-100 valid blocks, private_metadata 3,000
     and callback_id 255 characters; no title or buttons (a home has none)."""
-    from slack_sdk.models.views import View
-
     problems: list[str] = []
     if view.get("type") != "home":
         problems.append("must be home [json-pointer:/view/type]")
     blocks = view.get("blocks")
     if not isinstance(blocks, list):
         return [*problems, "must provide an array [json-pointer:/view/blocks]"]
-    for name, limit in (
-        ("private_metadata", View.private_metadata_max_length),
-        ("callback_id", View.callback_id_max_length),
-    ):
-        if len(str(view.get(name) or "")) > limit:
-            problems.append(f"must be less than {limit + 1} characters [json-pointer:/view/{name}]")
-    if not 0 < len(blocks) <= View.blocks_max_length:
-        problems.append(
-            f"must contain between 1 and {View.blocks_max_length} blocks [json-pointer:/view/blocks]"
-        )
+    problems += _view_size_problems(view, blocks)
     ids = [b.get("block_id") for b in blocks if isinstance(b, dict) and b.get("block_id")]
     if len(ids) != len(set(ids)):
         problems.append("block_id must be unique in a view [json-pointer:/view/blocks]")

@@ -156,34 +156,30 @@ class HomeStore:
 
     def release(self, wanted: HomeRequest) -> None:
         """Give a claimed request back (Slack was busy): the record's retry claims it again."""
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=_typed(keys.home_key(wanted.user_id)),
-                UpdateExpression="SET home_status = :requested REMOVE lease_until_ms",
-                ConditionExpression="requested_at_ms = :at AND home_status = :publishing",
-                ExpressionAttributeValues={
-                    ":requested": {"S": REQUESTED},
-                    ":publishing": {"S": PUBLISHING},
-                    ":at": {"N": str(wanted.requested_at_ms)},
-                },
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            pass  # a newer request replaced it: that one is published on its own record
+        self._if_still_publishing(
+            wanted, "SET home_status = :requested REMOVE lease_until_ms", {":requested": {"S": REQUESTED}}
+        )
 
     def finish(self, wanted: HomeRequest, status: str, detail: str, now_ms: int) -> None:
         """Record the outcome (published, or failed with Slack's error), unless a newer request
         replaced this one (that one is published on its own record)."""
+        self._if_still_publishing(
+            wanted,
+            "SET home_status = :status, detail = :detail, published_at_ms = :now",
+            {":status": {"S": status}, ":detail": {"S": detail[:500]}, ":now": {"N": str(now_ms)}},
+        )
+
+    def _if_still_publishing(self, wanted: HomeRequest, update: str, values: dict[str, Any]) -> None:
+        """Apply `update` to the home while `wanted` is the request being published; a newer
+        request that replaced it is left alone (that one is published on its own record)."""
         try:
             self.client.update_item(
                 TableName=self.table,
                 Key=_typed(keys.home_key(wanted.user_id)),
-                UpdateExpression="SET home_status = :status, detail = :detail, published_at_ms = :now",
+                UpdateExpression=update,
                 ConditionExpression="requested_at_ms = :at AND home_status = :publishing",
                 ExpressionAttributeValues={
-                    ":status": {"S": status},
-                    ":detail": {"S": detail[:500]},
-                    ":now": {"N": str(now_ms)},
+                    **values,
                     ":at": {"N": str(wanted.requested_at_ms)},
                     ":publishing": {"S": PUBLISHING},
                 },
