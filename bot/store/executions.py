@@ -630,7 +630,7 @@ class ExecutionStore:
             while len(found) < limit:
                 page = self.client.query(**request)
                 found += [
-                    (int(i[keys.DUE_AT]["N"]), i[keys.PK]["S"].removeprefix("EXEC#"), i[keys.SK]["S"])
+                    (int(i[keys.DUE_AT]["N"]), keys.execution_id_of(i[keys.PK]["S"]), i[keys.SK]["S"])
                     for i in page.get("Items", [])
                 ]
                 if not page.get("LastEvaluatedKey"):

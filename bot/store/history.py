@@ -199,7 +199,7 @@ def summary(item: dict[str, Any]) -> RunSummary:
 def encode_cursor(item: dict[str, Any]) -> str:
     """`<start ms>.<execution id>`: short enough for a button's value, and nothing a clicker could
     point at another partition (the partition comes from the re-checked filter, never the cursor)."""
-    return f"{item[keys.HISTORY_AT]['N']}.{item[keys.PK]['S'].removeprefix('EXEC#')}"
+    return f"{item[keys.HISTORY_AT]['N']}.{keys.execution_id_of(item[keys.PK]['S'])}"
 
 
 def start_key(cursor: str, partition: str, sk: str) -> dict[str, Any]:

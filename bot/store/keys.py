@@ -46,6 +46,11 @@ def execution_pk(execution_id: str) -> str:
     return f"EXEC#{execution_id}"
 
 
+def execution_id_of(pk: str) -> str:
+    """The execution id in a run's partition key (`execution_pk` read back)."""
+    return pk.removeprefix("EXEC#")
+
+
 def state_key(execution_id: str) -> dict[str, str]:
     return {PK: execution_pk(execution_id), SK: STATE_SK}
 
