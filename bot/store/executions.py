@@ -7,10 +7,11 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from bot.exceptions import ClaimHeld, ConfigError, LockHeld, RunExpired, TransitionConflict
 from bot.store import keys
+from bot.store.client import TableClient
 from bot.store.codec import from_attribute, from_item, size_of, to_attribute, to_item, to_plain
 from bot.store.model import EventKind, Execution, Status, StepRecord
 
@@ -33,21 +34,6 @@ def dynamodb_client() -> Any:
         tcp_keepalive=True,
     )
     return boto3.client("dynamodb", config=config)
-
-
-class TableClient(Protocol):
-    """What the store needs of a DynamoDB client: boto3's and the ack path's lean client both are
-    one. Both raise `client.exceptions.<Code>` for DynamoDB's error codes, so the store maps them
-    to its own outcomes (TransitionConflict, ClaimHeld, None/False) the same way for either."""
-
-    exceptions: Any
-
-    def put_item(self, **request: Any) -> Any: ...
-    def get_item(self, **request: Any) -> Any: ...
-    def update_item(self, **request: Any) -> Any: ...
-    def delete_item(self, **request: Any) -> Any: ...
-    def query(self, **request: Any) -> Any: ...
-    def transact_write_items(self, **request: Any) -> Any: ...
 
 
 class ExecutionStore:
@@ -173,6 +159,8 @@ class ExecutionStore:
         return held_by if running is not None and not running.status.terminal else None
 
     def get(self, execution_id: str, *, consistent: bool = True) -> Execution | None:
+        """The run's state item (consistent read unless asked otherwise), or None when it does
+        not exist or has expired."""
         item = self.client.get_item(
             TableName=self.table, Key=_key(keys.state_key(execution_id)), ConsistentRead=consistent
         ).get("Item")
@@ -529,6 +517,7 @@ class ExecutionStore:
         return list(holders)
 
     def progress(self, execution_id: str, step_id: str) -> dict[str, Any] | None:
+        """How far a long step got (what `save_progress` wrote), or None before its first page."""
         item = self.client.get_item(
             TableName=self.table, Key=_key(keys.progress_key(execution_id, step_id)), ConsistentRead=True
         ).get("Item")

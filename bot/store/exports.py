@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.store import keys
+from bot.store.client import TableClient
 from bot.store.codec import from_attribute
 
 REQUESTED = "requested"
@@ -34,7 +35,13 @@ class ExportRequest:
 
 
 class ExportStore:
-    def __init__(self, client: Any, table: str) -> None:
+    """Evidence-file requests (`EXEC#<id>` / `EXPORT`): asked for by the ingress, taken and
+    finished by the timeline consumer.
+
+    Every method returns its outcome or raises what its docstring names; anything else is the
+    table client's error for DynamoDB failing (after the client's retries)."""
+
+    def __init__(self, client: TableClient, table: str) -> None:
         self.client = client
         self.table = table
 
@@ -71,6 +78,7 @@ class ExportStore:
         return None
 
     def get(self, execution_id: str) -> ExportRequest | None:
+        """The run's evidence-file request (consistent read), or None when none was asked for."""
         item = self.client.get_item(TableName=self.table, Key=_key(execution_id), ConsistentRead=True).get(
             "Item"
         )

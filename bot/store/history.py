@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.store import keys
+from bot.store.client import TableClient
 from bot.store.codec import from_attribute
 from bot.store.model import Status
 
@@ -82,7 +83,12 @@ class HistoryPage:
 
 
 class HistoryStore:
-    def __init__(self, client: Any, table: str) -> None:
+    """Reads of history-index: a partner's runs and a person's recent runs.
+
+    Every method returns its outcome or raises what its docstring names; anything else is the
+    table client's error for DynamoDB failing (after the client's retries)."""
+
+    def __init__(self, client: TableClient, table: str) -> None:
         self.client = client
         self.table = table
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.store import keys
+from bot.store.client import TableClient
 from bot.store.codec import from_attribute
 
 REQUESTED = "requested"
@@ -42,7 +43,13 @@ class HomeRequest:
 
 
 class HomeStore:
-    def __init__(self, client: Any, table: str) -> None:
+    """App Home publish requests (`HOME#<user>` / `HOME`) and Events API receipts
+    (`EVENT#<event_id>`), written by the ingress and the timeline consumer.
+
+    Every method returns its outcome or raises what its docstring names; anything else is the
+    table client's error for DynamoDB failing (after the client's retries)."""
+
+    def __init__(self, client: TableClient, table: str) -> None:
         self.client = client
         self.table = table
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.store import keys
+from bot.store.client import TableClient
 from bot.store.codec import from_attribute, to_attribute
 
 
@@ -42,11 +43,18 @@ class Posts:
 
 
 class PostsStore:
-    def __init__(self, client: Any, table: str) -> None:
+    """What the publisher posted for each run (`EXEC#<id>` / `SLACK`) and the channels that
+    refused the bot.
+
+    Every method returns its outcome or raises what its docstring names; anything else is the
+    table client's error for DynamoDB failing (after the client's retries)."""
+
+    def __init__(self, client: TableClient, table: str) -> None:
         self.client = client
         self.table = table
 
     def get(self, execution_id: str) -> Posts:
+        """What was posted for the run (consistent read); empty `Posts` before its first post."""
         item = self.client.get_item(TableName=self.table, Key=_key(execution_id), ConsistentRead=True).get(
             "Item"
         )
@@ -128,6 +136,7 @@ class PostsStore:
         )
 
     def clear_channel(self, channel: str) -> None:
+        """Forget that `channel` refused the bot (it posted there again); nothing if it had not."""
         self.client.delete_item(
             TableName=self.table, Key={k: {"S": v} for k, v in keys.channel_key(channel).items()}
         )
