@@ -111,6 +111,27 @@ class Observed:
         ExecutionStore.commit = commit  # type: ignore[method-assign]
 
 
+def post_lag_by_partner(calls: Any, executions: dict[str, Any], runs: dict[str, str]) -> dict[str, list[float]]:
+    """Seconds from each timeline event to its first accepted post, per partner: the publisher
+    paces each channel within Slack's limits, so a busy partner's channel may lag while a quiet
+    partner's channel must not."""
+    at_ms = {(i, e.seq): e.at_ms for i, ex in executions.items() for e in ex.timeline}
+    lags: dict[str, list[float]] = defaultdict(list)
+    seen: set[tuple[str, int]] = set()
+    for call in calls:
+        if not (call.ok and call.method == "chat.postMessage"):
+            continue
+        metadata = call.args.get("metadata") or {}
+        if isinstance(metadata, str):  # a form-encoded call carries its metadata as JSON text
+            metadata = json.loads(metadata)
+        payload = metadata.get("event_payload") or {}
+        key = (str(payload.get("execution_id")), int(payload.get("seq") or 0))
+        if key in at_ms and key[1] and key not in seen:
+            seen.add(key)
+            lags[runs[key[0]]].append(call.at - at_ms[key] / 1000)
+    return lags
+
+
 def busiest_per_second(times: list[float]) -> int:
     """The most events in any one-second window."""
     times = sorted(times)
@@ -190,7 +211,9 @@ def main() -> int:
         ended = time.monotonic() - started
         drained = pipeline.drain(600)
         on_failure = {name: d.stats.sent_to_on_failure for name, d in pipeline.deliveries.items()}
-        statuses = Counter(pipeline.execution(i).status.value for i in runs)
+        executions = {i: pipeline.execution(i) for i in runs}
+        statuses = Counter(ex.status.value for ex in executions.values())
+        post_lag = post_lag_by_partner(pipeline.slack.calls, executions, runs)
         posts: dict[str, list[float]] = defaultdict(list)
         updates: dict[str, list[float]] = defaultdict(list)
         for call in pipeline.slack.calls:
@@ -219,6 +242,13 @@ def main() -> int:
         print(
             f"    {partner:16} p50 {percentile(ages, 50):7.0f}   p99 {percentile(ages, 99):7.0f}   "
             f"({len(ages)} records)"
+        )
+    print("  timeline event → its post in the run's thread (s; each channel paced on its own):")
+    for partner in PARTNERS:
+        lags = post_lag.get(partner, [])
+        print(
+            f"    {partner:16} p50 {percentile(lags, 50):7.1f}   p99 {percentile(lags, 99):7.1f}   "
+            f"max {max(lags, default=float('nan')):7.1f}   ({len(lags)} posts)"
         )
     every_bucket = [t for times in observed.due_writes.values() for t in times]
     busiest = max(observed.due_writes, key=lambda b: len(observed.due_writes[b]), default="")

@@ -142,7 +142,7 @@ def _cancelled_transactions_keep_their_tables() -> None:
                 if restored is not None and restored is not table:
                     table.items = restored.items  # the items as they were before the transaction
                     self.tables[name] = table
-                if name in records:
+                if name in records and table.stream_shard is not None:
                     del table.stream_shard.items[records[name] :]
             raise
 
