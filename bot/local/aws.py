@@ -121,33 +121,76 @@ def _cancelled_transactions_keep_their_tables() -> None:
     """moto undoes a cancelled TransactWriteItems by swapping each table it touched for a deepcopy
     taken before it began. The copy has its own stream shard, so every shard iterator a consumer
     holds goes on reading the old shard: no new record reaches the consumers, and each stale
-    iterator keeps a whole copy of the table alive (a 500-run bench grew to 24 GB). In DynamoDB a
-    cancelled transaction writes nothing and adds no stream record; the stream goes on. So: keep
-    the table object, take the copy's items back into it, and drop any stream record the
-    cancelled transaction appended. Runs under `_one_dynamodb_request_at_a_time`."""
+    iterator keeps a whole copy of the table alive (a 500-run bench grew to 24 GB); copying the
+    whole table, stream history included, also made every transaction slower as a run went on.
+    In DynamoDB a cancelled transaction writes nothing and adds no stream record; the stream goes
+    on. So the table stays the same object: before the transaction we keep its item index and a
+    copy of just the items the transaction names, and if it is cancelled we put those back and
+    drop the stream records it appended. Runs under `_one_dynamodb_request_at_a_time`."""
     from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
 
     if getattr(DynamoDBBackend, "_runbook_bot_keeps_tables", False):
         return
     transact_write_items = DynamoDBBackend.transact_write_items
 
     def keeping_tables(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
-        tables = dict(self.tables)
-        records = {name: len(t.stream_shard.items) for name, t in tables.items() if t.stream_shard}
+        named: dict[str, list[dict[str, Any]]] = {}
+        for entry in transact_items:
+            for op in entry.values():
+                if isinstance(op, dict) and op.get("TableName") in self.tables:
+                    named.setdefault(op["TableName"], []).append(op.get("Key") or op.get("Item") or {})
+        kept = {name: _items_before(self.tables[name], keys) for name, keys in named.items()}
+        records = {name: len(t.stream_shard.items) for name, t in self.tables.items() if t.stream_shard}
+        tables = {name: self.tables[name] for name in named}
+        Table.__deepcopy__ = _the_same_table  # type: ignore[attr-defined]  # moto's own backup
         try:
             transact_write_items(self, transact_items)
         except BaseException:
             for name, table in tables.items():
-                restored = self.tables.get(name)
-                if restored is not None and restored is not table:
-                    table.items = restored.items  # the items as they were before the transaction
-                    self.tables[name] = table
-                if name in records and table.stream_shard is not None:
-                    del table.stream_shard.items[records[name] :]
+                self.tables[name] = table
+                table.items = kept[name]
+            for name, count in records.items():
+                shard = self.tables[name].stream_shard
+                if shard is not None:
+                    del shard.items[count:]
             raise
+        finally:
+            del Table.__deepcopy__  # type: ignore[attr-defined]
 
     DynamoDBBackend.transact_write_items = keeping_tables  # type: ignore[method-assign]
     DynamoDBBackend._runbook_bot_keeps_tables = True  # type: ignore[attr-defined]
+
+
+def _the_same_table(table: Any, memo: dict[int, Any]) -> Any:
+    return table
+
+
+def _items_before(table: Any, keys: list[dict[str, Any]]) -> Any:
+    """The table's item index as it is now, with its own copy of each item `keys` name (an update
+    changes an item in place; a put or delete only changes the index)."""
+    import copy
+    from collections import defaultdict
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    if table.range_key_attr:
+        index: Any = defaultdict(dict, {h: dict(by_range) for h, by_range in table.items.items()})
+    else:
+        index = defaultdict(dict, table.items)
+    for key in keys:
+        if table.hash_key_attr not in key:
+            continue
+        h = DynamoType(key[table.hash_key_attr])
+        if table.range_key_attr:
+            if table.range_key_attr not in key:
+                continue
+            r = DynamoType(key[table.range_key_attr])
+            if r in index.get(h, {}):
+                index[h][r] = copy.deepcopy(index[h][r])
+        elif h in index:
+            index[h] = copy.deepcopy(index[h])
+    return index
 
 
 class EmbeddedAws:

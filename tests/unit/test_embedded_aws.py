@@ -105,3 +105,40 @@ def test_after_a_cancelled_transaction_the_stream_goes_on_without_its_records(mo
     records = streams.get_records(ShardIterator=iterator)["Records"]
     assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in records] == ["held", "after"]
     assert "Item" not in ddb.get_item(TableName=server_table, Key={"pk": {"S": "undone"}, "sk": {"S": "X"}})
+
+
+def test_a_cancelled_transaction_undoes_its_update_delete_and_put_and_a_later_one_applies(
+    moto_server, server_table
+):
+    ddb = moto_server.client("dynamodb")
+    kept = {"pk": {"S": "kept"}, "sk": {"S": "X"}}
+    gone = {"pk": {"S": "deleted"}, "sk": {"S": "X"}}
+    ddb.put_item(TableName=server_table, Item={**kept, "v": {"N": "1"}})
+    ddb.put_item(TableName=server_table, Item=gone)
+    update = {
+        "Update": {
+            "TableName": server_table,
+            "Key": kept,
+            "UpdateExpression": "SET v = :two",
+            "ExpressionAttributeValues": {":two": {"N": "2"}},
+        }
+    }
+    with pytest.raises(ClientError):
+        ddb.transact_write_items(
+            TransactItems=[
+                update,
+                {"Delete": {"TableName": server_table, "Key": gone}},
+                {
+                    "Put": {
+                        "TableName": server_table,
+                        "Item": {"pk": {"S": "new"}, "sk": {"S": "X"}},
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+            ]
+        )
+    assert ddb.get_item(TableName=server_table, Key=kept)["Item"]["v"] == {"N": "1"}, "the update is undone"
+    assert "Item" in ddb.get_item(TableName=server_table, Key=gone), "the delete is undone"
+
+    ddb.transact_write_items(TransactItems=[update])
+    assert ddb.get_item(TableName=server_table, Key=kept)["Item"]["v"] == {"N": "2"}
