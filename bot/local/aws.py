@@ -102,19 +102,67 @@ def _one_dynamodb_request_at_a_time() -> None:
     released lock item comes back, a run's approval goes missing), and a deepcopy racing a write
     crashes with an HTML 500. DynamoDB never does either: each request is atomic on the items it
     touches. Serving moto's DynamoDB requests one at a time restores that; a cancelled
-    transaction then undoes only its own writes. (DynamoDB Local needs none of this.)"""
+    transaction then undoes only its own writes. The Streams API takes the same turn: a
+    GetRecords that ran while a transaction was writing could hand a consumer the record of a
+    write the cancel then took back, and moto gives the next record that sequence number again,
+    so the consumer would skip it (a chaos drill stuck for good after a sweep). (DynamoDB Local
+    needs none of this.)"""
     from moto.dynamodb.responses import DynamoHandler
+    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 
-    if getattr(DynamoHandler, "_runbook_bot_serialized", False):
-        return
-    call_action = DynamoHandler.call_action
+    for handler in (DynamoHandler, DynamoDBStreamsHandler):
+        if getattr(handler, "_runbook_bot_serialized", False):
+            continue
+        handler.call_action = _serialized(handler.call_action)  # type: ignore[method-assign]
+        handler._runbook_bot_serialized = True  # type: ignore[union-attr]
+    _shard_iterators_expire()
 
-    def serialized(self: DynamoHandler) -> Any:
+
+def _serialized(call_action: Any) -> Any:
+    def serialized(self: Any) -> Any:
         with _DYNAMODB_LOCK:
             return call_action(self)
 
-    DynamoHandler.call_action = serialized  # type: ignore[method-assign]
-    DynamoHandler._runbook_bot_serialized = True  # type: ignore[attr-defined]
+    return serialized
+
+
+SHARD_ITERATOR_LIFETIME_S = 15 * 60
+
+
+def _shard_iterators_expire() -> None:
+    """A shard iterator expires 15 minutes after it is returned (DynamoDB Streams API reference,
+    GetShardIterator), and using it then fails with ExpiredIteratorException. moto keeps every
+    iterator it ever returned, one per GetRecords call, so a long run of pollers grew without
+    bound; expired ones are dropped here (under `_DYNAMODB_LOCK`, like every Streams call)."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
+
+    if getattr(ShardIterator, "_runbook_bot_expires", False):
+        return
+    init = ShardIterator.__init__
+    get_records = DynamoDBStreamsBackend.get_records
+
+    def stamped(self: ShardIterator, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.returned_at = time.monotonic()  # type: ignore[attr-defined]
+
+    def expiring(self: DynamoDBStreamsBackend, iterator_arn: str, limit: int) -> dict[str, Any]:
+        oldest = time.monotonic() - SHARD_ITERATOR_LIFETIME_S
+        # The dict keeps the order the iterators were returned in: drop from its front.
+        while self.shard_iterators:
+            first = next(iter(self.shard_iterators))
+            if self.shard_iterators[first].returned_at >= oldest:  # type: ignore[attr-defined]
+                break
+            del self.shard_iterators[first]
+        if iterator_arn not in self.shard_iterators:
+            raise JsonRESTError(
+                "ExpiredIteratorException", "Iterator expired. The iterator was created over 15 minutes ago."
+            )
+        return get_records(self, iterator_arn, limit)
+
+    ShardIterator.__init__ = stamped  # type: ignore[method-assign]
+    DynamoDBStreamsBackend.get_records = expiring  # type: ignore[method-assign]
+    ShardIterator._runbook_bot_expires = True  # type: ignore[attr-defined]
 
 
 def _cancelled_transactions_keep_their_tables() -> None:
