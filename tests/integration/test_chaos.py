@@ -435,29 +435,42 @@ class AlarmEvents:
         return [p for p in self.pauses if p["requested"]]
 
 
-def sweep_past_stuck_timers(pipeline: LocalPipeline, pending: set[str]) -> set[str]:
+class StuckTimers:
     """A worker killed between a step's effect and its commit leaves its claim behind: the record
     Lambda delivers again finds the step claimed, and the sweeper restarts the step once its
     timeout and grace have passed (docs/ARCHITECTURE.md: stuck steps). For a plan's or the
     drill's step (a 300 s check waits 6 minutes) the suite cannot wait that long: once only they
-    are left, a sweep runs as the scheduled one would when their timers are due. Returns the
-    runs swept."""
-    from bot.handlers import sweeper
+    are left, a sweep runs as the scheduled one would when their timers are due.
 
-    now_ms = time.time() * 1000
-    stuck = [
-        ex
-        for i in pending
-        if (ex := pipeline.execution(i)).status is Status.RUNNING
-        and ex.due_reason == "stuck"
-        and ex.due_at_ms
-        and now_ms - ex.updated_at_ms > 20_000
-    ]
-    if not stuck:
-        return set()
-    services = sweeper.SANDBOX()
-    sweeper.sweep(services.store, services.catalog, services.executor, max(ex.due_at_ms for ex in stuck) + 1)
-    return {ex.execution_id for ex in stuck}
+    That sweep runs ahead of the clock, so the run's `updated_at_ms` lies in the future after it:
+    how long a run has stood still is measured here, by the version each run was first seen at
+    (a run killed again after its restart is swept again)."""
+
+    def __init__(self, pipeline: LocalPipeline) -> None:
+        self.pipeline = pipeline
+        self.seen: dict[str, tuple[int, float]] = {}
+        self.swept: set[str] = set()
+
+    def sweep(self, pending: set[str]) -> None:
+        from bot.handlers import sweeper
+
+        stuck = []
+        for i in pending:
+            ex = self.pipeline.execution(i)
+            version, since = self.seen.get(i, (-1, 0.0))
+            if ex.version != version:
+                self.seen[i] = (ex.version, time.monotonic())
+                continue
+            still = time.monotonic() - since > 20
+            if still and ex.status is Status.RUNNING and ex.due_reason == "stuck" and ex.due_at_ms:
+                stuck.append(ex)
+        if not stuck:
+            return
+        services = sweeper.SANDBOX()
+        sweeper.sweep(
+            services.store, services.catalog, services.executor, max(ex.due_at_ms or 0 for ex in stuck) + 1
+        )
+        self.swept |= {ex.execution_id for ex in stuck}
 
 
 class Retriers:
@@ -549,7 +562,7 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
     guardians = Guardians(chaos, roles)
     alarm_events = AlarmEvents(chaos)
     retriers = Retriers(chaos)
-    rescued: set[str] = set()
+    stuck_timers = StuckTimers(chaos)
     deadline = time.monotonic() + 420
     pending = {*ids, drill_id, *plan_ids}
     while pending and time.monotonic() < deadline:
@@ -558,7 +571,7 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
         alarm_events.fire_at_running(pending & set(guarded))
         retriers.retry_failed(pending & doomed)
         if pending and pending <= {*plan_ids, drill_id}:
-            rescued |= sweep_past_stuck_timers(chaos, pending)
+            stuck_timers.sweep(pending)
         pending = {
             i
             for i in pending
@@ -608,7 +621,7 @@ def test_every_run_ends_every_effect_once_every_event_once_in_order(chaos, ledge
         f"({sum(1 for r in races if _winner(runs[r.execution_id], r) == 'abort')} won by Abort), "
         f"{len(requested)} pauses requested by {len(alarm_events.threads)} alarm events "
         f"({len(obeyed)} obeyed at a safe point)); "
-        f"{len(rescued)} plans or drills swept past a dead worker's stuck timer; "
+        f"{len(stuck_timers.swept)} plans or drills swept past a dead worker's stuck timer; "
         f"starts typed again after a store fault {dict(AGAIN)}; "
         f"worker: {worker.records_delivered} records delivered for {worker.records_seen} seen, "
         f"{worker.invocations} invocations, {worker.batches_failed} failed batches; "
