@@ -375,7 +375,7 @@ def decide(
     rejected = dataclasses.replace(ex, approval=approval)
     error = {
         "code": "GuardAborted" if guard else "ApprovalRejected",
-        "message": f"{verb} {_title(step)}" + (" after its guard paused it" if guard else ""),
+        "message": f"{verb} {step.label}" + (" after its guard paused it" if guard else ""),
         "step": step.id,
         "by": approver,
     }
@@ -489,7 +489,7 @@ def resume(ex: Execution, runbook: Runbook, by: str, now_ms: int) -> Transition:
         0,
         now_ms,
         EventKind.RUN_RESUMED,
-        f"resumed from {_title(step)}"
+        f"resumed from {step.label}"
         + (f" (it failed with {code})" if code else "")
         + f"; {kept} completed step{'s' if kept != 1 else ''} kept, a fresh attempt of {step.id}",
         step_id=step.id,
@@ -531,7 +531,7 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
             0,
             now_ms,
             EventKind.APPROVAL_EXPIRED,
-            f"no approver decided on {_title(step)} in time",
+            f"no approver decided on {step.label} in time",
             step_id=step.id,
         )
         t = _fail_run(
@@ -744,7 +744,7 @@ def _guard_pause(
         step.id,
         now_ms,
         now_ms + timeout_ms,
-        f"{_title(step)} paused{done}: {tripped.why}. Resume goes on from where it stopped; "
+        f"{step.label} paused{done}: {tripped.why}. Resume goes on from where it stopped; "
         "abort fails the run (its on_failure steps run).",
         fingerprint="\n".join(tripped.alarms),
         required=before.required if before is not None else max(1, int(ex.quorum.get(risk, 1))),
@@ -1056,10 +1056,6 @@ def _wake(at_ms: int) -> Changes:
 
 def _approval_timeout_ms(ex: Execution) -> int:
     return max(1, ex.approval_timeout_minutes) * 60_000
-
-
-def _title(step: Step) -> str:
-    return step.title or step.id
 
 
 def _started_summary(ex: Execution, runbook: Runbook) -> str:

@@ -76,6 +76,11 @@ class Step:
     guard_alarms: tuple[str, ...] = ()
     line: int = 0  # where it stands in its file, for messages
 
+    @property
+    def label(self) -> str:
+        """How people see the step: its title, or its id when it has none."""
+        return self.title or self.id
+
 
 @dataclass(frozen=True)
 class Runbook:

@@ -115,7 +115,7 @@ class DecisionService:
         step_title = ex.approval.step_id
         try:
             step = runbook.step(ex.approval.step_id)
-            step_title = step.title or step.id
+            step_title = step.label
         except KeyError:
             pass
         return Dialog(render.decision_dialog(ex, button_value(button, approve), step_title, approve=approve))

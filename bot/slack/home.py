@@ -273,7 +273,7 @@ class HomeService:
         title = ex.approval.step_id
         try:
             step = runbook.step(ex.approval.step_id)
-            title = step.title or step.id
+            title = step.label
         except KeyError:
             pass
         return Waiting(ex, title, partner.approvers)

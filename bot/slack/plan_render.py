@@ -81,7 +81,7 @@ def plan_message(ex: Execution, runbook: Runbook, partner_display: str) -> Messa
         what = summary[len(said) :] if said else summary
         joint = " " if label.endswith("because") else ": "
         detail = f"{joint}{escape(_clip(what, STEP_TEXT_LIMIT))}" if what else ""
-        line = f"{i}. {emoji} *{escape(step.title or step.id)}* — _{label}_{detail}"
+        line = f"{i}. {emoji} *{escape(step.label)}* — _{label}_{detail}"
         lines.append(line)
         blocks.append(section(line))
     if runbook.on_failure:

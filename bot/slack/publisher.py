@@ -395,7 +395,7 @@ class Publisher:
         if runbook and event.step_id:
             try:
                 step = runbook.step(event.step_id)
-                step_title = step.title or step.id
+                step_title = step.label
             except KeyError:
                 step_title = event.step_id
         if event.kind is EventKind.APPROVAL_REQUESTED:
@@ -415,7 +415,7 @@ class Publisher:
             runbook = catalog.runbooks.get(ex.runbook)
             if runbook:
                 with contextlib.suppress(KeyError):
-                    step_title = runbook.step(event.step_id).title or event.step_id
+                    step_title = runbook.step(event.step_id).label
         partner = catalog.partners.get(ex.partner)
         approval = ex.approval if ex.approval and ex.approval.step_id == event.step_id else None
         effect = approval.effect if approval else event.summary
@@ -441,7 +441,7 @@ class Publisher:
         title = step_id
         if runbook:
             with contextlib.suppress(KeyError):
-                title = runbook.step(step_id).title or step_id
+                title = runbook.step(step_id).label
         decision = {
             EventKind.APPROVAL_GRANTED: "approved",
             EventKind.APPROVAL_REJECTED: "rejected",

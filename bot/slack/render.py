@@ -569,7 +569,7 @@ def status_text(ex: Execution, runbook: Runbook, partner_display: str = "") -> M
 
 
 def step_titles(runbook: Runbook) -> dict[str, str]:
-    return {s.id: s.title or s.id for s in (*runbook.steps, *runbook.on_failure)}
+    return {s.id: s.label for s in (*runbook.steps, *runbook.on_failure)}
 
 
 def timeline_text(ex: Execution, runbook: Runbook | None = None, partner_display: str = "") -> Message:

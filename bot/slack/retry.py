@@ -66,7 +66,7 @@ def resume_run(
         ) from None
     except RunExpired:
         raise CommandError(expired_text(ex.execution_id)) from None
-    title = escape(step.title or step.id)
+    title = escape(step.label)
     kept = kept_steps(ex, runbook, step)
     risky = " It needs an approver again before it runs." if step.risk.asks_approval else ""
     return render.refusal(
@@ -148,15 +148,15 @@ def _confirm_first(ex: Execution, runbook: Runbook, undone: list[TimelineEvent])
     lines = []
     for event in undone:
         try:
-            title = runbook.step(event.step_id).title or event.step_id
+            title = runbook.step(event.step_id).label
         except KeyError:
             title = event.step_id
         lines.append(f"• *{escape(title)}*: {escape(event.summary)}")
     return render.refusal(
-        f"`{ex.execution_id}` is not resumed yet: after it failed at *{escape(step.title or step.id)}*, its "
+        f"`{ex.execution_id}` is not resumed yet: after it failed at *{escape(step.label)}*, its "
         "on_failure steps already ran and rolled this back:\n"
         + "\n".join(lines)
-        + f"\nResuming runs *{escape(step.title or step.id)}* and the steps after it on the state as it is "
+        + f"\nResuming runs *{escape(step.label)}* and the steps after it on the state as it is "
         f"now (rolled back), not as it was when it failed. To resume anyway: "
         f"`/runbook retry {ex.execution_id} confirm=true`; or start a new run with "
         f"`/runbook {ex.runbook} {ex.partner}`."
