@@ -137,6 +137,7 @@ class LocalPipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._saved_env: dict[str, str | None] = {}
+        self._observer_store: Any = None
         # The bot's own metrics, from the EMF lines the functions log (dev's summary, the playground).
         self.metrics = EmfAggregator()
         self._stop_metrics: Callable[[], None] | None = None
@@ -209,6 +210,7 @@ class LocalPipeline:
 
     def stop(self) -> None:
         self._stop.set()
+        self._observer_store = None
         for delivery in self.deliveries.values():
             delivery.stop()
         for thread in self._threads:
@@ -341,9 +343,17 @@ class LocalPipeline:
             )
 
     def execution(self, execution_id: str) -> Any:
+        return self._observer().get(execution_id)
+
+    def _observer(self) -> Any:
+        """Tests' and benches' own view of the executions table, one per pipeline: a new boto3
+        client per read cost the polling thread tens of ms of CPU, and the GIL the functions need
+        (bench/scale at 500 runs spent most of its hour building clients)."""
         from bot.store.executions import ExecutionStore
 
-        return ExecutionStore().get(execution_id)
+        if self._observer_store is None:
+            self._observer_store = ExecutionStore()
+        return self._observer_store
 
     def wait_for(self, execution_id: str, statuses: set[str], timeout: float = 30.0) -> Any:
         """Poll until the run reaches one of `statuses` (names of Status); returns the execution."""
@@ -376,12 +386,10 @@ class LocalPipeline:
     def timelines_waiting(self) -> int:
         """Runs whose timeline events wait for their turn in Slack within the next minute (a paced
         channel; an unreachable one is tried again only every few minutes, so it is not waited for)."""
-        from bot.store.executions import ExecutionStore
-
         if not self.options.publisher:
             return 0
         soon = int(time.time() * 1000) + 60_000
-        return sum(1 for due in ExecutionStore().due(soon, limit=1000) if due.kind == "publish")
+        return sum(1 for due in self._observer().due(soon, limit=1000) if due.kind == "publish")
 
     # -- internals ---------------------------------------------------------------------------
 
