@@ -117,6 +117,7 @@ def _one_dynamodb_request_at_a_time() -> None:
         handler._runbook_bot_serialized = True  # type: ignore[union-attr]
     _shard_iterators_expire()
     _stream_records_as_json()
+    _dispatch_remembers_hosts()
 
 
 def _serialized(call_action: Any) -> Any:
@@ -150,6 +151,29 @@ def _stream_records_as_json() -> None:
 
     DynamoDBStreamsHandler.get_records = get_records  # type: ignore[assignment,method-assign]
     DynamoDBStreamsHandler._runbook_bot_json = True  # type: ignore[attr-defined]
+
+
+def _dispatch_remembers_hosts() -> None:
+    """moto's server finds a request's service by listing its own package directory and matching
+    the host against every service's URL patterns, on every request; both answers never change,
+    so they are worked out once per host."""
+    from moto import backends
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    if getattr(DomainDispatcherApplication, "_runbook_bot_remembers", False):
+        return
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+    find = DomainDispatcherApplication.get_backend_for_host
+    found: dict[str | None, Any] = {}
+
+    def remembered(self: DomainDispatcherApplication, host: str | None) -> Any:
+        if host not in found:
+            found[host] = find(self, host)
+        return found[host]
+
+    DomainDispatcherApplication.get_backend_for_host = remembered  # type: ignore[method-assign]
+    DomainDispatcherApplication._runbook_bot_remembers = True  # type: ignore[attr-defined]
 
 
 SHARD_ITERATOR_LIFETIME_S = 15 * 60
