@@ -240,3 +240,36 @@ def test_a_shard_iterator_expires_after_its_lifetime_and_expired_ones_are_droppe
         time.sleep(0.02)
     assert len(backend.shard_iterators) < 40, "iterators older than their lifetime are dropped"
     assert streams.get_records(ShardIterator=iterator)["Records"] == []
+
+
+def test_queries_and_scans_keep_dynamodb_key_order_numbers_as_numbers(moto_server):
+    """The embedded AWS sorts moto's items on their converted key values (not DynamoType
+    comparisons): the order stays DynamoDB's, numbers compared as numbers."""
+    ddb = moto_server.client("dynamodb")
+    ddb.create_table(
+        TableName="ordered",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "n", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "n", "AttributeType": "N"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for pk in ("b", "a"):
+        for n in ("10", "9", "100", "-1.5"):
+            ddb.put_item(TableName="ordered", Item={"pk": {"S": pk}, "n": {"N": n}})
+
+    query = ddb.query(
+        TableName="ordered",
+        KeyConditionExpression="pk = :a",
+        ExpressionAttributeValues={":a": {"S": "a"}},
+    )
+    assert [i["n"]["N"] for i in query["Items"]] == ["-1.5", "9", "10", "100"]
+    seen, start = [], {}
+    while True:
+        page = ddb.scan(TableName="ordered", Limit=3, **start)
+        seen += [(i["pk"]["S"], i["n"]["N"]) for i in page["Items"]]
+        if "LastEvaluatedKey" not in page:
+            break
+        start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+    assert seen == [(pk, n) for pk in ("a", "b") for n in ("-1.5", "9", "10", "100")]
