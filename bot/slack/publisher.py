@@ -67,12 +67,10 @@ PARENT_WINDOW_SECONDS = 70  # a post lands within the publishing function's time
 RESPONSE_URL_SECONDS = 30 * 60  # Slack honours a response_url for 30 minutes
 TEXT_ALONE_LIMIT = 3_000
 _GONE_MESSAGE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
-# Slack allows about one post per second per channel. On a 429 the publisher waits for nothing:
-# it leaves the rest for when Slack's Retry-After has passed (a nudge from the sweeper, or the
-# run's next change), so a stream lane never sleeps, not even for a short Retry-After, and a
-# busy channel's backlog never holds up the other runs in its lane. (A 2 s allowance here let
-# 450 runs in one channel each sleep in the lanes they share with a quiet partner.)
-PACING_SECONDS = 0.0
+# Slack allows about one post per second per channel. A publisher waits for Slack's Retry-After
+# at most this long per run in one invocation, then leaves the rest for later (a nudge from the
+# sweeper, or the run's next change): a stream lane never sleeps through a busy channel's backlog.
+PACING_SECONDS = 2.0
 UNREACHABLE_RETRY_SECONDS = 300  # a channel that refused is tried again this often, if nothing else changes
 
 
