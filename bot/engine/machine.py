@@ -553,10 +553,22 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
         # Wake a sleeping step (a wait, a retry backoff): a new version is a new stream record.
         return _transition(ex, now_ms, ex.status, [], [], stuck(current, now_ms))
     # Stuck: no progress by the step's deadline, so its worker stopped (crash, lost record).
-    given_up = not_restarted(ex, current, now_ms)
-    if given_up is not None:
-        return after_step(ex, runbook, current, given_up, now_ms, when, effect)
     idle_s = (now_ms - ex.updated_at_ms) // 1000
+    # A step that checkpointed keeps its first start, and its timeout counts from there: past it,
+    # a restart would only time out again, so the timeline says so instead of "restarting".
+    past_timeout = (
+        bool(ex.step_started_at_ms) and now_ms - ex.step_started_at_ms > current.timeout_seconds * 1000
+    )
+    if ex.resumes >= MAX_RESUMES or past_timeout:
+        why = (
+            f"step {current.id} made no progress for {idle_s}s and is past its timeout of "
+            f"{current.timeout_seconds}s, so it is not restarted"
+            if past_timeout
+            else f"step {current.id} made no progress after {MAX_RESUMES} restarts"
+        )
+        return after_step(
+            ex, runbook, current, Failed(now_ms, "StepTimedOut", why, False), now_ms, when, effect
+        )
     event = timeline_event(
         ex,
         0,
@@ -569,23 +581,6 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
     return _transition(
         ex, now_ms, ex.status, [event], [], {"resumes": ex.resumes + 1, **stuck(current, now_ms)}
     )
-
-
-def not_restarted(ex: Execution, step: Step, now_ms: int) -> Failed | None:
-    """Why the sweeper gives up on a stuck step instead of restarting it, or None to restart it:
-    it was restarted MAX_RESUMES times already, or it checkpointed and is past its own timeout
-    (which counts from its first start, so a restart could only time out again)."""
-    idle_s = (now_ms - ex.updated_at_ms) // 1000
-    if ex.step_started_at_ms and now_ms - ex.step_started_at_ms > step.timeout_seconds * 1000:
-        why = (
-            f"step {step.id} made no progress for {idle_s}s and is past its timeout of "
-            f"{step.timeout_seconds}s, so it is not restarted"
-        )
-    elif ex.resumes >= MAX_RESUMES:
-        why = f"step {step.id} made no progress after {MAX_RESUMES} restarts"
-    else:
-        return None
-    return Failed(now_ms, "StepTimedOut", why, False)
 
 
 # -- internals ------------------------------------------------------------------------------

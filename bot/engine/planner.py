@@ -108,11 +108,15 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: machine.WhenFn) -
     """The sweeper's move for a plan whose `due_at_ms` has passed (a wake, or a stopped worker)."""
     if ex.status.terminal or ex.due_at_ms is None or ex.due_at_ms > now_ms:
         return None
-    if ex.cursor is not None and ex.due_reason == "stuck":
+    if ex.cursor is not None and ex.due_reason == "stuck" and ex.resumes >= machine.MAX_RESUMES:
         step = runbook.step(ex.cursor)
-        stopped = machine.not_restarted(ex, step, now_ms)
-        if stopped is not None:
-            return after_preview(ex, runbook, step, stopped, now_ms, when)
+        stopped = machine.Failed(
+            now_ms,
+            "StepTimedOut",
+            f"step {step.id} made no progress after {machine.MAX_RESUMES} restarts",
+            False,
+        )
+        return after_preview(ex, runbook, step, stopped, now_ms, when)
     return machine.on_due(ex, runbook, now_ms, when, None)
 
 

@@ -270,16 +270,3 @@ def test_an_approval_the_run_needs_a_quorum_for_says_how_many_approvers():
         ex = machine.apply(ex, planner.after_preview(ex, rb, decision.step, result, now, always))
     mitigated = next(e for e in ex.timeline if e.step_id == "mitigate")
     assert mitigated.summary == "needs approval: changes t to on-demand (critical: 2 approvers needed)"
-
-
-def test_a_stuck_plan_step_past_its_own_timeout_stops_the_plan_at_once():
-    """As for a run: a previewing step that checkpointed and is past its own timeout is not
-    restarted; the plan says the run would stop there."""
-    rb = runbook(step("slow", action="dynamodb.query", timeout_seconds=60))
-    ex = machine.apply(plan_of(rb), planner.next_move(plan_of(rb), rb, T0, always).transition)
-    ex = dataclasses.replace(
-        ex, step_started_at_ms=T0, updated_at_ms=T0 + 50_000, due_at_ms=T0 + 170_000, due_reason="stuck"
-    )
-    t = planner.on_due(ex, rb, T0 + 170_000, always)
-    assert t is not None and not [e for e in t.events if e.kind is EventKind.STEP_RETRY]
-    assert t.events[0].summary.startswith("the run would stop here: step slow made no progress for 120s")
