@@ -553,28 +553,28 @@ def on_due(ex: Execution, runbook: Runbook, now_ms: int, when: WhenFn, effect: E
         # Wake a sleeping step (a wait, a retry backoff): a new version is a new stream record.
         return _transition(ex, now_ms, ex.status, [], [], stuck(current, now_ms))
     # Stuck: no progress by the step's deadline, so its worker stopped (crash, lost record).
-    idle_s = (now_ms - ex.updated_at_ms) // 1000
-    # A step that checkpointed keeps its first start, and its timeout counts from there: past it,
-    # a restart would only time out again, so the timeline says so instead of "restarting".
-    past_timeout = (
-        bool(ex.step_started_at_ms) and now_ms - ex.step_started_at_ms > current.timeout_seconds * 1000
-    )
-    if ex.resumes >= MAX_RESUMES or past_timeout:
-        why = (
-            f"step {current.id} made no progress for {idle_s}s and is past its timeout of "
-            f"{current.timeout_seconds}s, so it is not restarted"
-            if past_timeout
-            else f"step {current.id} made no progress after {MAX_RESUMES} restarts"
-        )
+    if ex.resumes >= MAX_RESUMES:
         return after_step(
-            ex, runbook, current, Failed(now_ms, "StepTimedOut", why, False), now_ms, when, effect
+            ex,
+            runbook,
+            current,
+            Failed(
+                now_ms,
+                "StepTimedOut",
+                f"step {current.id} made no progress after {MAX_RESUMES} restarts",
+                False,
+            ),
+            now_ms,
+            when,
+            effect,
         )
     event = timeline_event(
         ex,
         0,
         now_ms,
         EventKind.STEP_RETRY,
-        f"{current.id} made no progress for {idle_s}s; restarting it ({ex.resumes + 1} of {MAX_RESUMES})",
+        f"{current.id} made no progress for {(now_ms - ex.updated_at_ms) // 1000}s; restarting it "
+        f"({ex.resumes + 1} of {MAX_RESUMES})",
         step_id=current.id,
         error_code="StepTimedOut",
     )
