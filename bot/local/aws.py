@@ -115,10 +115,6 @@ def _one_dynamodb_request_at_a_time() -> None:
             continue
         handler.call_action = _serialized(handler.call_action)  # type: ignore[method-assign]
         handler._runbook_bot_serialized = True  # type: ignore[union-attr]
-    _shard_iterators_expire()
-    _stream_records_as_json()
-    _dispatch_remembers_hosts()
-    _items_sort_by_plain_keys()
 
 
 def _serialized(call_action: Any) -> Any:
@@ -341,6 +337,10 @@ class EmbeddedAws:
         _answer_contributor_insights()
         _one_dynamodb_request_at_a_time()
         _cancelled_transactions_keep_their_tables()
+        _shard_iterators_expire()
+        _stream_records_as_json()
+        _dispatch_remembers_hosts()
+        _items_sort_by_plain_keys()
         port = free_port()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._moto.start()
