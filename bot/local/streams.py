@@ -183,7 +183,6 @@ class StreamDelivery:
         self._stop = threading.Event()
         self._empty_polls = 0  # complete polls in a row that found no record
         self._refreshed_at = float("-inf")  # when the stream's shards were last described
-        self._closed_at_refresh = 0  # shards read to their end by then
         self._thread: threading.Thread | None = None
         self._lane_threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -281,11 +280,7 @@ class StreamDelivery:
     def _poll(self) -> int:
         # Shards change only when one closes (its children then take over): describing the stream
         # on every poll, 50 times a second per consumer, was half the embedded AWS's load.
-        closed = sum(1 for iterator in self._iterators.values() if iterator is None)
-        if (
-            closed != self._closed_at_refresh
-            or time.monotonic() - self._refreshed_at >= SHARD_REFRESH_SECONDS
-        ):
+        if time.monotonic() - self._refreshed_at >= SHARD_REFRESH_SECONDS:
             self._refresh_shards()
         got = 0
         for shard_id, iterator in list(self._iterators.items()):
@@ -301,6 +296,8 @@ class StreamDelivery:
                 self._iterators[shard_id] = self._iterator(shard_id)
                 continue
             self._iterators[shard_id] = answer.get("NextShardIterator")
+            if self._iterators[shard_id] is None:
+                self._refreshed_at = float("-inf")  # read to its end: its children start next poll
             kept: list[_Record] = []
             for record in answer.get("Records", []):
                 got += 1
@@ -331,7 +328,6 @@ class StreamDelivery:
             if parent and parent in self._iterators and self._iterators[parent] is not None:
                 continue  # children start once their parent is read to its end
             self._iterators[shard_id] = self._iterator(shard_id)
-        self._closed_at_refresh = sum(1 for iterator in self._iterators.values() if iterator is None)
 
     def _iterator(self, shard_id: str) -> str:
         last = self._last_sequence.get(shard_id)
