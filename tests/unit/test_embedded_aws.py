@@ -36,6 +36,20 @@ def test_a_missing_java_or_dynamodb_local_says_how_to_install_it(tmp_path, monke
         aws.check_dependencies("ddblocal")
 
 
+def _put_t_while_lock_is_free(table: str) -> list[dict[str, Any]]:
+    """A transaction that puts item T only if item LOCK is missing: cancelled while LOCK is there."""
+    return [
+        {"Put": {"TableName": table, "Item": {"pk": {"S": "T"}, "sk": {"S": "x"}}}},
+        {
+            "ConditionCheck": {
+                "TableName": table,
+                "Key": {"pk": {"S": "LOCK"}, "sk": {"S": "HELD"}},
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        },
+    ]
+
+
 def test_a_cancelled_transaction_never_undoes_what_other_requests_wrote_meanwhile(moto_server, server_table):
     """moto backs a transaction's tables up and restores them when a condition fails; CI lost a
     run's approval and brought a released lock back that way. One request at a time, a cancelled
@@ -50,18 +64,7 @@ def test_a_cancelled_transaction_never_undoes_what_other_requests_wrote_meanwhil
     def cancel_forever() -> None:
         while not stop.is_set():
             try:
-                ddb.transact_write_items(
-                    TransactItems=[
-                        {"Put": {"TableName": server_table, "Item": {"pk": {"S": "T"}, "sk": {"S": "x"}}}},
-                        {
-                            "ConditionCheck": {
-                                "TableName": server_table,
-                                "Key": {"pk": {"S": "LOCK"}, "sk": {"S": "HELD"}},
-                                "ConditionExpression": "attribute_not_exists(pk)",
-                            }
-                        },
-                    ]
-                )
+                ddb.transact_write_items(TransactItems=_put_t_while_lock_is_free(server_table))
             except ClientError as error:
                 cancelled.append(error.response["Error"]["Code"])
 
@@ -181,18 +184,7 @@ def test_a_reader_racing_cancelled_transactions_sees_every_write_once_and_none_t
     def cancel_forever() -> None:
         while not stop.is_set():
             with pytest.raises(ClientError):
-                ddb.transact_write_items(
-                    TransactItems=[
-                        {"Put": {"TableName": server_table, "Item": {"pk": {"S": "T"}, "sk": {"S": "x"}}}},
-                        {
-                            "ConditionCheck": {
-                                "TableName": server_table,
-                                "Key": {"pk": {"S": "LOCK"}, "sk": {"S": "HELD"}},
-                                "ConditionExpression": "attribute_not_exists(pk)",
-                            }
-                        },
-                    ]
-                )
+                ddb.transact_write_items(TransactItems=_put_t_while_lock_is_free(server_table))
 
     def read_forever() -> None:
         nonlocal iterator
