@@ -33,6 +33,33 @@ def slack_api_url() -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def positive_setting(name: str, default: float) -> float:
+    """A positive number from the environment variable `name`, `default` when it is unset."""
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}={raw!r} is not valid: it must be a positive number (default {default:g})")
+    return value
+
+
+def slack_posts_per_second() -> float:
+    """Posts per second Slack takes in one channel, sustained ("about one"): a busy channel's
+    runs take turns at this pace (`SLACK_POSTS_PER_SECOND`; the local pipeline sets it to match a
+    stand-in whose clock runs fast)."""
+    return positive_setting("SLACK_POSTS_PER_SECOND", 1.0)
+
+
+def sweep_every_seconds() -> float:
+    """How often the sweeper is scheduled (`SWEEP_EVERY_SECONDS`, template.yaml: 60, as its
+    rate(1 minute)); within one period it nudges each waiting timeline when its turn comes."""
+    return positive_setting("SWEEP_EVERY_SECONDS", 60.0)
+
+
 def read_slack_secrets() -> SlackSecrets:
     """SLACK_SIGNING_SECRET/SLACK_BOT_TOKEN when set, else the JSON secret at SLACK_SECRET_ARN."""
     signing_secret = os.environ.get("SLACK_SIGNING_SECRET")

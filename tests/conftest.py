@@ -16,6 +16,8 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "runbook-bot")
 # The Slack stand-in keeps Slack's rate limits; the suite runs them 50 times faster than real time.
 os.environ.setdefault("SLACK_STAND_IN_TIME_SCALE", "0.02")
+# ... so a channel takes 50 posts a second, and runs posting in one channel take turns at that pace.
+os.environ.setdefault("SLACK_POSTS_PER_SECOND", f"{1 / float(os.environ['SLACK_STAND_IN_TIME_SCALE']):g}")
 
 
 @pytest.fixture

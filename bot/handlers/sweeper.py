@@ -14,6 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from bot.config import sweep_every_seconds
 from bot.engine import machine, planner
 from bot.exceptions import ClaimHeld, TransitionConflict
 from bot.handlers.services import Sandbox, Services, on_lambda
@@ -23,6 +24,10 @@ SANDBOX = Sandbox(Services.for_function)
 # A run whose step nobody has claimed is waiting for its stream record, not stuck, for this long:
 # the stream retries a failed batch for minutes before it gives the record up.
 QUEUED_PATIENCE_MS = 5 * 60_000
+TURN_LOOK_MS = 1_000  # while timelines wait for their turns, the due-index is read this often
+TURN_MARGIN_MS = (
+    5_000  # the turns are left to the next sweep this long before it (at most a tenth of the period)
+)
 
 
 @dataclass
@@ -106,15 +111,49 @@ def _still_working(store: Any, ex: Any, now_ms: int) -> bool:
     return bool(now_ms - ex.updated_at_ms < QUEUED_PATIENCE_MS)
 
 
+def nudge_turns(
+    store: Any,
+    until_ms: int,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    limit: int = 1_000,
+) -> int:
+    """Nudge each waiting timeline when its turn in its channel comes, until `until_ms` (the next
+    scheduled sweep): a busy channel's queue moves at Slack's pace, about a post a second, not at
+    the schedule's minute. The sweeper waits for the turns here, never a stream lane; with no
+    timeline waiting it returns at once. Returns how many it nudged."""
+    nudged = 0
+    while True:
+        now_ms = int(clock() * 1000)
+        if now_ms >= until_ms:
+            return nudged
+        waiting = [d for d in store.due(until_ms, limit) if d.kind == "publish"]
+        if not waiting:
+            return nudged
+        for due in waiting:
+            if due.due_at_ms <= now_ms and store.nudge(due.execution_id, due.due_at_ms, now_ms):
+                nudged += 1
+        later = [d.due_at_ms for d in waiting if d.due_at_ms > now_ms]
+        # Turns taken meanwhile appear at the next look: look at least once a second.
+        next_ms = min([*later, now_ms + TURN_LOOK_MS, until_ms])
+        sleep(max(0.0, next_ms - int(clock() * 1000)) / 1000)
+
+
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any, clock: Callable[[], float] = time.time) -> dict[str, Any]:
     services = SANDBOX()
     report = sweep(services.store, services.catalog, services.executor, int(clock() * 1000))
+    # Until shortly before the next scheduled sweep, within this invocation's time.
+    period_ms = sweep_every_seconds() * 1000
+    margin_ms = min(TURN_MARGIN_MS, period_ms / 10)
+    left_ms = min(period_ms, context.get_remaining_time_in_millis()) - margin_ms
+    nudged = nudge_turns(services.store, int(clock() * 1000 + left_ms), clock)
     summary = {
         "examined": report.examined,
         "moved": report.moved,
         "conflicts": report.conflicts,
         "waiting": report.waiting,
+        "turns_nudged": nudged,
     }
     logger.info("swept", extra=summary)
     return summary

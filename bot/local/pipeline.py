@@ -156,7 +156,7 @@ class LocalPipeline:
     def _start(self) -> LocalPipeline:
         from bot.local.aws import EmbeddedAws
         from bot.local.http import IngressServer
-        from bot.local.slack_api import SlackStandIn
+        from bot.local.slack_api import POSTS_PER_SECOND_PER_CHANNEL, SlackStandIn
         from bot.local.template import create_queues, create_tables, load_template
 
         o = self.options
@@ -183,6 +183,8 @@ class LocalPipeline:
                 "SLACK_API_URL": self.slack.start(),
                 "SLACK_SIGNING_SECRET": DEV_SIGNING_SECRET,
                 "SLACK_BOT_TOKEN": DEV_BOT_TOKEN,
+                # The stand-in's clock may run fast: runs take turns in a channel at its pace.
+                "SLACK_POSTS_PER_SECOND": f"{POSTS_PER_SECOND_PER_CHANNEL / self.slack.time_scale:g}",
             }
         self._set_env(
             {
@@ -190,6 +192,7 @@ class LocalPipeline:
                 **slack_env,
                 "POWERTOOLS_SERVICE_NAME": "runbook-bot",
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                "SWEEP_EVERY_SECONDS": f"{o.sweep_interval:g}",
                 **o.extra_env,
             }
         )
@@ -450,8 +453,10 @@ class LocalPipeline:
             worker.SANDBOX().executor.crash_hook = self.crashes.at
 
     def _every(self, seconds: float, task: Callable[[], object], name: str) -> None:
-        def loop() -> None:
-            while not self._stop.wait(seconds):
+        def loop() -> None:  # at a fixed rate, as a schedule fires: a long run does not push the next
+            next_at = time.monotonic() + seconds
+            while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+                next_at = max(next_at + seconds, time.monotonic())
                 try:
                     task()
                 except Exception:

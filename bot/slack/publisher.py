@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.config import slack_api_url
+from bot.config import slack_api_url, slack_posts_per_second
 from bot.slack import render
 from bot.slack.approvals import approvers_text
 from bot.slack.client import (
@@ -67,10 +67,12 @@ PARENT_WINDOW_SECONDS = 70  # a post lands within the publishing function's time
 RESPONSE_URL_SECONDS = 30 * 60  # Slack honours a response_url for 30 minutes
 TEXT_ALONE_LIMIT = 3_000
 _GONE_MESSAGE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
-# Slack allows about one post per second per channel. A publisher waits for Slack's Retry-After
-# at most this long per run in one invocation, then leaves the rest for later (a nudge from the
-# sweeper, or the run's next change): a stream lane never sleeps through a busy channel's backlog.
-PACING_SECONDS = 2.0
+# Slack takes about one post per second per channel, with short bursts. Runs posting in one
+# channel take turns (`ChannelPace`): a turn is at most TURN_POSTS posts, one interval apart; a run
+# whose turn has not come leaves its events for the sweeper's nudge at its turn, so no stream lane
+# ever sleeps through a busy channel's backlog, and a 429 only queues the run again.
+TURN_POSTS = 3
+EARLY_POSTS = 1  # a turn this many posts away goes at once: Slack takes short bursts
 UNREACHABLE_RETRY_SECONDS = 300  # a channel that refused is tried again this often, if nothing else changes
 
 
@@ -83,7 +85,7 @@ class SlackUnanswered(RuntimeError):
 
 
 class Paced(Exception):
-    """Slack answered 429 beyond the publisher's pacing allowance: what is left waits its turn."""
+    """Slack answered 429: what is left waits for the channel's next turn after Retry-After."""
 
     def __init__(self, retry_after: float, method: str = "") -> None:
         super().__init__(f"{method} rate limited for {retry_after:.1f}s")
@@ -107,7 +109,7 @@ class PublishResult:
     parent_updated: bool
     unreachable: str = ""  # why the channel refused (a Slack error code); "" when it took everything
     lookups: int = 0  # conversations.history/replies calls made to find posts (each ≤ 15 items)
-    paced: bool = False  # Slack rate-limited the channel: the rest waits for a nudge or the next change
+    paced: bool = False  # events wait for the run's turn in its channel: the sweeper nudges it then
 
 
 @dataclass
@@ -136,11 +138,13 @@ class Publisher:
         clock: Callable[[], float] = time.time,
         respond: Callable[[str, dict[str, Any]], None] = post_json,
         budget: RetryBudget | None = None,
+        posts_per_second: float | None = None,
     ) -> None:
         self.slack = slack
         # The time `slack`'s retries may take (the handler sets it); the client's own, so that the
-        # publisher's pacing cap governs the client's waits on 429.
+        # publisher can forbid the client's waits on 429.
         self.budget = budget or getattr(slack, "retry_budget", None) or RetryBudget()
+        self.interval_ms = max(1, round(1000 / (posts_per_second or slack_posts_per_second())))
         self.posts = posts
         self.catalog = catalog
         self.clock = clock
@@ -156,14 +160,23 @@ class Publisher:
             # A late duplicate of an older state: a newer one was published from already. Acting on
             # it would turn the parent back and could clear a wait the newer state still needs.
             return PublishResult(0, 0, False, "", 0)
-        if state.paced_until_ms > now_ms:
-            self._wait_turn(ex, state, state.paced_until_ms)  # Slack said wait: ask nothing before then
+        if state.paced_until_ms > now_ms:  # its turn has not come: ask Slack nothing before then
+            self._wait_turn(ex, state, state.paced_until_ms)
             return PublishResult(0, 0, False, "", 0, paced=True)
+        channel = state.channel or ex.channel or self._default_channel(ex)
+        posts = _posts_needed(ex, state)
+        if posts:
+            turn = self._turn(channel, state, posts, now_ms)
+            if turn > now_ms + EARLY_POSTS * self.interval_ms:
+                self._wait_turn(ex, state, turn)
+                return PublishResult(0, 0, False, "", 0, paced=True)
         try:
-            with self.budget.capped(PACING_SECONDS):
+            with self.budget.capped(0):  # a 429 is never waited out here: a stream lane must not sleep
                 if not state.parent_ts:
                     state = self._ensure_parent(ex, state, tally)
-                state = self._post_pending(ex, state, tally)
+                state = self._post_pending(
+                    ex, state, tally, limit=TURN_POSTS - tally.posted - tally.recovered
+                )
                 refreshed = self._refresh_parent(ex, state)
         except ChannelUnreachable as refused:
             self._unreachable(ex, refused, response_url)
@@ -175,10 +188,25 @@ class Publisher:
                 current = self.posts.save(
                     ex.execution_id, current, replace(current, attempting_through=current.posted_seq)
                 ) or self.posts.get(ex.execution_id)
-            self._wait_turn(ex, current, now_ms + int(paced.retry_after * 1000), paced=True)
+            now_ms = int(self.clock() * 1000)
+            turn = self.posts.take_turn(
+                channel,
+                now_ms,
+                _posts_needed(ex, current),
+                self.interval_ms,
+                paced_until_ms=now_ms + int(paced.retry_after * 1000),
+            )
+            self._wait_turn(ex, current, turn)
             return PublishResult(tally.posted, tally.recovered, False, "", tally.lookups, paced=True)
         if was_unreachable:
             self.posts.clear_channel(refreshed.channel)  # reachable again: /runbook there stops warning
+        left = _posts_needed(ex, refreshed)
+        if left:  # more than one turn's worth: the rest queues behind the channel's other runs
+            turn = self.posts.take_turn(channel, int(self.clock() * 1000), left, self.interval_ms)
+            self._wait_turn(ex, replace(refreshed, unreachable="", unreachable_since_ms=0), turn)
+            return PublishResult(
+                tally.posted, tally.recovered, refreshed is not state, "", tally.lookups, paced=True
+            )
         if (
             refreshed.unreachable
             or refreshed.retry_at_ms
@@ -199,15 +227,26 @@ class Publisher:
             )
         return PublishResult(tally.posted, tally.recovered, refreshed is not state, "", tally.lookups)
 
-    def _wait_turn(self, ex: Execution, state: Posts, until_ms: int, *, paced: bool = False) -> None:
-        """Leave what is not yet in the channel for later: the sweeper nudges the run at `until_ms`
-        (the run's next change publishes it too). Best effort: a lost race means another publisher
-        is on it."""
+    def _turn(self, channel: str, state: Posts, posts: int, now_ms: int) -> int:
+        """When the run may post `posts` posts in `channel`: a run whose turn has come goes ahead of
+        those queued after it, unless Slack has since said wait; any other run queues."""
+        pace = self.posts.pace(channel)
+        holding = state.paced_until_ms > 0  # the publish above returned while its turn was to come
+        if holding and pace.paced_until_ms <= now_ms:
+            return now_ms
+        if holding:
+            return pace.paced_until_ms  # Slack said wait after its turn came: first again when it may
+        return self.posts.take_turn(channel, now_ms, posts, self.interval_ms)
+
+    def _wait_turn(self, ex: Execution, state: Posts, turn_ms: int) -> None:
+        """Leave what is not yet in the channel for the run's turn: the sweeper nudges the run at
+        `turn_ms` (the run's next change finds it waiting). Best effort: a lost race means another
+        publisher is on it."""
         after = replace(
             state,
             seen_version=max(state.seen_version, ex.version),
-            paced_until_ms=until_ms if paced else state.paced_until_ms,
-            retry_at_ms=until_ms if not state.retry_at_ms else min(state.retry_at_ms, until_ms),
+            paced_until_ms=turn_ms,
+            retry_at_ms=turn_ms,
         )
         if after != state and self.posts.save(ex.execution_id, state, after) is None:
             logger.info("posts moved while pacing", extra={"execution_id": ex.execution_id})
@@ -315,8 +354,9 @@ class Publisher:
 
     # -- events ----------------------------------------------------------------------------
 
-    def _post_pending(self, ex: Execution, state: Posts, tally: _Tally) -> Posts:
-        pending = [e for e in ex.timeline if e.seq > state.posted_seq]
+    def _post_pending(self, ex: Execution, state: Posts, tally: _Tally, *, limit: int) -> Posts:
+        """Post the run's events after `posted_seq`, at most `limit` of them (the run's turn)."""
+        pending = [e for e in ex.timeline if e.seq > state.posted_seq][: max(0, limit)]
         if not pending or ex.kind == "plan":  # a plan's events live in its one message, not a thread
             return state
         # Something claimed and never recorded: a publisher stopped, or Slack's answer was lost.
@@ -640,6 +680,13 @@ def _answerable(response_url: str) -> bool:
     return (url.scheme == "https" and url.hostname == "hooks.slack.com") or (
         (url.scheme, url.netloc) == (api.scheme, api.netloc)
     )
+
+
+def _posts_needed(ex: Execution, state: Posts) -> int:
+    """The posts the run's turn must hold: its parent if not yet posted, then its waiting events
+    (a plan's live in its one message), at most a turn's worth."""
+    events = 0 if ex.kind == "plan" else sum(1 for e in ex.timeline if e.seq > state.posted_seq)
+    return min(TURN_POSTS, events + (0 if state.parent_ts else 1))
 
 
 def _text_alone(message: render.Message) -> render.Message:

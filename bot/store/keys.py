@@ -90,6 +90,12 @@ def channel_key(channel_id: str) -> dict[str, str]:
     return {PK: f"CHANNEL#{channel_id}", SK: "UNREACHABLE"}
 
 
+def channel_pace_key(channel_id: str) -> dict[str, str]:
+    """A channel's turn in Slack: until when Slack said wait (429), and the end of its queue of
+    runs whose events wait for a turn to post."""
+    return {PK: f"CHANNEL#{channel_id}", SK: "PACE"}
+
+
 def partner_history(partner: str) -> str:
     """The history-index partition of a partner's runs (their state items)."""
     return f"PARTNER#{partner}"

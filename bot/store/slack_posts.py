@@ -18,7 +18,9 @@ class Posts:
     `parent_attempt_at_ms`: when the parent was last sent, to look for it in a narrow window.
     `unreachable`: why the channel refused the last post (a Slack error code), "" when it took it;
     `requester_told`: the requester has been told how to fix it (once per run).
-    `paced_until_ms`: Slack answered 429 for this channel; no call before then.
+    `paced_until_ms`: the run's turn in its channel's queue (`ChannelPace`): no call to Slack
+    before then; once it has come (and until the events are posted), the run goes ahead of the
+    runs queued after it.
     `retry_at_ms`: events are still waiting (paced, or the channel unreachable): the sweeper
     nudges the run then (the item sits in the due-index until the publisher catches up)."""
 
@@ -40,6 +42,22 @@ class Posts:
         0  # the newest state published from: an older record (a late duplicate) changes nothing
     )
     exists: bool = False
+
+
+@dataclass(frozen=True)
+class ChannelPace:
+    """A channel's turn in Slack (`CHANNEL#<id>` / `PACE`), shared by every run posting there.
+    `paced_until_ms`: Slack answered 429 (its Retry-After): nobody calls before then.
+    `next_turn_ms`: the end of the channel's queue: a run whose events must wait takes its turn
+    from here, `posts` × the post interval long; a run finding it past posts at once."""
+
+    paced_until_ms: int = 0
+    next_turn_ms: int = 0
+    exists: bool = False
+
+
+TURN_ATTEMPTS = 8  # takers racing for one channel's queue: after this many, share a turn (a 429 re-queues)
+PACE_TTL_SECONDS = 86_400
 
 
 class PostsStore:
@@ -135,11 +153,68 @@ class PostsStore:
             },
         )
 
+    def pace(self, channel: str) -> ChannelPace:
+        """The channel's turn in Slack (consistent read); an empty `ChannelPace` if nobody queued."""
+        item = self.client.get_item(TableName=self.table, Key=_pace_key(channel), ConsistentRead=True).get(
+            "Item"
+        )
+        if not item:
+            return ChannelPace()
+        return ChannelPace(
+            paced_until_ms=int(item.get("paced_until_ms", {}).get("N", "0")),
+            next_turn_ms=int(item.get("next_turn_ms", {}).get("N", "0")),
+            exists=True,
+        )
+
+    def take_turn(
+        self, channel: str, now_ms: int, posts: int, interval_ms: int, *, paced_until_ms: int = 0
+    ) -> int:
+        """Queue `posts` posts in `channel` at the end of its queue, `interval_ms` apart; when Slack
+        said wait (a 429), `paced_until_ms` is its Retry-After. Returns when the turn begins.
+
+        A conditional write on the queue's end, so runs racing for the channel take turns one
+        after another. After `TURN_ATTEMPTS` lost races the turn is shared: at worst Slack answers
+        429 and that run queues again; nothing is lost."""
+        pace = self.pace(channel)
+        for _ in range(TURN_ATTEMPTS):
+            paced = max(pace.paced_until_ms, paced_until_ms)
+            start = max(now_ms, pace.next_turn_ms, paced)
+            end = start + max(0, posts) * interval_ms
+            item = {
+                **_pace_key(channel),
+                "paced_until_ms": {"N": str(paced)},
+                "next_turn_ms": {"N": str(end)},
+                keys.TTL_ATTRIBUTE: {"N": str(max(end, paced) // 1000 + PACE_TTL_SECONDS)},
+            }
+            if pace.exists:
+                condition: dict[str, Any] = {
+                    "ConditionExpression": "next_turn_ms = :end AND paced_until_ms = :paced",
+                    "ExpressionAttributeValues": {
+                        ":end": {"N": str(pace.next_turn_ms)},
+                        ":paced": {"N": str(pace.paced_until_ms)},
+                    },
+                }
+            else:
+                condition = {
+                    "ConditionExpression": "attribute_not_exists(#pk)",
+                    "ExpressionAttributeNames": {"#pk": keys.PK},
+                }
+            try:
+                self.client.put_item(TableName=self.table, Item=item, **condition)
+                return start
+            except self.client.exceptions.ConditionalCheckFailedException:
+                pace = self.pace(channel)
+        return max(now_ms, pace.next_turn_ms, pace.paced_until_ms, paced_until_ms)
+
     def clear_channel(self, channel: str) -> None:
         """Forget that `channel` refused the bot (it posted there again); nothing if it had not."""
         self.client.delete_item(
             TableName=self.table, Key={k: {"S": v} for k, v in keys.channel_key(channel).items()}
         )
+
+
+def _pace_key(channel: str) -> dict[str, dict[str, str]]:
+    return {k: {"S": v} for k, v in keys.channel_pace_key(channel).items()}
 
 
 def _key(execution_id: str) -> dict[str, dict[str, str]]:

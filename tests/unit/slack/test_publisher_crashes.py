@@ -14,6 +14,7 @@ from bot.slack.publisher import Publisher
 from bot.store.executions import dynamodb_client
 from bot.store.model import EventKind, Execution, Status, TimelineEvent
 from bot.store.slack_posts import PostsStore
+from tests.unit.slack.test_publisher_errors import publish_all
 
 CHANNEL = "C0ACMEOPS"
 
@@ -93,8 +94,8 @@ def test_a_crash_right_after_a_post_never_doubles_it(executions_table, slack, cr
     ex = run(4)
     client = slack_client("xoxb-test")
     with pytest.raises(Crash):
-        publisher(CrashAfterPost(client, crash_on), executions_table).publish(ex)
-    publisher(client, executions_table).publish(ex)
+        publish_all(publisher(CrashAfterPost(client, crash_on), executions_table), ex)
+    publish_all(publisher(client, executions_table), ex)
     assert_once_in_order(slack, ex)
 
 
@@ -105,10 +106,10 @@ def test_the_parent_is_found_again_with_one_short_lookup_in_a_busy_channel(execu
     for i in range(450):  # people talked before the run began
         slack.say(CHANNEL, f"chatter {i}", at=now - 900 + i)
     with pytest.raises(Crash):
-        publisher(CrashAfterPost(client, 1), executions_table).publish(ex)
+        publish_all(publisher(CrashAfterPost(client, 1), executions_table), ex)
     for i in range(450):  # and go on talking before the publisher comes back
         slack.say(CHANNEL, f"chatter {i}", at=now + 120 + i)
-    result = publisher(client, executions_table).publish(ex)
+    result = publish_all(publisher(client, executions_table), ex)
     assert (result.posted, result.recovered, result.lookups) == (2, 1, 1)
     lookups = [c for c in slack.calls if c.method.startswith("conversations.")]
     assert [c.method for c in lookups] == ["conversations.history"]
@@ -120,8 +121,8 @@ def test_a_reply_posted_before_a_crash_is_found_with_one_short_lookup(executions
     ex = run(6)
     client = slack_client("xoxb-test")
     with pytest.raises(Crash):
-        publisher(CrashAfterPost(client, 4), executions_table).publish(ex)
-    result = publisher(client, executions_table).publish(ex)
+        publish_all(publisher(CrashAfterPost(client, 4), executions_table), ex)
+    result = publish_all(publisher(client, executions_table), ex)
     assert (result.posted, result.recovered, result.lookups) == (3, 1, 1)
     lookups = [c for c in slack.calls if c.method.startswith("conversations.")]
     assert [c.method for c in lookups] == ["conversations.replies"]

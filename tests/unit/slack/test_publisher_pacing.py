@@ -11,12 +11,19 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
-from bot.handlers.sweeper import sweep
+from bot.catalog import load_catalog
+from bot.handlers.sweeper import nudge_turns
 from bot.local.slack_api import SlackStandIn
+from bot.slack.client import slack_client
+from bot.slack.publisher import Publisher
 from bot.store import keys
 from bot.store.codec import to_item
-from bot.store.executions import ExecutionStore
-from tests.unit.slack.test_publisher_errors import publisher, run, thread_seqs  # noqa: F401
+from bot.store.executions import ExecutionStore, dynamodb_client
+from bot.store.model import Execution
+from bot.store.slack_posts import PostsStore
+from tests.unit.slack.test_publisher_errors import ACME, publisher, run, thread_seqs  # noqa: F401
+
+GLOBEX = "C0GLOBEXOPS"
 
 
 @pytest.fixture
@@ -28,49 +35,141 @@ def slack(monkeypatch):
     stand_in.stop()
 
 
-def test_a_rate_limited_channel_defers_the_rest_at_once_and_the_sweeper_nudges_it(slack, publisher):  # noqa: F811
-    ex = run(6)
-    store = ExecutionStore(boto3.client("dynamodb"), publisher.posts.table)
-    store.client.put_item(TableName=store.table, Item=to_item(ex))
+@pytest.fixture
+def fast_slack(monkeypatch):
+    stand_in = SlackStandIn(token="xoxb-test", time_scale=0.02)  # Slack's limits never bind here
+    monkeypatch.setenv("SLACK_API_URL", stand_in.start())
+    yield stand_in
+    stand_in.stop()
+
+
+def _paced(executions_table: str) -> tuple[Publisher, list[float]]:
+    """A publisher at Slack's own pace (a post a second per channel) on a clock the test moves."""
+    clock = [float(int(time.time()))]  # whole seconds: turns in exact milliseconds
+    timeline = Publisher(
+        slack_client("xoxb-test"),
+        PostsStore(dynamodb_client(), executions_table),
+        load_catalog,
+        clock=lambda: clock[0],
+        posts_per_second=1.0,
+    )
+    return timeline, clock
+
+
+def _store(timeline: Publisher) -> ExecutionStore:
+    return ExecutionStore(boto3.client("dynamodb"), timeline.posts.table)
+
+
+def test_a_429_queues_the_run_at_once_and_the_sweeper_nudges_it_at_its_turn(slack, executions_table):
+    timeline, clock = _paced(executions_table)
+    ex, other = run(6), dataclasses.replace(run(2), execution_id="rb-otherrunxx")
+    store = _store(timeline)
+    for item in (ex, other):
+        store.client.put_item(TableName=store.table, Item=to_item(item))
     slack.fail(
-        "chat.postMessage", status=429, retry_after=30, skip=3, times=None
+        "chat.postMessage", status=429, retry_after=30, skip=1, times=None
     )  # the channel's budget is spent
 
-    started, wall = time.monotonic(), time.time()
-    result = publisher.publish(ex)
+    started = time.monotonic()
+    result = timeline.publish(ex)
     assert time.monotonic() - started < 3, "the lane never sleeps out Slack's Retry-After"
-    assert result.paced and thread_seqs(slack, ex) == (1, [1, 2])
-    posts = publisher.posts.get(ex.execution_id)
-    assert posts.paced_until_ms >= wall * 1000 + 29_000
-    assert posts.retry_at_ms == posts.paced_until_ms
-    assert posts.attempting_through == posts.posted_seq == 2, "a 429 posted nothing: nothing to look for"
+    assert result.paced and thread_seqs(slack, ex) == (1, [])
+    assert [c.status for c in slack.calls if c.method == "chat.postMessage"] == [200, 429], (
+        "no retry in the lane"
+    )
+    posts = timeline.posts.get(ex.execution_id)
+    assert posts.paced_until_ms >= clock[0] * 1000 + 30_000 and posts.retry_at_ms == posts.paced_until_ms
+    assert posts.attempting_through == posts.posted_seq == 0, "a 429 posted nothing: nothing to look for"
+    assert timeline.posts.pace(ACME).paced_until_ms >= clock[0] * 1000 + 30_000
 
     calls = len(slack.calls)
-    assert publisher.publish(ex).paced and len(slack.calls) == calls, "no call to Slack before its time"
+    assert timeline.publish(ex).paced and timeline.publish(other).paced
+    assert len(slack.calls) == calls, "no call to Slack in that channel before its time"
+    assert timeline.posts.get(other.execution_id).paced_until_ms >= posts.paced_until_ms + 3_000, (
+        "a run that comes later queues after the run already waiting"
+    )
 
     slack.clear_faults()
-    report = sweep(store, _Catalog(), None, posts.retry_at_ms + 1)
-    assert report.moved == {"nudge": 1}
+    clock[0] = posts.paced_until_ms / 1000 - 0.5
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    nudged = nudge_turns(store, int(clock[0] * 1000) + 2_000, lambda: clock[0], sleep)
+    assert nudged == 1 and clock[0] * 1000 >= posts.paced_until_ms, "nudged at its turn, not before"
     assert (
         "nudged_at_ms"
         in store.client.get_item(
             TableName=store.table, Key={k: {"S": v} for k, v in keys.state_key(ex.execution_id).items()}
         )["Item"]
-    ), "a write on the state item: a stream record for the publisher"
-    for _ in range(10):  # each nudge publishes what the channel takes now (Slack: ~1 post/s)
-        waiting = publisher.posts.get(ex.execution_id)
-        publisher.clock = lambda w=waiting: max(w.paced_until_ms / 1000, time.time())
-        if not publisher.publish(ex).paced:
+    ), "a write on the state item: a stream record for the timeline"
+    for _ in range(10):  # each turn posts what the channel takes (three posts), a post a second
+        if not timeline.publish(ex).paced:
             break
-        time.sleep(1)
+        clock[0] = timeline.posts.get(ex.execution_id).paced_until_ms / 1000
+        time.sleep(3)  # the stand-in keeps Slack's real clock
     assert thread_seqs(slack, ex) == (1, [1, 2, 3, 4, 5, 6]), "every event once, in order"
-    caught_up = publisher.posts.get(ex.execution_id)
+    caught_up = timeline.posts.get(ex.execution_id)
     assert (caught_up.paced_until_ms, caught_up.retry_at_ms) == (0, 0)
-    assert [d for d in store.due(10**14)] == [], "nothing left in the due-index"
+    assert [d.execution_id for d in store.due(10**14)] == [other.execution_id], "only the other run waits"
 
 
-class _Catalog:
-    runbooks: dict = {}
+def test_runs_in_one_channel_take_turns_and_another_channel_never_waits_for_them(
+    fast_slack, executions_table
+):
+    timeline, clock = _paced(executions_table)
+    busy = run(6)
+    second = dataclasses.replace(run(2), execution_id="rb-secondrunx")
+    quiet = dataclasses.replace(run(2, GLOBEX), execution_id="rb-quietrunxx", partner="partner-globex")
+    t0 = clock[0]
+
+    assert timeline.publish(busy).paced, "six events and a parent: more than a turn"
+    assert _seqs(fast_slack, busy) == [1, 2]
+    assert timeline.publish(second).paced, "its turn comes after the busy run's second turn"
+    assert _seqs(fast_slack, second) is None
+    assert not timeline.publish(quiet).paced and _seqs(fast_slack, quiet) == [1, 2], (
+        "another channel's runs are not queued behind this one's"
+    )
+
+    def turn(ex: Execution) -> float:
+        return (timeline.posts.get(ex.execution_id).paced_until_ms / 1000) - t0
+
+    assert (turn(busy), turn(second)) == (3.0, 6.0), "three posts a turn, a post a second"
+    clock[0] = t0 + 3
+    assert timeline.publish(busy).paced and _seqs(fast_slack, busy) == [1, 2, 3, 4, 5]
+    assert turn(busy) == 9.0, "its last event queues behind the second run's turn"
+    assert timeline.publish(busy).paced and timeline.publish(second).paced, "nothing before a turn"
+    clock[0] = t0 + 6
+    assert not timeline.publish(second).paced and _seqs(fast_slack, second) == [1, 2]
+    clock[0] = t0 + 9
+    assert not timeline.publish(busy).paced and _seqs(fast_slack, busy) == [1, 2, 3, 4, 5, 6]
+
+
+def test_nudge_turns_returns_at_once_when_no_timeline_waits(executions_table):
+    store = ExecutionStore(boto3.client("dynamodb"), executions_table)
+    slept: list[float] = []
+    assert nudge_turns(store, int(time.time() * 1000) + 50_000, time.time, slept.append) == 0
+    assert slept == []
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_a_bad_pace_setting_says_what_is_valid(monkeypatch, value):
+    from bot.config import slack_posts_per_second, sweep_every_seconds
+    from bot.exceptions import ConfigError
+
+    for name, read in (
+        ("SLACK_POSTS_PER_SECOND", slack_posts_per_second),
+        ("SWEEP_EVERY_SECONDS", sweep_every_seconds),
+    ):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match=f"{name}=.*positive number"):
+            read()
+
+
+def _seqs(slack: SlackStandIn, ex: Execution) -> list[int] | None:
+    """The run's thread in order; None before its parent is posted."""
+    parents, seqs = thread_seqs(slack, ex)
+    return seqs if parents else None
 
 
 def test_a_batch_with_several_records_of_a_run_publishes_from_the_newest_only():
