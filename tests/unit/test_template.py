@@ -707,6 +707,18 @@ def test_an_alarm_fires_when_the_sweeper_has_not_run_for_five_minutes():
     assert schedule.rate_seconds <= 60, "a healthy sweeper runs several times in the window"
 
 
+def test_the_sweeper_knows_its_own_schedule_and_outlasts_its_turn_nudging():
+    (schedule,) = TEMPLATE.scheduled_functions()
+    sweeper = TEMPLATE.functions()[schedule.logical_id]
+    every = float(sweeper["Environment"]["Variables"]["SWEEP_EVERY_SECONDS"])
+    assert every == schedule.rate_seconds, "it nudges waiting timelines until the next scheduled sweep"
+    assert float(sweeper["Timeout"]) >= every, "its nudging ends before its timeout, not at it"
+    timeline = TEMPLATE.functions()["TimelineFunction"]
+    assert float(timeline["Environment"]["Variables"]["SLACK_POSTS_PER_SECOND"]) == 1.0, (
+        "Slack: about one post a second per channel"
+    )
+
+
 def test_the_dashboard_body_is_json_over_the_templates_own_names():
     text, body = dashboard_body()
     assert body["widgets"]

@@ -30,6 +30,7 @@ from bot.store import keys
 from bot.store.codec import from_item, to_item
 from bot.store.executions import ExecutionStore
 from bot.store.model import EventKind, Execution, Status
+from bot.store.slack_posts import PostsStore
 from tests.events import EVENTS_DIR, body_of, event_names, is_slack_request, load_event
 
 EVENTS = event_names()
@@ -470,7 +471,13 @@ def test_timeline_posts_the_inserted_run_as_one_parent_message(env):
 
 def test_timeline_posts_the_waiting_run_with_the_buttons_the_button_samples_click(env):
     waiting = env.put(record_image("stream-modify"))
-    timeline.handler(load_event("stream-modify"), LambdaContext("TimelineFunction", 60))
+    posts = PostsStore(boto3.client("dynamodb"), env.table)
+    for _ in range(10):  # a turn is at most three posts; the sweeper's nudge brings the record again
+        timeline.handler(load_event("stream-modify"), LambdaContext("TimelineFunction", 60))
+        turn_ms = posts.get(waiting.execution_id).paced_until_ms
+        if not turn_ms:
+            break
+        time.sleep(max(0.0, turn_ms / 1000 - time.time()))
     (parent,) = env.slack.messages(ACME_CHANNEL)
     assert waiting.execution_id in parent["text"] and "AWAITING_APPROVAL" in parent["text"]
     replies = env.slack.thread(ACME_CHANNEL, parent["ts"])[1:]
@@ -507,6 +514,23 @@ def test_schedule_sample_runs_the_sweeper_which_expires_an_overdue_approval(env)
     assert ex.error["code"] == "ApprovalExpired"
     recorded = json.dumps(documents)
     assert '"decision": "expired"' in recorded and '"status": "TIMED_OUT"' in recorded, recorded[:500]
+
+
+@pytest.mark.parametrize(
+    ("every", "timeout", "nudging"), [("60", 60, 55.0), ("60", 30, 25.0), ("1", 60, 0.9)]
+)
+def test_the_sweeper_nudges_turns_until_shortly_before_its_next_run(
+    env, monkeypatch, every, timeout, nudging
+):
+    monkeypatch.setenv("SWEEP_EVERY_SECONDS", every)
+    asked: list[float] = []
+    monkeypatch.setattr(
+        sweeper, "nudge_turns", lambda store, until_ms, clock: asked.append(until_ms / 1000 - clock()) or 0
+    )
+    report = sweeper.handler(load_event("schedule"), LambdaContext("SweeperFunction", timeout))
+    assert report["turns_nudged"] == 0
+    (left,) = asked
+    assert nudging - 1 < left <= nudging, "within its time, and not into the next scheduled sweep"
 
 
 def test_alarm_sample_starts_the_mapped_throttle_run_for_partner_acme_once(env):
