@@ -24,6 +24,7 @@ SANDBOX = Sandbox(Services.for_function)
 # A run whose step nobody has claimed is waiting for its stream record, not stuck, for this long:
 # the stream retries a failed batch for minutes before it gives the record up.
 QUEUED_PATIENCE_MS = 5 * 60_000
+WAITING_FOR_SLACK = frozenset({"publish", "home"})  # nudged at their time, not moved
 TURN_LOOK_MS = 1_000  # while timelines wait for their turns, the due-index is read this often
 TURN_MARGIN_MS = (
     5_000  # the turns are left to the next sweep this long before it (at most a tenth of the period)
@@ -49,8 +50,8 @@ def sweep(
     for due in list(store.due(now_ms, limit)):
         report.examined += 1
         execution_id = due.execution_id
-        if due.kind == "publish":
-            if store.nudge(execution_id, due.due_at_ms, now_ms):
+        if due.kind in WAITING_FOR_SLACK:
+            if _nudge(store, due, now_ms):
                 report.moved["nudge"] = report.moved.get("nudge", 0) + 1
             continue
         ex = store.get(execution_id)
@@ -118,25 +119,34 @@ def nudge_turns(
     sleep: Callable[[float], None] = time.sleep,
     limit: int = 1_000,
 ) -> int:
-    """Nudge each waiting timeline when its turn in its channel comes, until `until_ms` (the next
-    scheduled sweep): a busy channel's queue moves at Slack's pace, about a post a second, not at
-    the schedule's minute. The sweeper waits for the turns here, never a stream lane; with no
+    """Nudge each waiting timeline when its turn in its channel comes (and each home whose
+    Retry-After has passed), until `until_ms` (the next scheduled sweep): a busy channel's queue
+    moves at Slack's pace, about a post a second, not at the schedule's minute. The sweeper waits for the turns here, never a stream lane; with no
     timeline waiting it returns at once. Returns how many it nudged."""
     nudged = 0
     while True:
         now_ms = int(clock() * 1000)
         if now_ms >= until_ms:
             return nudged
-        waiting = [d for d in store.due(until_ms, limit) if d.kind == "publish"]
+        waiting = [d for d in store.due(until_ms, limit) if d.kind in WAITING_FOR_SLACK]
         if not waiting:
             return nudged
         for due in waiting:
-            if due.due_at_ms <= now_ms and store.nudge(due.execution_id, due.due_at_ms, now_ms):
+            if due.due_at_ms <= now_ms and _nudge(store, due, now_ms):
                 nudged += 1
         later = [d.due_at_ms for d in waiting if d.due_at_ms > now_ms]
         # Turns taken meanwhile appear at the next look: look at least once a second.
         next_ms = min([*later, now_ms + TURN_LOOK_MS, until_ms])
         sleep(max(0.0, next_ms - int(clock() * 1000)) / 1000)
+
+
+def _nudge(store: Any, due: Any, now_ms: int) -> bool:
+    """A waiting timeline's run gets a stream record; a waiting home is asked for again."""
+    if due.kind == "home":
+        from bot.store.homes import HomeStore
+
+        return HomeStore(store.client, store.table).wake(due.user_id, due.due_at_ms, now_ms)
+    return bool(store.nudge(due.execution_id, due.due_at_ms, now_ms))
 
 
 @logger.inject_lambda_context(clear_state=True)

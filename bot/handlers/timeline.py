@@ -62,6 +62,8 @@ def publish_record(
     home = requested_home(record.raw_event)
     if home is not None:  # app_home_opened, or a refresh: publish the person's App Home
         outcome = services.homes().handle(home)
+        if outcome == "waiting":
+            metrics.slack_error("ratelimited")
         logger.info("home", extra={"user": home.user_id, "reason": home.reason, "outcome": outcome})
         return
     export = requested_export(record.raw_event)

@@ -388,11 +388,12 @@ class LocalPipeline:
 
     def timelines_waiting(self) -> int:
         """Runs whose timeline events wait for their turn in Slack within the next minute (a paced
-        channel; an unreachable one is tried again only every few minutes, so it is not waited for)."""
+        channel; an unreachable one is tried again only every few minutes, so it is not waited for),
+        and App Homes waiting out Slack's Retry-After."""
         if not self.options.publisher:
             return 0
         soon = int(time.time() * 1000) + 60_000
-        return sum(1 for due in self._observer().due(soon, limit=1000) if due.kind == "publish")
+        return sum(1 for due in self._observer().due(soon, limit=1000) if due.kind in {"publish", "home"})
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ run's change concerns; `HomePublisher` runs in the timeline consumer, claims a r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -343,11 +344,12 @@ class HomePublisher:
         )
 
     def handle(self, request: HomeRequest) -> str:
-        """`published`, `failed` (Slack refused; recorded on the item), or `skipped` (another
-        consumer has it, or it was published already)."""
+        """`published`, `failed` (Slack refused; recorded on the item), `waiting` (Slack answered
+        429: the sweeper asks again after its Retry-After), or `skipped` (another consumer has it,
+        or it was published already)."""
         from slack_sdk.errors import SlackApiError
 
-        from bot.slack.client import error_code
+        from bot.slack.client import error_code, rate_limited
         from bot.store.homes import FAILED, PUBLISHED
 
         now_ms = int(self.clock() * 1000)
@@ -355,14 +357,21 @@ class HomePublisher:
         if view_hash is None:
             return "skipped"
         view = home_view(self.service.gather(request.user_id, now_ms), now_ms)
+        budget = getattr(self.slack, "retry_budget", None)
         try:
             # With the hash of the home last published: two consumers publishing one person's home
             # at once (a refresh and an opening, on two shards) never leave the older view last.
-            answer = self.slack.views_publish(user_id=request.user_id, view=view, hash=view_hash or None)
+            # A 429 is not waited out in the stream lane (the budget allows no pause).
+            with budget.capped(0) if budget is not None else contextlib.nullcontext():
+                answer = self.slack.views_publish(user_id=request.user_id, view=view, hash=view_hash or None)
         except SlackApiError as error:
             code = error_code(error)
             status = error.response.status_code if error.response is not None else 0
-            if status == 429 or status >= 500:
+            wait = rate_limited(error)
+            if wait is not None:  # the sweeper asks for it again after Slack's Retry-After
+                self.homes.defer(request, int(self.clock() * 1000 + wait * 1000))
+                return "waiting"
+            if status >= 500:
                 self.homes.release(request)  # Slack busy: the record's retry claims it again
                 raise
             self.homes.finish(request, FAILED, code, now_ms)

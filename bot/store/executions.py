@@ -594,7 +594,7 @@ class ExecutionStore:
 
     def due(self, now_ms: int, limit: int = 100) -> Iterator[Due]:
         """What is due now, oldest first (the sparse due-index): runs whose `due_at_ms` has passed,
-        and publishers' items whose events wait for a nudge.
+        publishers' items whose events wait for a nudge, and homes that waited for Slack.
 
         Each due-index shard is queried at once, in parallel; their answers are merged by due time.
         """
@@ -619,7 +619,7 @@ class ExecutionStore:
             while len(found) < limit:
                 page = self.client.query(**request)
                 found += [
-                    (int(i[keys.DUE_AT]["N"]), keys.execution_id_of(i[keys.PK]["S"]), i[keys.SK]["S"])
+                    (int(i[keys.DUE_AT]["N"]), i[keys.PK]["S"], i[keys.SK]["S"])
                     for i in page.get("Items", [])
                 ]
                 if not page.get("LastEvaluatedKey"):
@@ -630,8 +630,11 @@ class ExecutionStore:
         buckets = keys.due_buckets()
         with ThreadPoolExecutor(max_workers=len(buckets), thread_name_prefix="due") as pool:
             merged = sorted(hit for hits in pool.map(shard, buckets) for hit in hits)
-        for due_at_ms, execution_id, sk in merged[:limit]:
-            yield Due(execution_id, "publish" if sk == keys.SLACK_SK else "run", due_at_ms)
+        for due_at_ms, pk, sk in merged[:limit]:
+            if sk == keys.HOME_SK:
+                yield Due("", "home", due_at_ms, user_id=keys.home_user_of(pk))
+            else:
+                yield Due(keys.execution_id_of(pk), "publish" if sk == keys.SLACK_SK else "run", due_at_ms)
 
     def nudge(self, execution_id: str, due_at_ms: int, now_ms: int) -> bool:
         """Wake the publisher of a run whose events wait (Slack paced it, or the channel could not
@@ -665,11 +668,13 @@ class ExecutionStore:
 
 @dataclass(frozen=True)
 class Due:
-    """Something the sweeper must look at: a run (`run`) or a run's waiting timeline (`publish`)."""
+    """Something the sweeper must look at: a run (`run`), a run's waiting timeline (`publish`), or
+    a person's App Home that waited for Slack's Retry-After (`home`, with `user_id`)."""
 
     execution_id: str
     kind: str
     due_at_ms: int
+    user_id: str = ""
 
 
 def executions_table() -> str:

@@ -25,6 +25,7 @@ REQUESTED = "requested"
 PUBLISHING = "publishing"
 PUBLISHED = "published"
 FAILED = "failed"
+WAITING = "waiting"  # Slack answered 429: in the due-index until its Retry-After, then asked again
 OPENED = "opened"  # why a home is published: the person opened it ...
 REFRESH = "refresh"  # ... or a run they can act on changed
 HOME_KEPT_SECONDS = 30 * 24 * 3600  # a home not opened for 30 days is no longer refreshed
@@ -89,10 +90,16 @@ class HomeStore:
         return self._request(HomeRequest(user_id, now_ms, REFRESH, execution_id), only_known=True)
 
     def _request(self, wanted: HomeRequest, *, only_known: bool) -> bool:
-        waiting = "(home_status = :requested AND requested_at_ms >= :stale)"
+        # A request waits already: to be claimed, or for Slack's Retry-After (the sweeper asks
+        # again then); either publishes the runs as they are when it happens.
+        waiting = (
+            "((home_status = :requested AND requested_at_ms >= :stale) OR "
+            f"(home_status = :waiting AND {keys.DUE_AT} >= :stale))"
+        )
         condition = f"attribute_exists(#pk) AND NOT {waiting}" if only_known else f"NOT {waiting}"
         values: dict[str, Any] = {
             ":requested": {"S": REQUESTED},
+            ":waiting": {"S": WAITING},
             ":stale": {"N": str(wanted.requested_at_ms - STALE_REQUEST_MS)},
             ":at": {"N": str(wanted.requested_at_ms)},
             ":user": {"S": wanted.user_id},
@@ -103,13 +110,14 @@ class HomeStore:
             "SET home_status = :requested, requested_at_ms = :at, user_id = :user, reason = :reason, "
             "execution_id = :run"
         )
+        remove = f" REMOVE {keys.DUE_BUCKET}, {keys.DUE_AT}"  # a lost wait leaves the due-index
         if wanted.reason == OPENED:  # the home is kept (and refreshed) while it is being looked at
             update += f", {keys.TTL_ATTRIBUTE} = :expires"
             values[":expires"] = {"N": str(wanted.requested_at_ms // 1000 + HOME_KEPT_SECONDS)}
         request: dict[str, Any] = {
             "TableName": self.table,
             "Key": _typed(keys.home_key(wanted.user_id)),
-            "UpdateExpression": update,
+            "UpdateExpression": update + remove,
             "ConditionExpression": condition,
             "ExpressionAttributeValues": values,
         }
@@ -160,6 +168,43 @@ class HomeStore:
             ExpressionAttributeNames={"#pk": keys.PK},
             ExpressionAttributeValues={":hash": {"S": view_hash[:200]}},
         )
+
+    def defer(self, wanted: HomeRequest, until_ms: int) -> None:
+        """Give a claimed request back until `until_ms` (Slack answered 429 with its Retry-After):
+        it waits in the due-index, the stream lane moves on, and the sweeper asks again then
+        (`wake`). A newer request that replaced it is left alone."""
+        self._if_still_publishing(
+            wanted,
+            f"SET home_status = :waiting, {keys.DUE_BUCKET} = :bucket, {keys.DUE_AT} = :due "
+            "REMOVE lease_until_ms",
+            {
+                ":waiting": {"S": WAITING},
+                ":bucket": {"S": keys.due_bucket(keys.home_key(wanted.user_id)[keys.PK])},
+                ":due": {"N": str(until_ms)},
+            },
+        )
+
+    def wake(self, user_id: str, due_at_ms: int, now_ms: int) -> bool:
+        """Ask again for a home that waited for Slack (the sweeper, at its due time): a new request,
+        whose stream record publishes it. False if it was asked for or published meanwhile."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_typed(keys.home_key(user_id)),
+                UpdateExpression=(
+                    f"SET home_status = :requested, requested_at_ms = :now REMOVE {keys.DUE_BUCKET}, {keys.DUE_AT}"
+                ),
+                ConditionExpression=f"home_status = :waiting AND {keys.DUE_AT} = :due",
+                ExpressionAttributeValues={
+                    ":requested": {"S": REQUESTED},
+                    ":waiting": {"S": WAITING},
+                    ":now": {"N": str(now_ms)},
+                    ":due": {"N": str(due_at_ms)},
+                },
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def release(self, wanted: HomeRequest) -> None:
         """Give a claimed request back (Slack was busy): the record's retry claims it again."""

@@ -121,6 +121,11 @@ def home_key(user_id: str) -> dict[str, str]:
     return {PK: f"HOME#{user_id}", SK: HOME_SK}
 
 
+def home_user_of(pk: str) -> str:
+    """The user id in a home's partition key (`home_key` read back)."""
+    return pk.removeprefix("HOME#")
+
+
 def event_receipt_key(event_id: str) -> dict[str, str]:
     """An Events API delivery seen (TTL'd): Slack's retry of the same event changes nothing."""
     return {PK: f"EVENT#{event_id}", SK: RECEIPT_SK}

@@ -225,3 +225,37 @@ def test_a_post_to_a_user_id_lands_in_the_apps_dm(slack):
     stand_in, client = slack
     client.chat_postMessage(channel="U0A", text="nothing changed")
     assert [m["text"] for m in stand_in.dms("U0A")] == ["nothing changed"]
+
+
+def test_a_home_slack_answers_429_waits_for_the_sweeper_without_sleeping_in_the_lane(
+    store, slack, monkeypatch
+):
+    import time
+
+    from bot.slack.client import slack_client
+    from bot.slack.home import HomePublisher
+    from bot.store.homes import HomeRequest, HomeStore
+
+    stand_in, _ = slack
+    monkeypatch.setenv("SLACK_API_URL", stand_in.base_url)
+    homes = HomeStore(store.client, store.table)
+    homes.opened("U0A", T0)
+    publisher = HomePublisher(
+        slack_client(DEV_BOT_TOKEN, rate_limit_retries=10),
+        homes,
+        service(store),
+        clock=lambda: T0 / 1000 + 1,
+    )
+    stand_in.time_scale = 1.0  # Slack's own clock: Retry-After 30 is 30 s
+    stand_in.fail("views.publish", status=429, retry_after=30, times=None)
+    started = time.monotonic()
+    assert publisher.handle(HomeRequest("U0A", T0)) == "waiting"
+    assert time.monotonic() - started < 3, "Slack's Retry-After is not waited out in the stream lane"
+    assert [c.status for c in stand_in.calls if c.method == "views.publish"] == [429]
+    (due,) = store.due(T0 + 10**9)
+    assert (due.kind, due.user_id, due.due_at_ms) == ("home", "U0A", T0 + 1_000 + 30_000)
+    assert homes.wake("U0A", due.due_at_ms, due.due_at_ms) and not homes.opened("U0A", due.due_at_ms + 1)
+    stand_in.clear_faults()
+    assert publisher.handle(HomeRequest("U0A", due.due_at_ms)) == "published"
+    assert stand_in.home_of("U0A")["type"] == "home"
+    assert homes.claim(HomeRequest("U0A", due.due_at_ms), T0 + 2_000) is None, "published once"

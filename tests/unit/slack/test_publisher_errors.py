@@ -72,7 +72,9 @@ def thread_seqs(slack: SlackStandIn, ex: Execution) -> tuple[int, list[int]]:
     return len(parents), [r["metadata"]["event_payload"]["seq"] for r in replies]
 
 
-def publish_all(publisher: Publisher, ex: Execution, response_url: str = "", turns: int = 40) -> PublishResult:
+def publish_all(
+    publisher: Publisher, ex: Execution, response_url: str = "", turns: int = 40
+) -> PublishResult:
     """publish() until nothing of the run waits for its turn in the channel, as the sweeper's
     nudges would (each call posts at most a turn's worth); the figures are summed over the calls."""
     posted = recovered = lookups = 0

@@ -8,9 +8,11 @@ import boto3
 import pytest
 
 from bot.store import keys
+from bot.store.executions import Due, ExecutionStore
 from bot.store.homes import (
     PUBLISHED,
     STALE_REQUEST_MS,
+    WAITING,
     HomeRequest,
     HomeStore,
     requested_home,
@@ -91,6 +93,39 @@ def test_a_request_given_back_is_claimed_again_by_the_records_retry(homes):
     homes.opened("U0A", T0)
     wanted = request_of(homes, "U0A")
     assert homes.claim(wanted, T0 + 1) == ""
-    homes.release(wanted)  # Slack answered 429
+    homes.release(wanted)  # Slack answered 5xx
     assert item(homes, "U0A")["home_status"]["S"] == "requested"
     assert homes.claim(wanted, T0 + 2) == ""
+
+
+def test_a_home_slack_paced_waits_in_the_due_index_and_the_sweeper_asks_again(homes):
+    homes.opened("U0A", T0)
+    wanted = request_of(homes, "U0A")
+    assert homes.claim(wanted, T0 + 1) == ""
+    homes.defer(wanted, T0 + 30_000)  # Slack answered 429, Retry-After 30
+    waiting = item(homes, "U0A")
+    assert waiting["home_status"]["S"] == WAITING
+    record = {"eventName": "MODIFY", "dynamodb": {"NewImage": waiting}}
+    assert requested_home(record) is None, "its own record publishes nothing: the lane moves on"
+    store = ExecutionStore(homes.client, homes.table)
+    assert list(store.due(T0 + 29_999)) == []
+    assert list(store.due(T0 + 30_000)) == [Due("", "home", T0 + 30_000, user_id="U0A")]
+    assert not homes.opened("U0A", T0 + 2_000), "an opening meanwhile joins the waiting request"
+    assert not homes.wake("U0A", T0 + 1, T0 + 30_001), "only the wait it was due for"
+    assert homes.wake("U0A", T0 + 30_000, T0 + 30_001)
+    asked = item(homes, "U0A")
+    assert requested_home({"eventName": "MODIFY", "dynamodb": {"NewImage": asked}}) == HomeRequest(
+        "U0A", T0 + 30_001, "opened"
+    )
+    assert keys.DUE_AT not in asked and list(store.due(T0 + 10**9)) == [], "out of the due-index"
+    assert not homes.wake("U0A", T0 + 30_000, T0 + 30_002), "woken once"
+
+
+def test_a_waiting_home_whose_wake_was_lost_is_asked_for_again_and_leaves_the_due_index(homes):
+    homes.opened("U0A", T0)
+    wanted = request_of(homes, "U0A")
+    homes.claim(wanted, T0 + 1)
+    homes.defer(wanted, T0 + 1_000)
+    assert homes.opened("U0A", T0 + 1_000 + STALE_REQUEST_MS + 1), "a wait a minute overdue is presumed lost"
+    assert keys.DUE_AT not in item(homes, "U0A")
+    assert list(ExecutionStore(homes.client, homes.table).due(T0 + 10**9)) == []
