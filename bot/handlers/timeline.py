@@ -85,7 +85,7 @@ def publish_record(
     result = services.publisher().publish(image, response_url=_response_url(record.raw_event))
     if result.unreachable:
         metrics.slack_error(result.unreachable, image.execution_id)
-    if result.paced:
+    if result.rate_limited:  # not a run waiting for its turn: that is the pacing working
         metrics.slack_error("ratelimited", image.execution_id)
     if result.unreachable in DEAD_TOKEN:
         services.secrets.reread()  # rate-limited; a rotated token serves the run's next record
@@ -98,6 +98,7 @@ def publish_record(
             "parent_updated": result.parent_updated,
             "unreachable": result.unreachable,
             "lookups": result.lookups,
+            "waiting_for_turn": result.paced,
         },
     )
 

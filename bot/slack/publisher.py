@@ -110,6 +110,7 @@ class PublishResult:
     unreachable: str = ""  # why the channel refused (a Slack error code); "" when it took everything
     lookups: int = 0  # conversations.history/replies calls made to find posts (each ≤ 15 items)
     paced: bool = False  # events wait for the run's turn in its channel: the sweeper nudges it then
+    rate_limited: bool = False  # Slack answered 429 (the run queued again after its Retry-After)
 
 
 @dataclass
@@ -197,7 +198,9 @@ class Publisher:
                 paced_until_ms=now_ms + int(paced.retry_after * 1000),
             )
             self._wait_turn(ex, current, turn)
-            return PublishResult(tally.posted, tally.recovered, False, "", tally.lookups, paced=True)
+            return PublishResult(
+                tally.posted, tally.recovered, False, "", tally.lookups, paced=True, rate_limited=True
+            )
         if was_unreachable:
             self.posts.clear_channel(refreshed.channel)  # reachable again: /runbook there stops warning
         left = _posts_needed(ex, refreshed)

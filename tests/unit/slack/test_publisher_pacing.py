@@ -73,7 +73,7 @@ def test_a_429_queues_the_run_at_once_and_the_sweeper_nudges_it_at_its_turn(slac
     started = time.monotonic()
     result = timeline.publish(ex)
     assert time.monotonic() - started < 3, "the lane never sleeps out Slack's Retry-After"
-    assert result.paced and thread_seqs(slack, ex) == (1, [])
+    assert result.paced and result.rate_limited and thread_seqs(slack, ex) == (1, [])
     assert [c.status for c in slack.calls if c.method == "chat.postMessage"] == [200, 429], (
         "no retry in the lane"
     )
@@ -123,7 +123,8 @@ def test_runs_in_one_channel_take_turns_and_another_channel_never_waits_for_them
     quiet = dataclasses.replace(run(2, GLOBEX), execution_id="rb-quietrunxx", partner="partner-globex")
     t0 = clock[0]
 
-    assert timeline.publish(busy).paced, "six events and a parent: more than a turn"
+    first = timeline.publish(busy)
+    assert first.paced and not first.rate_limited, "six events and a parent: more than a turn: no 429"
     assert _seqs(fast_slack, busy) == [1, 2]
     assert timeline.publish(second).paced, "its turn comes after the busy run's second turn"
     assert _seqs(fast_slack, second) is None
@@ -194,7 +195,7 @@ def test_the_timeline_function_records_slack_errors_and_record_age(monkeypatch):
 
     class Paced:
         def publish(self, image, response_url=""):
-            return PublishResult(0, 0, False, "not_in_channel", 0, paced=True)
+            return PublishResult(0, 0, False, "not_in_channel", 0, paced=True, rate_limited=True)
 
     services = SimpleNamespace(publisher=Paced, secrets=None)
     record = {
