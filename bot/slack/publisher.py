@@ -166,11 +166,11 @@ class Publisher:
             return PublishResult(0, 0, False, "", 0, paced=True)
         channel = state.channel or ex.channel or self._default_channel(ex)
         posts = _posts_needed(ex, state)
-        if posts:
-            turn = self._turn(channel, state, posts, now_ms)
-            if turn > now_ms + EARLY_POSTS * self.interval_ms:
-                self._wait_turn(ex, state, turn)
-                return PublishResult(0, 0, False, "", 0, paced=True)
+        calls = posts or _digest(self._parent(ex)) != state.parent_digest  # Slack is asked anything
+        turn = self._turn(channel, state, posts, now_ms) if calls else now_ms
+        if turn > now_ms + EARLY_POSTS * self.interval_ms:
+            self._wait_turn(ex, state, turn)
+            return PublishResult(0, 0, False, "", 0, paced=True)
         try:
             with self.budget.capped(0):  # a 429 is never waited out here: a stream lane must not sleep
                 if not state.parent_ts:
@@ -231,14 +231,14 @@ class Publisher:
         return PublishResult(tally.posted, tally.recovered, refreshed is not state, "", tally.lookups)
 
     def _turn(self, channel: str, state: Posts, posts: int, now_ms: int) -> int:
-        """When the run may post `posts` posts in `channel`: a run whose turn has come goes ahead of
-        those queued after it, unless Slack has since said wait; any other run queues."""
+        """When the run may call Slack to post `posts` posts in `channel` (none: only update its
+        messages): a run whose turn has come goes ahead of those queued after it, and so does an
+        update, unless Slack has said wait; any other run queues."""
         pace = self.posts.pace(channel)
-        holding = state.paced_until_ms > 0  # the publish above returned while its turn was to come
-        if holding and pace.paced_until_ms <= now_ms:
+        if pace.paced_until_ms > now_ms and (state.paced_until_ms or not posts):
+            return pace.paced_until_ms  # Slack said wait: first again when it may
+        if state.paced_until_ms or not posts:  # the publish above returned while its turn was to come
             return now_ms
-        if holding:
-            return pace.paced_until_ms  # Slack said wait after its turn came: first again when it may
         return self.posts.take_turn(channel, now_ms, posts, self.interval_ms)
 
     def _wait_turn(self, ex: Execution, state: Posts, turn_ms: int) -> None:

@@ -19,7 +19,7 @@ from bot.slack.publisher import Publisher
 from bot.store import keys
 from bot.store.codec import to_item
 from bot.store.executions import ExecutionStore, dynamodb_client
-from bot.store.model import Execution
+from bot.store.model import Execution, Status
 from bot.store.slack_posts import PostsStore
 from tests.unit.slack.test_publisher_errors import ACME, publisher, run, thread_seqs  # noqa: F401
 
@@ -144,6 +144,23 @@ def test_runs_in_one_channel_take_turns_and_another_channel_never_waits_for_them
     assert not timeline.publish(second).paced and _seqs(fast_slack, second) == [1, 2]
     clock[0] = t0 + 9
     assert not timeline.publish(busy).paced and _seqs(fast_slack, busy) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_parent_update_waits_out_the_channels_retry_after_too(fast_slack, executions_table):
+    timeline, clock = _paced(executions_table)
+    ex = run(2)
+    assert not timeline.publish(ex).paced
+    now_ms = int(clock[0] * 1000)
+    timeline.posts.take_turn(ACME, now_ms, 0, timeline.interval_ms, paced_until_ms=now_ms + 5_000)
+    calls = len(fast_slack.calls)
+    done = dataclasses.replace(ex, status=Status.SUCCEEDED, version=ex.version + 1)
+    assert timeline.publish(done).paced and len(fast_slack.calls) == calls, "Slack said wait: no update"
+    assert timeline.publish(ex).paced is False and len(fast_slack.calls) == calls, (
+        "an older record with nothing to change asks Slack nothing, paced or not"
+    )
+    clock[0] += 5
+    result = timeline.publish(done)
+    assert result.parent_updated and [c.method for c in fast_slack.calls[calls:]] == ["chat.update"]
 
 
 def test_nudge_turns_returns_at_once_when_no_timeline_waits(executions_table):
