@@ -111,7 +111,9 @@ class Observed:
         ExecutionStore.commit = commit  # type: ignore[method-assign]
 
 
-def post_lag_by_partner(calls: Any, executions: dict[str, Any], runs: dict[str, str]) -> dict[str, list[float]]:
+def post_lag_by_partner(
+    calls: Any, executions: dict[str, Any], runs: dict[str, str]
+) -> dict[str, list[float]]:
     """Seconds from each timeline event to its first accepted post, per partner: the publisher
     paces each channel within Slack's limits, so a busy partner's channel may lag while a quiet
     partner's channel must not."""
@@ -216,6 +218,7 @@ def main() -> int:
         post_lag = post_lag_by_partner(pipeline.slack.calls, executions, runs)
         posts: dict[str, list[float]] = defaultdict(list)
         updates: dict[str, list[float]] = defaultdict(list)
+        refused = Counter(c.method for c in pipeline.slack.calls if c.status == 429)
         for call in pipeline.slack.calls:
             if call.ok and call.method == "chat.postMessage":
                 posts[str(call.args.get("channel"))].append(call.at)
@@ -256,6 +259,7 @@ def main() -> int:
         f"  due-index writes: busiest partition {busiest} {busiest_per_second(observed.due_writes.get(busiest, []))}/s "
         f"at peak; one unsharded partition would take {busiest_per_second(every_bucket)}/s (limit ~1,000/s a partition)"
     )
+    print(f"  Slack answered 429 (what pacing did not avoid), by method: {dict(refused) or 'none'}")
     for channel in sorted(set(posts) | set(updates)):
         times = sorted(posts[channel] + updates[channel])
         span = max(1.0, times[-1] - times[0]) if times else 1.0

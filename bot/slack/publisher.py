@@ -71,8 +71,10 @@ _GONE_MESSAGE = frozenset({"message_not_found", "cant_update_message", "edit_win
 # channel take turns (`ChannelPace`): a turn is at most TURN_POSTS posts, one interval apart; a run
 # whose turn has not come leaves its events for the sweeper's nudge at its turn, so no stream lane
 # ever sleeps through a busy channel's backlog, and a 429 only queues the run again.
+# A turn never starts early: a run whose earlier turn came late (a nudge's stream record takes a
+# moment) would post its burst just before the next one's, and Slack would answer 429.
 TURN_POSTS = 3
-EARLY_POSTS = 1  # a turn this many posts away goes at once: Slack takes short bursts
+_LOOKUPS = frozenset({"conversations_history", "conversations_replies"})  # 1 a minute, app-wide
 UNREACHABLE_RETRY_SECONDS = 300  # a channel that refused is tried again this often, if nothing else changes
 
 
@@ -168,7 +170,7 @@ class Publisher:
         posts = _posts_needed(ex, state)
         calls = posts or _digest(self._parent(ex)) != state.parent_digest  # Slack is asked anything
         turn = self._turn(channel, state, posts, now_ms) if calls else now_ms
-        if turn > now_ms + EARLY_POSTS * self.interval_ms:
+        if turn > now_ms:
             self._wait_turn(ex, state, turn)
             return PublishResult(0, 0, False, "", 0, paced=True)
         try:
@@ -189,14 +191,19 @@ class Publisher:
                 current = self.posts.save(
                     ex.execution_id, current, replace(current, attempting_through=current.posted_seq)
                 ) or self.posts.get(ex.execution_id)
+            if paced.method == "chat_postMessage" and current.parent_attempted and not current.parent_ts:
+                # Nor the parent: posting it again needs no lookup (1 a minute) first.
+                current = self.posts.save(
+                    ex.execution_id, current, replace(current, parent_attempted=False)
+                ) or self.posts.get(ex.execution_id)
             now_ms = int(self.clock() * 1000)
-            turn = self.posts.take_turn(
-                channel,
-                now_ms,
-                _posts_needed(ex, current),
-                self.interval_ms,
-                paced_until_ms=now_ms + int(paced.retry_after * 1000),
-            )
+            until_ms = now_ms + int(paced.retry_after * 1000)
+            if paced.method in _LOOKUPS:  # only this run needs the lookup: the channel's posts go on
+                turn = until_ms
+            else:
+                turn = self.posts.take_turn(
+                    channel, now_ms, _posts_needed(ex, current), self.interval_ms, paced_until_ms=until_ms
+                )
             self._wait_turn(ex, current, turn)
             return PublishResult(
                 tally.posted, tally.recovered, False, "", tally.lookups, paced=True, rate_limited=True

@@ -163,6 +163,37 @@ def test_a_parent_update_waits_out_the_channels_retry_after_too(fast_slack, exec
     assert result.parent_updated and [c.method for c in fast_slack.calls[calls:]] == ["chat.update"]
 
 
+def test_a_429_to_the_parent_posts_it_later_without_a_lookup(fast_slack, executions_table):
+    timeline, clock = _paced(executions_table)
+    ex = run(1)
+    fast_slack.fail("chat.postMessage", status=429, retry_after=1)
+    assert timeline.publish(ex).rate_limited
+    assert not timeline.posts.get(ex.execution_id).parent_attempted, (
+        "Slack posted nothing: nothing to look for"
+    )
+    clock[0] += 60
+    assert not timeline.publish(ex).paced and _seqs(fast_slack, ex) == [1]
+    assert not [c for c in fast_slack.calls if c.method.startswith("conversations.")]
+
+
+def test_a_429_to_a_lookup_holds_only_that_run_not_the_channel(fast_slack, executions_table):
+    timeline, clock = _paced(executions_table)
+    ex = run(3)
+    fast_slack.fail("chat.postMessage", status=500, lost=True, skip=1)  # a reply lands, its answer is lost
+    fast_slack.fail("conversations.replies", status=429, retry_after=60)
+    result = timeline.publish(ex)
+    assert result.rate_limited and _seqs(fast_slack, ex) == [1]
+    assert (
+        timeline.posts.get(ex.execution_id).paced_until_ms >= clock[0] * 1000 + 60_000 * fast_slack.time_scale
+    )
+    assert timeline.posts.pace(ACME).paced_until_ms == 0, (
+        "the channel's posts go on: lookups have their own limit"
+    )
+    other = dataclasses.replace(run(1), execution_id="rb-otherrunxx")
+    clock[0] += 3  # after the first run's turn
+    assert not timeline.publish(other).paced and _seqs(fast_slack, other) == [1]
+
+
 def test_nudge_turns_returns_at_once_when_no_timeline_waits(executions_table):
     store = ExecutionStore(boto3.client("dynamodb"), executions_table)
     slept: list[float] = []
