@@ -129,3 +129,16 @@ def test_a_waiting_home_whose_wake_was_lost_is_asked_for_again_and_leaves_the_du
     assert homes.opened("U0A", T0 + 1_000 + STALE_REQUEST_MS + 1), "a wait a minute overdue is presumed lost"
     assert keys.DUE_AT not in item(homes, "U0A")
     assert list(ExecutionStore(homes.client, homes.table).due(T0 + 10**9)) == []
+
+
+def test_the_sweepers_pass_asks_again_for_a_home_whose_retry_after_passed(homes):
+    from bot.handlers.sweeper import sweep
+
+    homes.opened("U0A", T0)
+    wanted = request_of(homes, "U0A")
+    homes.claim(wanted, T0 + 1)
+    homes.defer(wanted, T0 + 5_000)
+    store = ExecutionStore(homes.client, homes.table)
+    assert sweep(store, None, None, T0 + 4_999).moved == {}
+    assert sweep(store, None, None, T0 + 5_000).moved == {"nudge": 1}
+    assert item(homes, "U0A")["home_status"]["S"] == "requested"
