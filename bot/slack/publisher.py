@@ -7,7 +7,11 @@ dropped connection: Slack may have posted it) or that a stopped publisher never 
 looked for by its message metadata (execution id + seq) with one `conversations.replies` or
 `conversations.history` call of at most 15 items, never re-sent blindly.
 
-Errors by kind: 429 and 5xx on other calls are retried in-process by the client within the
+Pacing: runs posting in one channel take turns at Slack's pace (about a post a second); a run
+whose turn is to come, or that Slack answered 429, waits in the due-index for the sweeper's nudge
+at its turn: nothing is waited out in the stream lane (see TURN_POSTS).
+
+Errors by kind: 5xx on calls that do not post are retried in-process by the client within the
 function's time; past that the record fails and the stream delivers it again. Errors no retry can
 fix (the bot is not in the channel, the channel is gone or archived, the token or a scope is
 missing) never block the stream: the item records that the channel cannot be reached and why,
