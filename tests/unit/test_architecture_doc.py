@@ -24,6 +24,7 @@ def test_every_key_the_doc_lists_is_built_by_keys_py():
             keys.table_lock_key("p", "t"),
             keys.due_buckets(),
             keys.channel_key("C"),
+            keys.channel_pace_key("C"),
             keys.requester_key("x"),
             keys.export_key("x"),
             keys.partner_history("p"),
