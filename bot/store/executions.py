@@ -15,7 +15,11 @@ from bot.store.client import TableClient
 from bot.store.codec import from_attribute, from_item, size_of, to_attribute, to_item, to_plain
 from bot.store.model import EventKind, Execution, Status, StepRecord
 
-NUDGE_AGAIN_MS = 10_000  # a waiting timeline is nudged again this often until its publisher catches up
+# A waiting timeline is nudged again if its publisher has not acted on the last nudge: after 10 s,
+# then twice as long each time, at most 5 minutes apart. A publisher that lags (a busy stream) is
+# not sent a record every 10 s while it works through the ones it has; its next write resets this.
+NUDGE_AGAIN_MS = 10_000
+NUDGE_AGAIN_MAX_MS = 300_000
 MOVE_LEASE_MS = 15_000  # a claim for a transition that runs no step (sweeper, click, worker move)
 SPILL_BYTES = 8_192  # step outputs larger than this live in their own item, not the state item
 _CONDITION_FAILED = "ConditionalCheckFailedException"
@@ -642,16 +646,24 @@ class ExecutionStore:
         run. False if the run is gone or another sweeper nudged it first."""
         try:
             # The item stays in the due-index, a little later: if this nudge is lost (its record
-            # fails, the publisher is paced again and loses a race), the next pass nudges again.
-            # Only the publisher, once it has caught up, takes the item out.
-            again = str(now_ms + NUDGE_AGAIN_MS)
+            # fails, the publisher is paced again and loses a race), a later pass nudges again.
+            # Only the publisher, once it has caught up, takes the item out; any write of its
+            # own (a whole item) forgets the nudges.
+            posts = _key(keys.slack_key(execution_id))
+            item = self.client.get_item(TableName=self.table, Key=posts, ProjectionExpression="nudges")
+            nudges = int(((item.get("Item") or {}).get("nudges") or {}).get("N", "0"))
+            again = str(now_ms + min(NUDGE_AGAIN_MS * 2 ** min(nudges, 16), NUDGE_AGAIN_MAX_MS))
             self.client.update_item(
                 TableName=self.table,
-                Key=_key(keys.slack_key(execution_id)),
-                UpdateExpression="SET #due = :again, retry_at_ms = :again",
+                Key=posts,
+                UpdateExpression="SET #due = :again, retry_at_ms = :again, nudges = :nudges",
                 ConditionExpression="#due = :due",
                 ExpressionAttributeNames={"#due": keys.DUE_AT},
-                ExpressionAttributeValues={":due": {"N": str(due_at_ms)}, ":again": {"N": again}},
+                ExpressionAttributeValues={
+                    ":due": {"N": str(due_at_ms)},
+                    ":again": {"N": again},
+                    ":nudges": {"N": str(nudges + 1)},
+                },
             )
             self.client.update_item(
                 TableName=self.table,

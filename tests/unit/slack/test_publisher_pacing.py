@@ -194,6 +194,34 @@ def test_a_429_to_a_lookup_holds_only_that_run_not_the_channel(fast_slack, execu
     assert not timeline.publish(other).paced and _seqs(fast_slack, other) == [1]
 
 
+def test_a_nudge_the_publisher_has_not_acted_on_is_repeated_less_and_less_often(executions_table):
+    from bot.store.executions import NUDGE_AGAIN_MAX_MS
+    from bot.store.slack_posts import Posts
+
+    store = ExecutionStore(boto3.client("dynamodb"), executions_table)
+    posts = PostsStore(store.client, store.table)
+    ex = run(2)
+    store.client.put_item(TableName=store.table, Item=to_item(ex))
+    waiting = posts.save(
+        ex.execution_id, Posts(), Posts(channel=ACME, paced_until_ms=1_000, retry_at_ms=1_000)
+    )
+    assert waiting is not None
+    due, gaps = 1_000, []
+    for _ in range(7):  # the publisher lags: none of these nudges has been acted on yet
+        (found,) = store.due(10**14)
+        assert store.nudge(ex.execution_id, found.due_at_ms, due)
+        (after,) = store.due(10**14)
+        gaps.append(after.due_at_ms - due)
+        due = after.due_at_ms
+    assert gaps == [10_000, 20_000, 40_000, 80_000, 160_000, NUDGE_AGAIN_MAX_MS, NUDGE_AGAIN_MAX_MS]
+    current = posts.get(ex.execution_id)
+    assert posts.save(ex.execution_id, current, dataclasses.replace(current, retry_at_ms=due)) is not None
+    (found,) = store.due(10**14)
+    assert store.nudge(ex.execution_id, found.due_at_ms, due)
+    (after,) = store.due(10**14)
+    assert after.due_at_ms - due == 10_000, "the publisher's own write starts the count again"
+
+
 def test_nudge_turns_returns_at_once_when_no_timeline_waits(executions_table):
     store = ExecutionStore(boto3.client("dynamodb"), executions_table)
     slept: list[float] = []
