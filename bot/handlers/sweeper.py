@@ -26,9 +26,8 @@ SANDBOX = Sandbox(Services.for_function)
 QUEUED_PATIENCE_MS = 5 * 60_000
 WAITING_FOR_SLACK = frozenset({"publish", "home"})  # nudged at their time, not moved
 TURN_LOOK_MS = 1_000  # while timelines wait for their turns, the due-index is read this often
-TURN_MARGIN_MS = (
-    5_000  # the turns are left to the next sweep this long before it (at most a tenth of the period)
-)
+# The turns are left to the next sweep this long before it (at most a tenth of the period).
+TURN_MARGIN_MS = 5_000
 
 
 @dataclass
@@ -121,8 +120,9 @@ def nudge_turns(
 ) -> int:
     """Nudge each waiting timeline when its turn in its channel comes (and each home whose
     Retry-After has passed), until `until_ms` (the next scheduled sweep): a busy channel's queue
-    moves at Slack's pace, about a post a second, not at the schedule's minute. The sweeper waits for the turns here, never a stream lane; with no
-    timeline waiting it returns at once. Returns how many it nudged."""
+    moves at Slack's pace, about a post a second, not at the schedule's minute. The sweeper waits
+    for the turns here, never a stream lane; with no timeline waiting it returns at once. Returns
+    how many it nudged."""
     nudged = 0
     while True:
         now_ms = int(clock() * 1000)

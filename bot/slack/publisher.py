@@ -250,7 +250,7 @@ class Publisher:
             return pace.paced_until_ms  # Slack said wait: first again when it may
         if state.paced_until_ms or not posts:  # the publish above returned while its turn was to come
             return now_ms
-        return self.posts.take_turn(channel, now_ms, posts, self.interval_ms)
+        return self.posts.take_turn(channel, now_ms, posts, self.interval_ms, pace=pace)
 
     def _wait_turn(self, ex: Execution, state: Posts, turn_ms: int) -> None:
         """Leave what is not yet in the channel for the run's turn: the sweeper nudges the run at

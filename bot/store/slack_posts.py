@@ -167,15 +167,22 @@ class PostsStore:
         )
 
     def take_turn(
-        self, channel: str, now_ms: int, posts: int, interval_ms: int, *, paced_until_ms: int = 0
+        self,
+        channel: str,
+        now_ms: int,
+        posts: int,
+        interval_ms: int,
+        *,
+        paced_until_ms: int = 0,
+        pace: ChannelPace | None = None,
     ) -> int:
         """Queue `posts` posts in `channel` at the end of its queue, `interval_ms` apart; when Slack
         said wait (a 429), `paced_until_ms` is its Retry-After. Returns when the turn begins.
 
         A conditional write on the queue's end, so runs racing for the channel take turns one
         after another. After `TURN_ATTEMPTS` lost races the turn is shared: at worst Slack answers
-        429 and that run queues again; nothing is lost."""
-        pace = self.pace(channel)
+        429 and that run queues again; nothing is lost. `pace`: the channel's, if just read."""
+        pace = pace or self.pace(channel)
         for _ in range(TURN_ATTEMPTS):
             paced = max(pace.paced_until_ms, paced_until_ms)
             start = max(now_ms, pace.next_turn_ms, paced)
